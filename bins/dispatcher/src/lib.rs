@@ -1,0 +1,1 @@
+//! HTTP service that packs negative evidence into task packages and delivers them by signed webhook.

@@ -1,0 +1,1 @@
+//! Per-target circuit breakers, a keyed registry and a tower layer.

@@ -1,0 +1,1 @@
+//! A faithful local DingTalk for tests, examples and benchmarks.

@@ -1,0 +1,1 @@
+//! DingTalk OpenAPI client: token cache, robot sends, session-webhook replies.

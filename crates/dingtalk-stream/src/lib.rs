@@ -1,0 +1,1 @@
+//! DingTalk Stream-mode client and HTTP-callback verification.

@@ -1,0 +1,1 @@
+//! Backoff schedules, Retry-After handling and outcome classification.

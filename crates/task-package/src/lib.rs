@@ -1,0 +1,1 @@
+//! The standard task package: types, validation, JSON and task ids.

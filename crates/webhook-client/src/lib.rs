@@ -1,0 +1,1 @@
+//! One signed webhook delivery attempt, with SSRF guard and classification.

@@ -1,0 +1,1 @@
+//! The durable priority engine shared by the dispatcher and the DingTalk bot.

@@ -1,0 +1,1 @@
+//! Test harness: spawn the real binaries on loopback ports, with local peers.
