@@ -111,15 +111,31 @@ mod tests {
 
     #[test]
     fn critical_is_greatest_and_low_least() {
-        let mut v = vec![Priority::Low, Priority::Critical, Priority::Medium, Priority::High];
+        let mut v = vec![
+            Priority::Low,
+            Priority::Critical,
+            Priority::Medium,
+            Priority::High,
+        ];
         v.sort();
-        assert_eq!(v, [Priority::Low, Priority::Medium, Priority::High, Priority::Critical]);
+        assert_eq!(
+            v,
+            [
+                Priority::Low,
+                Priority::Medium,
+                Priority::High,
+                Priority::Critical
+            ]
+        );
     }
 
     #[test]
     fn parses_case_insensitively() {
         assert_eq!("HIGH".parse::<Priority>().unwrap(), Priority::High);
-        assert_eq!(" Critical ".parse::<Priority>().unwrap(), Priority::Critical);
+        assert_eq!(
+            " Critical ".parse::<Priority>().unwrap(),
+            Priority::Critical
+        );
         assert!("urgent".parse::<Priority>().is_err());
     }
 }

@@ -1,0 +1,312 @@
+//! The standard task package and the request that creates it.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Priority;
+
+/// The package format version written into [`Metadata::version`].
+pub const PACKAGE_VERSION: &str = "1.0";
+
+/// The seed's three scenarios, plus any other snake_case name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TaskType {
+    /// Negative evidence intervention: answer or escalate a negative post, review or article.
+    NegativeEvidenceIntervention,
+    /// Source engagement (信源攻坚): work with the source (author, outlet) behind the evidence.
+    SourceEngagement,
+    /// Competitor alert (竞品监控告警): something a competitor did that needs attention.
+    CompetitorAlert,
+    /// Any other task type, named in snake_case.
+    Custom(String),
+}
+
+impl TaskType {
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskType::NegativeEvidenceIntervention => "negative_evidence_intervention",
+            TaskType::SourceEngagement => "source_engagement",
+            TaskType::CompetitorAlert => "competitor_alert",
+            TaskType::Custom(s) => s,
+        }
+    }
+
+    /// Parses a wire name: a known scenario, or a custom snake_case name
+    /// (`[a-z][a-z0-9_]*`, at most 64 characters).
+    pub fn parse(s: &str) -> Option<TaskType> {
+        Some(match s {
+            "negative_evidence_intervention" => TaskType::NegativeEvidenceIntervention,
+            "source_engagement" => TaskType::SourceEngagement,
+            "competitor_alert" => TaskType::CompetitorAlert,
+            other if is_snake_case(other) => TaskType::Custom(other.to_owned()),
+            _ => return None,
+        })
+    }
+
+    /// The `source_meta` keys this scenario requires (see the crate docs).
+    pub fn required_source_meta(&self) -> &'static [&'static str] {
+        match self {
+            TaskType::SourceEngagement => &["contact", "engagement_goal"],
+            TaskType::CompetitorAlert => &["competitor_name", "alert_type"],
+            _ => &[],
+        }
+    }
+}
+
+fn is_snake_case(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl fmt::Display for TaskType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TaskType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        TaskType::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown task type {s:?} (expected a snake_case name)"
+            ))
+        })
+    }
+}
+
+/// How risky the evidence is. Ordered: `Critical > High > Medium > Low`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RiskLevel {
+    /// Minor.
+    Low,
+    /// Worth a look.
+    Medium,
+    /// Needs action.
+    High,
+    /// Needs action now.
+    Critical,
+}
+
+impl RiskLevel {
+    /// Every level, least risky first.
+    pub const ALL: [RiskLevel; 4] = [
+        RiskLevel::Low,
+        RiskLevel::Medium,
+        RiskLevel::High,
+        RiskLevel::Critical,
+    ];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+            RiskLevel::Critical => "critical",
+        }
+    }
+
+    /// Case-insensitive parse.
+    pub fn parse(s: &str) -> Option<RiskLevel> {
+        RiskLevel::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+impl fmt::Display for RiskLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RiskLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        RiskLevel::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown risk level {s:?} (expected low, medium, high or critical)"
+            ))
+        })
+    }
+}
+
+/// The evidence an analyst chose to handle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceData {
+    /// The offending text (or its excerpt).
+    pub evidence_fragment: String,
+    /// Where it was published.
+    pub associated_url: String,
+    /// The platform or outlet (微博, 小红书, a news site...).
+    pub source_name: String,
+    /// How risky it is.
+    pub risk_level: RiskLevel,
+    /// The brand concerned.
+    pub brand_name: String,
+    /// The suggested answer or action.
+    pub intervention_script: String,
+    /// Anything else about the source (author, followers, scenario fields).
+    #[serde(default = "empty_object")]
+    pub source_meta: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// The wire format of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum DeliveryFormat {
+    /// The task package JSON, signed per Standard Webhooks.
+    #[default]
+    StandardPayload,
+    /// Another format by name (chat formats such as `dingtalk_markdown`).
+    Other(String),
+}
+
+impl DeliveryFormat {
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            DeliveryFormat::StandardPayload => "standard_payload",
+            DeliveryFormat::Other(s) => s,
+        }
+    }
+}
+
+impl Serialize for DeliveryFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeliveryFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "standard_payload" {
+            DeliveryFormat::StandardPayload
+        } else {
+            DeliveryFormat::Other(s)
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where and how the package is delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryInstructions {
+    /// The receiver.
+    pub webhook_url: String,
+    /// The wire format (default `standard_payload`).
+    #[serde(default)]
+    pub delivery_format: DeliveryFormat,
+    /// Whether the receiver is expected to report back (default true).
+    #[serde(default = "yes")]
+    pub callback_required: bool,
+    /// Where the receiver reports back (`POST` with the token), set by the dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The token the receiver presents when reporting back, set by the dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_token: Option<String>,
+}
+
+/// When and in which version the package was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// RFC 3339 UTC, e.g. `2026-11-24T08:00:00Z`.
+    pub created_at: String,
+    /// `"1.0"`.
+    pub version: String,
+}
+
+impl Metadata {
+    /// Metadata for a package made at `now`.
+    pub fn at(now: DateTime<Utc>) -> Metadata {
+        Metadata {
+            created_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            version: PACKAGE_VERSION.to_owned(),
+        }
+    }
+}
+
+/// The standard task package delivered to receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPackage {
+    /// The scenario.
+    pub task_type: TaskType,
+    /// The evidence.
+    pub evidence_data: EvidenceData,
+    /// Where and how.
+    pub delivery_instructions: DeliveryInstructions,
+    /// When and which version.
+    pub metadata: Metadata,
+}
+
+impl TaskPackage {
+    /// The package as JSON bytes.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a task package always serialises")
+    }
+
+    /// Parses a package from JSON.
+    ///
+    /// # Errors
+    ///
+    /// Malformed JSON or wrong field types.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<TaskPackage, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// The body of `POST /workflow/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateTaskRequest {
+    /// The scenario.
+    pub task_type: TaskType,
+    /// The evidence.
+    pub evidence_data: EvidenceData,
+    /// The receiver; optional only when `channel` names a preset channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Queue priority (default `medium`).
+    #[serde(default)]
+    pub priority: Priority,
+    /// A preset delivery channel configured on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// Builds the standard package from a request: the request's evidence, its webhook URL, the
+/// default delivery format, `callback_required = true`, and metadata stamped `now`.
+pub fn create_task_package(request: &CreateTaskRequest, now: DateTime<Utc>) -> TaskPackage {
+    TaskPackage {
+        task_type: request.task_type.clone(),
+        evidence_data: request.evidence_data.clone(),
+        delivery_instructions: DeliveryInstructions {
+            webhook_url: request.webhook_url.clone().unwrap_or_default(),
+            delivery_format: DeliveryFormat::StandardPayload,
+            callback_required: true,
+            callback_url: None,
+            callback_token: None,
+        },
+        metadata: Metadata::at(now),
+    }
+}
