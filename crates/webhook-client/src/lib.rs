@@ -1,1 +1,57 @@
 //! One signed webhook delivery attempt, with SSRF guard and classification.
+//!
+//! The engine owns scheduling and retries; this crate owns the attempt:
+//! - a [`WebhookClient`] built once (pooled keep-alive connections, rustls), cheap to clone;
+//! - signatures per the [Standard Webhooks] spec (`webhook-id`, `webhook-timestamp`,
+//!   `webhook-signature: v1,<base64>`), several secrets for rotation, and [`verify`] for receivers;
+//! - redirects never followed, bodies read up to a cap, connect and total timeouts;
+//! - an SSRF guard in the DNS resolver (connect time: pooling keeps working and DNS rebinding
+//!   cannot bypass it), with an allowlist of CIDRs;
+//! - a circuit breaker per target (`scheme://host:port`): while open, nothing is sent and the
+//!   report says when a probe may go;
+//! - a classified [`AttemptReport`]: success, retryable (with `Retry-After`) or permanent.
+//!
+//! [Standard Webhooks]: https://www.standardwebhooks.com/
+//!
+//! # Example
+//!
+//! ```no_run
+//! use webhook_client::{SigningSecret, WebhookClient, WebhookRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = WebhookClient::builder().build()?;
+//! let secret = SigningSecret::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")?;
+//! let report = client
+//!     .send_webhook(&WebhookRequest {
+//!         url: "https://receiver.example.com/hook",
+//!         msg_id: "wf_1732435200_0a1b2c3d",
+//!         body: bytes::Bytes::from_static(br#"{"task_type":"negative_evidence_intervention"}"#),
+//!         secrets: &[secret],
+//!         headers: &[],
+//!     })
+//!     .await;
+//! println!("{:?} in {:?}", report.outcome, report.duration);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! None.
+
+mod client;
+mod error;
+mod signing;
+mod ssrf;
+
+pub use client::{
+    AttemptReport, USER_AGENT, WebhookClient, WebhookClientBuilder, WebhookRequest, target_key,
+};
+pub use error::{Error, Result};
+pub use retry_policy::{Classifier, Outcome, TransportErrorKind};
+pub use signing::{
+    InvalidSecret, SigningSecret, TIMESTAMP_TOLERANCE_SECS, VerifyError, sign, signature_header,
+    verify, verify_headers,
+};
+pub use ssrf::{BlockedAddress, SsrfPolicy, is_non_public};

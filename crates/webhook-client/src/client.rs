@@ -1,0 +1,456 @@
+//! The client: one signed attempt per call.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use circuit_breaker::{BreakerConfig, BreakerRegistry};
+use ipnet::IpNet;
+use retry_policy::{Classifier, Outcome, TransportErrorKind, parse_retry_after};
+
+use crate::error::{Error, Result};
+use crate::signing::{SigningSecret, signature_header};
+use crate::ssrf::{BlockedAddress, GuardedResolver, SsrfPolicy};
+
+/// The default user agent: `closed-loop-webhook/<version>`.
+pub const USER_AGENT: &str = concat!("closed-loop-webhook/", env!("CARGO_PKG_VERSION"));
+
+/// One delivery to make.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest<'a> {
+    /// The target (absolute http(s) URL).
+    pub url: &'a str,
+    /// `webhook-id`: stable across retries (the task id).
+    pub msg_id: &'a str,
+    /// The JSON body.
+    pub body: Bytes,
+    /// Signing secrets: one signature each (rotation). Empty: unsigned.
+    pub secrets: &'a [SigningSecret],
+    /// Extra headers for this request.
+    pub headers: &'a [(String, String)],
+}
+
+/// What one attempt did.
+#[derive(Debug)]
+pub struct AttemptReport {
+    /// Whether a request went out (false when the breaker was open or the target refused).
+    pub sent: bool,
+    /// Success, retryable or permanent.
+    pub outcome: Outcome,
+    /// The HTTP status, if a response came back.
+    pub status: Option<u16>,
+    /// How long the attempt took.
+    pub duration: Duration,
+    /// The first bytes of the response body (lossy UTF-8), capped.
+    pub response_body: Option<String>,
+    /// The failure without a response, if any.
+    pub error: Option<Error>,
+    /// Set when not sent because the target's breaker is open: when it lets a probe through.
+    pub breaker_retry_in: Option<Duration>,
+}
+
+impl AttemptReport {
+    fn not_sent(
+        outcome: Outcome,
+        error: Option<Error>,
+        retry_in: Option<Duration>,
+    ) -> AttemptReport {
+        AttemptReport {
+            sent: false,
+            outcome,
+            status: None,
+            duration: Duration::ZERO,
+            response_body: None,
+            error,
+            breaker_retry_in: retry_in,
+        }
+    }
+
+    /// A one-line description of the failure for records and logs (`None` on success).
+    pub fn error_message(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.to_string());
+        }
+        if let Some(d) = self.breaker_retry_in {
+            return Some(format!("circuit open; retry in {} ms", d.as_millis()));
+        }
+        match (self.outcome, self.status) {
+            (Outcome::Success, _) => None,
+            (_, Some(s)) => Some(format!("HTTP {s}")),
+            _ => Some("failed".to_owned()),
+        }
+    }
+}
+
+/// Configures a [`WebhookClient`].
+#[derive(Debug, Clone)]
+pub struct WebhookClientBuilder {
+    connect_timeout: Duration,
+    timeout: Duration,
+    max_response_body: usize,
+    user_agent: String,
+    default_headers: Vec<(String, String)>,
+    ssrf_guard: bool,
+    allow_cidrs: Vec<IpNet>,
+    breaker: BreakerConfig,
+    classifier: Classifier,
+    pool_idle_per_host: usize,
+}
+
+impl Default for WebhookClientBuilder {
+    fn default() -> Self {
+        WebhookClientBuilder {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            max_response_body: 4096,
+            user_agent: USER_AGENT.to_owned(),
+            default_headers: Vec::new(),
+            ssrf_guard: true,
+            allow_cidrs: Vec::new(),
+            breaker: BreakerConfig::default(),
+            classifier: Classifier::default(),
+            pool_idle_per_host: 64,
+        }
+    }
+}
+
+impl WebhookClientBuilder {
+    /// Connect timeout (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Total timeout of an attempt, body included (default 30 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// Response bytes kept for the attempt record (default 4 KiB); the rest is not read.
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_response_body = bytes;
+        self
+    }
+
+    /// The `user-agent` header.
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
+        self
+    }
+
+    /// A header sent with every request.
+    pub fn default_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.default_headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Whether to refuse non-public targets (default true).
+    pub fn ssrf_guard(mut self, on: bool) -> Self {
+        self.ssrf_guard = on;
+        self
+    }
+
+    /// CIDRs allowed even though non-public (e.g. `127.0.0.0/8` for local development).
+    pub fn allow_cidrs(mut self, cidrs: Vec<IpNet>) -> Self {
+        self.allow_cidrs = cidrs;
+        self
+    }
+
+    /// Per-target breaker settings.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Which statuses are permanent (default: the seed's rule, retry every non-2xx).
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// Idle keep-alive connections kept per host (default 64).
+    pub fn pool_idle_per_host(mut self, n: usize) -> Self {
+        self.pool_idle_per_host = n;
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Build`] when the HTTP client cannot be built (e.g. an invalid header).
+    pub fn build(self) -> Result<WebhookClient> {
+        // reqwest is built without a default TLS provider so the workspace links ring only.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let policy = Arc::new(SsrfPolicy::new(self.ssrf_guard, self.allow_cidrs.clone()));
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &self.default_headers {
+            let name = http::HeaderName::try_from(k.as_str())
+                .map_err(|_| Error::Build(format!("invalid header name {k:?}")))?;
+            let value = http::HeaderValue::try_from(v.as_str())
+                .map_err(|_| Error::Build(format!("invalid value for header {k:?}")))?;
+            headers.insert(name, value);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(self.pool_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(self.user_agent.clone())
+            .default_headers(headers)
+            .dns_resolver(GuardedResolver {
+                policy: policy.clone(),
+            })
+            .build()
+            .map_err(|e| Error::Build(e.without_url().to_string()))?;
+        Ok(WebhookClient {
+            inner: Arc::new(Inner {
+                http,
+                policy,
+                breakers: BreakerRegistry::new(self.breaker),
+                classifier: self.classifier,
+                max_body: self.max_response_body,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    policy: Arc<SsrfPolicy>,
+    breakers: BreakerRegistry<String>,
+    classifier: Classifier,
+    max_body: usize,
+}
+
+/// A webhook sender: pooled keep-alive connections, SSRF guard, per-target circuit breakers.
+/// Build once and clone freely (an `Arc` inside).
+#[derive(Clone)]
+pub struct WebhookClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for WebhookClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookClient")
+            .field("ssrf", &self.inner.policy)
+            .field("breakers", &self.inner.breakers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The breaker key of a URL: `scheme://host:port` (default ports filled in).
+pub fn target_key(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?;
+    let port = u.port_or_known_default()?;
+    Some(format!(
+        "{}://{}:{}",
+        u.scheme(),
+        host.to_ascii_lowercase(),
+        port
+    ))
+}
+
+fn classify_reqwest(e: &reqwest::Error) -> TransportErrorKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        // hyper-util wraps the resolver's error in a private `DnsError` that does not expose it
+        // as a source, so the Debug text is the only way to see our guard's refusal.
+        if s.is::<BlockedAddress>() || format!("{s:?}").contains("BlockedAddress") {
+            return TransportErrorKind::Blocked;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::NotFound
+        {
+            return TransportErrorKind::Dns;
+        }
+        let text = s.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return TransportErrorKind::Dns;
+        }
+        if s.is::<rustls::Error>() {
+            return TransportErrorKind::Tls;
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        TransportErrorKind::Timeout
+    } else if e.is_connect() {
+        TransportErrorKind::Connect
+    } else if e.is_redirect() {
+        TransportErrorKind::Redirect
+    } else {
+        TransportErrorKind::Other
+    }
+}
+
+impl WebhookClient {
+    /// A builder with the defaults.
+    pub fn builder() -> WebhookClientBuilder {
+        WebhookClientBuilder::default()
+    }
+
+    /// While the breaker of `url`'s target is open, how long until it lets a probe through.
+    pub fn breaker_retry_in(&self, url: &str) -> Option<Duration> {
+        target_key(url).and_then(|k| self.inner.breakers.retry_in(&k))
+    }
+
+    /// The per-target breakers (for state-change events and metrics).
+    pub fn breakers(&self) -> &BreakerRegistry<String> {
+        &self.inner.breakers
+    }
+
+    /// Makes one attempt: checks the target, asks its breaker, signs, POSTs, reads up to the
+    /// body cap and classifies. Never panics and never returns an error: failures are in the
+    /// report.
+    pub async fn send_webhook(&self, req: &WebhookRequest<'_>) -> AttemptReport {
+        let inner = &self.inner;
+        let url = match url::Url::parse(req.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+            _ => {
+                return AttemptReport::not_sent(
+                    Outcome::Permanent,
+                    Some(Error::InvalidUrl("not an absolute http(s) URL".into())),
+                    None,
+                );
+            }
+        };
+        // Literal IPs never reach the resolver: check them here.
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && !inner.policy.permits(ip)
+        {
+            return AttemptReport::not_sent(
+                Outcome::Permanent,
+                Some(Error::transport(
+                    TransportErrorKind::Blocked,
+                    BlockedAddress.to_string(),
+                )),
+                None,
+            );
+        }
+        let key = target_key(req.url).unwrap_or_default();
+        let permit = match inner.breakers.try_acquire(&key) {
+            Ok(p) => p,
+            Err(open) => {
+                return AttemptReport::not_sent(
+                    Outcome::Retryable {
+                        retry_after: Some(open.retry_in),
+                    },
+                    None,
+                    Some(open.retry_in),
+                );
+            }
+        };
+
+        let timestamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut builder = inner
+            .http
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", req.msg_id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if !req.secrets.is_empty() {
+            builder = builder.header(
+                "webhook-signature",
+                signature_header(req.secrets, req.msg_id, timestamp, &req.body),
+            );
+        }
+        for (k, v) in req.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let started = Instant::now();
+        let result = builder.body(req.body.clone()).send().await;
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = classify_reqwest(&e);
+                let outcome = inner.classifier.classify_transport(kind);
+                if kind == TransportErrorKind::Blocked {
+                    drop(permit); // never sent: neither success nor failure for the target
+                } else {
+                    permit.failure();
+                }
+                return AttemptReport {
+                    sent: kind != TransportErrorKind::Blocked,
+                    outcome,
+                    status: None,
+                    duration: started.elapsed(),
+                    response_body: None,
+                    error: Some(Error::transport(kind, e.without_url().to_string())),
+                    breaker_retry_in: None,
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        // Read at most the cap; a larger body is not downloaded (the connection is dropped).
+        let mut body = Vec::new();
+        let mut body_error = None;
+        while body.len() < inner.max_body {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = inner.max_body - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(resp);
+        let duration = started.elapsed();
+        let outcome = inner.classifier.classify_status(status, retry_after);
+        // The breaker tracks whether the target is up: 5xx, 408 and 429 count against it;
+        // other answers (2xx, 3xx, 4xx) show a live receiver.
+        let target_failing = status >= 500 || status == 408 || status == 429;
+        match (target_failing, retry_after) {
+            (true, Some(ra)) if status == 429 || status == 503 => {
+                permit.failure_with_retry_after(ra)
+            }
+            (true, _) => permit.failure(),
+            (false, _) => permit.success(),
+        }
+        let error = match (&outcome, body_error) {
+            (Outcome::Success, _) | (_, None) => None,
+            (_, Some(e)) => Some(Error::transport(
+                classify_reqwest(&e),
+                e.without_url().to_string(),
+            )),
+        };
+        let error = error.or_else(|| {
+            (300..400).contains(&status).then(|| {
+                Error::transport(
+                    TransportErrorKind::Redirect,
+                    format!("HTTP {status} redirect not followed"),
+                )
+            })
+        });
+        AttemptReport {
+            sent: true,
+            outcome,
+            status: Some(status),
+            duration,
+            response_body: (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()),
+            error,
+            breaker_retry_in: None,
+        }
+    }
+}
