@@ -12,6 +12,6 @@ pub use clock::{Clock, SharedClock, SystemClock, TokioClock};
 pub use error::StoreError;
 pub use model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
 pub use store::{
-    CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, Page, Release, Store,
-    StoreResult, TaskFilter,
+    CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, MemoryStore, Page, Release,
+    SqliteConfig, SqliteStore, Store, StoreResult, Synchronous, TaskFilter,
 };

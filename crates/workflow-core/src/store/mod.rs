@@ -14,6 +14,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+pub(crate) mod logic;
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteConfig, SqliteStore, Synchronous};
+
 use crate::error::StoreError;
 use crate::model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
 
@@ -200,8 +207,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Gives a claimed task back without recording an attempt (breaker open, shutdown):
     /// status back to `pending` (if `tries == 0`) or `retrying`, due at `release.at`.
     /// A task with `cancel_requested` ends `cancelled`. Fenced like [`Store::finish_attempt`].
-    async fn release(&self, fence: &Fence, release: Release, now: DateTime<Utc>)
-    -> StoreResult<Task>;
+    async fn release(
+        &self,
+        fence: &Fence,
+        release: Release,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task>;
 
     /// Extends the lease of a long-running claim to `until`. Fenced.
     async fn extend_lease(&self, fence: &Fence, until: DateTime<Utc>) -> StoreResult<()>;
@@ -217,11 +228,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Cancels a task: at once if pending or retrying, cooperatively if processing.
     /// [`StoreError::NotFound`] if there is no such task.
-    async fn cancel(&self, id: &str, reason: &str, now: DateTime<Utc>)
-    -> StoreResult<CancelOutcome>;
+    async fn cancel(
+        &self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CancelOutcome>;
 
     /// Makes a `failed` (or `cancelled`) task due now again with a fresh attempt budget
-    /// (`tries` = 0, `max_attempts` kept). [`StoreError::InvalidState`] for other statuses.
+    /// (`max_attempts` raised by its original size; `tries` keeps counting so attempt numbers
+    /// stay unique). [`StoreError::InvalidState`] for other statuses.
     async fn retry_now(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Task>;
 
     /// Records the receiver's latest report on a task. [`StoreError::NotFound`] if absent.
