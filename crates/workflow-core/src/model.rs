@@ -165,7 +165,7 @@ pub struct CallbackRecord {
 }
 
 /// One attempt, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// The task.
     pub task_id: String,

@@ -1,0 +1,88 @@
+//! The delivery handler: a `webhook` task is one signed POST of its task package.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use webhook_client::{Outcome, SigningSecret, WebhookClient, WebhookRequest};
+
+use crate::handler::{AttemptContext, Handler, HandlerOutcome};
+use crate::model::Task;
+
+/// The task kind of webhook deliveries.
+pub const WEBHOOK_KIND: &str = "webhook";
+
+/// The payload of a `webhook` task: where to send, and the body (the task package JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookPayload {
+    /// The target URL.
+    pub url: String,
+    /// The JSON body sent, as is.
+    pub package: serde_json::Value,
+}
+
+/// Delivers `webhook` tasks with a [`WebhookClient`]: the task id is the `webhook-id` (stable
+/// across retries), the package is the body, signed with every configured secret.
+#[derive(Debug, Clone)]
+pub struct WebhookDeliveryHandler {
+    client: WebhookClient,
+    secrets: Arc<Vec<SigningSecret>>,
+}
+
+impl WebhookDeliveryHandler {
+    /// A handler sending with `client`, signing with `secrets` (first is current; others are
+    /// kept during rotation).
+    pub fn new(client: WebhookClient, secrets: Vec<SigningSecret>) -> WebhookDeliveryHandler {
+        WebhookDeliveryHandler {
+            client,
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    /// The client (for breaker state).
+    pub fn client(&self) -> &WebhookClient {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Handler for WebhookDeliveryHandler {
+    async fn handle(&self, task: &Task, ctx: AttemptContext) -> HandlerOutcome {
+        let payload: WebhookPayload = match serde_json::from_value(task.payload.clone()) {
+            Ok(p) => p,
+            Err(e) => return HandlerOutcome::permanent(format!("unreadable webhook payload: {e}")),
+        };
+        let body = match serde_json::to_vec(&payload.package) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => return HandlerOutcome::permanent(format!("unserialisable package: {e}")),
+        };
+        let request = WebhookRequest {
+            url: &payload.url,
+            msg_id: &task.id,
+            body,
+            secrets: &self.secrets,
+            headers: &[],
+        };
+        let report = tokio::select! {
+            r = self.client.send_webhook(&request) => r,
+            () = ctx.cancel.cancelled() => return HandlerOutcome::retryable("cancelled while sending"),
+        };
+        if let Some(retry_in) = report.breaker_retry_in {
+            return HandlerOutcome::deferred(retry_in, "circuit open for target");
+        }
+        let error = report.error_message().unwrap_or_default();
+        let outcome = match report.outcome {
+            Outcome::Success => HandlerOutcome::success(),
+            Outcome::Retryable { retry_after } => {
+                HandlerOutcome::from(crate::handler::AttemptResult::Retryable {
+                    error,
+                    retry_after,
+                })
+            }
+            Outcome::Permanent => HandlerOutcome::permanent(error),
+        };
+        outcome
+            .with_status(report.status)
+            .with_response(report.response_body)
+    }
+}
