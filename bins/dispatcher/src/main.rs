@@ -1,2 +1,32 @@
-//! Entry point.
-fn main() {}
+//! The dispatcher binary: parse flags, load configuration, install tracing, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = dispatcher::Cli::parse();
+    let config = match dispatcher::Config::load(&dispatcher::figment_for(&cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dispatcher: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    dispatcher::init_tracing(config.log_format);
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dispatcher: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(1);
+        }
+    };
+    match dispatcher::run(config, listener, dispatcher::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dispatcher: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Configuration: defaults < TOML file < `DISPATCHER_*` environment < command-line flags.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to do with a new task whose target's circuit breaker is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakerOpenPolicy {
+    /// Answer 503 with `Retry-After` (the seed's rule).
+    #[default]
+    Reject,
+    /// Accept and deliver once the breaker lets a probe through.
+    Queue,
+}
+
+/// A list given as a TOML array or as one comma-separated string (environment, flags).
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct List(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let items = match Raw::deserialize(d)? {
+            Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+            Raw::Many(v) => v,
+        };
+        Ok(List(
+            items
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ))
+    }
+}
+
+impl fmt::Debug for List {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The dispatcher's settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and generated secrets live.
+    pub data_dir: PathBuf,
+    /// `sqlite://path`; default `<data_dir>/dispatcher.db`.
+    pub database_url: Option<String>,
+    /// Accepted API keys (Bearer tokens). Empty: one is generated and stored in the data dir.
+    pub api_keys: List,
+    /// `whsec_...` secrets to sign with (first signs; all sign during rotation). Empty: generated.
+    pub signing_secret: List,
+    /// CIDRs a webhook may target even though they are not public (e.g. `127.0.0.0/8`).
+    pub allowed_target_cidrs: List,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First retry delay.
+    #[serde(with = "humantime_serde")]
+    pub base_retry_delay: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+    /// Most tasks not yet final; past it new tasks get 503.
+    pub task_queue_size: u64,
+    /// Most deliveries in flight.
+    pub max_in_flight: usize,
+    /// Most deliveries in flight to one target.
+    pub per_target_in_flight: usize,
+    /// Total timeout of one delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// HTTP statuses never retried (default: none, the seed retries every non-2xx).
+    pub permanent_statuses: Vec<u16>,
+    /// Base URL receivers use to call back (default `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// New tasks for a target whose breaker is open.
+    pub breaker_open_policy: BreakerOpenPolicy,
+    /// Final tasks are deleted after this long.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How long shutdown waits for deliveries in flight.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            api_keys: List::default(),
+            signing_secret: List::default(),
+            allowed_target_cidrs: List::default(),
+            max_retries: 3,
+            base_retry_delay: Duration::from_secs(30),
+            max_retry_delay: Duration::from_secs(3600),
+            task_queue_size: 100_000,
+            max_in_flight: 512,
+            per_target_in_flight: 64,
+            delivery_timeout: Duration::from_secs(30),
+            permanent_statuses: Vec::new(),
+            public_url: None,
+            log_format: LogFormat::Human,
+            breaker_open_policy: BreakerOpenPolicy::Reject,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |l: &List| format!("<{} redacted>", l.0.len());
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .as_ref()
+                    .map(|u| u.split('?').next().unwrap_or("")),
+            )
+            .field("api_keys", &redacted(&self.api_keys))
+            .field("signing_secret", &redacted(&self.signing_secret))
+            .field("allowed_target_cidrs", &self.allowed_target_cidrs)
+            .field("max_retries", &self.max_retries)
+            .field("base_retry_delay", &self.base_retry_delay)
+            .field("max_retry_delay", &self.max_retry_delay)
+            .field("task_queue_size", &self.task_queue_size)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("per_target_in_flight", &self.per_target_in_flight)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("public_url", &self.public_url)
+            .field("breaker_open_policy", &self.breaker_open_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configuration is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl Config {
+    /// Extracts and validates the configuration from a figment (see [`figment_for`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad setting.
+    pub fn load(figment: &Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.base_retry_delay > self.max_retry_delay {
+            return Err(ConfigError(
+                "base_retry_delay must not exceed max_retry_delay".into(),
+            ));
+        }
+        if self.max_retry_delay.is_zero() {
+            return Err(ConfigError(
+                "max_retry_delay must be greater than zero".into(),
+            ));
+        }
+        if self.max_in_flight == 0 || self.per_target_in_flight == 0 || self.task_queue_size == 0 {
+            return Err(ConfigError(
+                "max_in_flight, per_target_in_flight and task_queue_size must be at least 1".into(),
+            ));
+        }
+        for cidr in &self.allowed_target_cidrs.0 {
+            cidr.parse::<ipnet::IpNet>().map_err(|_| {
+                ConfigError(format!("allowed_target_cidrs: {cidr:?} is not a CIDR"))
+            })?;
+        }
+        for s in &self.signing_secret.0 {
+            webhook_client::SigningSecret::parse(s).map_err(|_| {
+                ConfigError("signing_secret: must be whsec_ followed by base64".into())
+            })?;
+        }
+        if let Some(url) = &self.public_url {
+            task_package::check_url(url).map_err(|r| ConfigError(format!("public_url: {r}")))?;
+        }
+        self.database()?;
+        Ok(())
+    }
+
+    /// The database to use.
+    ///
+    /// # Errors
+    ///
+    /// An unsupported or malformed `database_url`.
+    pub fn database(&self) -> Result<Database, ConfigError> {
+        match self.database_url.as_deref() {
+            None | Some("") => Ok(Database::Sqlite(self.data_dir.join("dispatcher.db"))),
+            Some(url) if url.starts_with("sqlite://") => {
+                let path = url.trim_start_matches("sqlite://");
+                if path.is_empty() {
+                    return Err(ConfigError("database_url: sqlite:// needs a path".into()));
+                }
+                Ok(Database::Sqlite(PathBuf::from(path)))
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(ConfigError(
+                "database_url: PostgreSQL is not supported yet; use sqlite://PATH (the default)".into(),
+            )),
+            Some(_) => Err(ConfigError("database_url: expected sqlite://PATH".into())),
+        }
+    }
+
+    /// The base URL of callback links.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+/// Command-line flags. Each overrides the same setting from the file and the environment.
+#[derive(Debug, Default, clap::Parser, Serialize)]
+#[command(
+    name = "dispatcher",
+    version,
+    about = "Closed-loop task dispatcher: signed webhooks with retries, breakers and callbacks"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "DISPATCHER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: ./data].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (sqlite://PATH).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// API keys, comma-separated.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<String>,
+    /// Signing secrets (whsec_...), comma-separated.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+    /// Non-public CIDRs webhooks may target, comma-separated (e.g. 127.0.0.0/8).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_target_cidrs: Option<String>,
+    /// Retries after the first attempt [default: 3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// First retry delay, e.g. 30s [default: 30s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_retry_delay: Option<String>,
+    /// Longest retry delay, e.g. 1h [default: 1h].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retry_delay: Option<String>,
+    /// Most tasks not yet final [default: 100000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_queue_size: Option<u64>,
+    /// Most deliveries in flight [default: 512].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
+    /// Most deliveries in flight per target [default: 64].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_target_in_flight: Option<usize>,
+    /// Timeout of one delivery attempt [default: 30s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_timeout: Option<String>,
+    /// Base URL for callback links [default: http://<listen>].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// New tasks for a target whose breaker is open: reject (503) or queue.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_open_policy: Option<BreakerOpenPolicy>,
+}
+
+/// The layered figment: defaults, then the TOML file, then `DISPATCHER_*`, then flags.
+pub fn figment_for(cli: &Cli) -> Figment {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = &cli.config {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment
+        .merge(Env::prefixed("DISPATCHER_").ignore(&["config"]))
+        .merge(Serialized::defaults(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    // figment's Jail returns its own large error type; this is its documented test pattern.
+    #[allow(clippy::result_large_err)]
+    fn precedence_is_defaults_file_env_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file("d.toml", "max_retries = 5\nbase_retry_delay = \"2s\"\nlisten = \"127.0.0.1:9000\"\napi_keys = [\"a\", \"b\"]")?;
+            jail.set_env("DISPATCHER_MAX_RETRIES", "7");
+            jail.set_env("DISPATCHER_ALLOWED_TARGET_CIDRS", "127.0.0.0/8, 10.0.0.0/8");
+            let cli = Cli {
+                config: Some("d.toml".into()),
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Cli::default()
+            };
+            let c = Config::load(&figment_for(&cli)).unwrap();
+            assert_eq!(c.max_retries, 7, "env beats file");
+            assert_eq!(
+                c.base_retry_delay,
+                Duration::from_secs(2),
+                "file beats default"
+            );
+            assert_eq!(c.listen.port(), 9100, "flag beats file");
+            assert_eq!(c.api_keys.0, ["a", "b"]);
+            assert_eq!(c.allowed_target_cidrs.0, ["127.0.0.0/8", "10.0.0.0/8"]);
+            assert_eq!(c.max_retry_delay, Duration::from_secs(3600));
+            let cli = Cli {
+                max_retries: Some(1),
+                max_retry_delay: Some("90m".into()),
+                ..Cli::default()
+            };
+            let c = Config::load(&figment_for(&cli)).unwrap();
+            assert_eq!(
+                (c.max_retries, c.max_retry_delay),
+                (1, Duration::from_secs(5400))
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let load = |toml: &str| {
+            Config::load(
+                &Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)),
+            )
+        };
+        assert!(load("nonsense = 1").unwrap_err().0.contains("nonsense"));
+        assert!(
+            load("base_retry_delay = \"2h\"")
+                .unwrap_err()
+                .0
+                .contains("base_retry_delay")
+        );
+        assert!(
+            load("allowed_target_cidrs = \"300.0.0.0/8\"")
+                .unwrap_err()
+                .0
+                .contains("allowed_target_cidrs")
+        );
+        assert!(
+            load("signing_secret = \"plain\"")
+                .unwrap_err()
+                .0
+                .contains("signing_secret")
+        );
+        assert!(
+            load("database_url = \"postgres://x\"")
+                .unwrap_err()
+                .0
+                .contains("PostgreSQL")
+        );
+        assert!(load("max_retry_delay = \"soon\"").is_err());
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let c = Config {
+            api_keys: List(vec!["key-123".into()]),
+            signing_secret: List(vec!["whsec_AAAAAAAAAAAAAAAAAAAAAAAA".into()]),
+            ..Config::default()
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("key-123") && !s.contains("whsec_"), "{s}");
+    }
+}

@@ -1,0 +1,175 @@
+//! API errors: JSON `{"status":"error","code","message","details"}` with the right status.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use task_package::{FieldError, ValidationErrors};
+use utoipa::ToSchema;
+
+/// One invalid field.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// JSON path of the field (empty for the whole body).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `"error"`.
+    pub status: &'static str,
+    /// Machine-readable code, e.g. `validation_failed`.
+    pub code: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// Invalid fields, for validation errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ErrorDetail>,
+}
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Vec<ErrorDetail>,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 listing every invalid field.
+    pub fn validation(errors: ValidationErrors) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "request is invalid",
+        );
+        e.details = errors
+            .errors
+            .into_iter()
+            .map(|FieldError { field, reason }| ErrorDetail { field, reason })
+            .collect();
+        if e.details.len() == 1 && e.details[0].field.is_empty() {
+            e.message = e.details[0].reason.clone();
+            e.code = "malformed_body";
+        }
+        e
+    }
+
+    /// 400 for one bad field.
+    pub fn bad_field(field: &str, reason: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "request is invalid",
+        );
+        e.details.push(ErrorDetail {
+            field: field.to_owned(),
+            reason: reason.into(),
+        });
+        e
+    }
+
+    /// 401.
+    pub fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: Duration,
+    ) -> ApiError {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 500; the cause is logged, never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            status: "error",
+            code: self.code,
+            message: self.message,
+            details: self.details,
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(d) = self.retry_after {
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<workflow_core::EngineError> for ApiError {
+    fn from(e: workflow_core::EngineError) -> Self {
+        use workflow_core::{EngineError, StoreError};
+        match e {
+            EngineError::Store(StoreError::QueueFull { limit }) => ApiError::unavailable(
+                "queue_full",
+                format!("task queue is full ({limit} tasks waiting); try again later"),
+                Duration::from_secs(5),
+            ),
+            EngineError::Store(StoreError::NotFound(_)) => ApiError::not_found("task"),
+            EngineError::Store(StoreError::InvalidState {
+                status, message, ..
+            }) => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!("task is {status}: {message}"),
+            ),
+            EngineError::ShuttingDown => ApiError::unavailable(
+                "shutting_down",
+                "the dispatcher is shutting down",
+                Duration::from_secs(5),
+            ),
+            other => ApiError::internal(&other),
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! HTTP handlers.
+
+use std::str::FromStr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use task_package::{CreateTaskRequest, Priority, TaskId};
+use utoipa::{IntoParams, ToSchema};
+use workflow_core::{
+    CallbackRecord, CancelOutcome, DispatchRequest, Enqueued, Task, TaskFilter, TaskStatus,
+    TaskStatusView,
+};
+
+use crate::AppState;
+use crate::config::BreakerOpenPolicy;
+use crate::error::{ApiError, ErrorBody};
+
+/// Checks `Authorization: Bearer <key>`.
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?;
+    let key = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be Bearer <api key>"))?;
+    if crate::secrets::key_matches(key.trim(), &state.api_keys) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid API key"))
+    }
+}
+
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !(mime.eq_ignore_ascii_case("application/json")
+        || mime.to_ascii_lowercase().ends_with("+json"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than 64 KiB",
+            )
+        } else {
+            ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+        }
+    })
+}
+
+/// The answer to `POST /workflow/tasks` (the seed's shape).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreateTaskResponse {
+    /// `"success"`.
+    pub status: String,
+    /// `wf_<unix>_<8 hex>`.
+    pub task_id: String,
+    /// What happened.
+    pub message: String,
+    /// Where it will be delivered.
+    pub webhook_url: String,
+}
+
+/// Creates a task from the seed's request body and queues its delivery.
+#[utoipa::path(
+    post, path = "/workflow/tasks", tag = "tasks",
+    request_body(content = serde_json::Value, description = "The seed's request: task_type, evidence_data, webhook_url, priority", content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same task")),
+    responses(
+        (status = 200, description = "Queued", body = CreateTaskResponse),
+        (status = 400, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "Target's breaker open or queue full (see Retry-After)", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(crate) async fn create_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let body = json_body(&headers, body)?;
+    let request = CreateTaskRequest::from_json_slice(&body).map_err(ApiError::validation)?;
+    if let Some(channel) = &request.channel {
+        // Preset channels are not configured in this version: every name is unknown.
+        return Err(ApiError::bad_field(
+            "channel",
+            format!("unknown channel {channel:?}"),
+        ));
+    }
+    let webhook_url = request.webhook_url.clone().unwrap_or_default();
+    if state.breaker_policy == BreakerOpenPolicy::Reject
+        && let Some(retry_in) = state.client.breaker_retry_in(&webhook_url)
+    {
+        return Err(ApiError::unavailable(
+            "target_unavailable",
+            "the target's circuit breaker is open after repeated failures; try again later",
+            retry_in,
+        ));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => Some(k.trim().to_owned()),
+            _ => {
+                return Err(ApiError::bad_field(
+                    "Idempotency-Key",
+                    "must be 1 to 255 visible ASCII characters",
+                ));
+            }
+        },
+    };
+    let task_id = TaskId::generate();
+    let mut package = state.manager.create_task_package(&request);
+    package.delivery_instructions.callback_url = Some(format!(
+        "{}/workflow/tasks/{task_id}/callback",
+        state.public_url
+    ));
+    package.delivery_instructions.callback_token = Some(state.callbacks.token(&task_id));
+    let out = state
+        .manager
+        .dispatch_task(DispatchRequest {
+            task_id,
+            package,
+            priority: request.priority,
+            idempotency_key,
+        })
+        .await?;
+    let (task, replayed) = match out {
+        Enqueued::Created(t) => (t, false),
+        Enqueued::Existing(t) => (t, true),
+    };
+    let body = CreateTaskResponse {
+        status: "success".to_owned(),
+        task_id: task.id,
+        message: if replayed {
+            "任务已存在（幂等键重复），返回原任务"
+        } else {
+            "任务已创建并加入分发队列"
+        }
+        .to_owned(),
+        webhook_url,
+    };
+    let mut resp = Json(body).into_response();
+    if replayed {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// One attempt, as shown to clients.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    /// 1-based number.
+    pub n: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The receiver's status, if it answered.
+    pub status_code: Option<u16>,
+    /// `success`, `retryable` or `permanent`.
+    pub outcome: String,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+/// The receiver's latest report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CallbackView {
+    /// `accepted`, `in_progress`, `resolved` or `rejected`.
+    pub status: String,
+    /// The receiver's note.
+    pub note: Option<String>,
+    /// When it was reported.
+    pub at: DateTime<Utc>,
+}
+
+/// A task's status (the seed's `task_info`, with more fields).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskInfo {
+    /// The id.
+    pub task_id: String,
+    /// `pending`, `processing`, `retrying`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// When delivery completed (or the task ended).
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Queue priority.
+    pub priority: String,
+    /// Where it goes.
+    pub webhook_url: Option<String>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Attempts made.
+    pub attempts: Vec<AttemptView>,
+    /// Retries made (attempts after the first).
+    pub retries: u32,
+    /// When the next attempt is due, if waiting.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The receiver's latest report.
+    pub callback: Option<CallbackView>,
+}
+
+/// The answer to `GET /workflow/tasks/{id}` (the seed's shape).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskStatusResponse {
+    /// `"success"`.
+    pub status: String,
+    /// The task.
+    pub task_info: TaskInfo,
+}
+
+fn task_url(task: &Task) -> Option<String> {
+    task.payload
+        .get("url")
+        .and_then(|u| u.as_str())
+        .map(str::to_owned)
+}
+
+fn info(task: Task, attempts: Vec<workflow_core::AttemptRecord>) -> TaskInfo {
+    TaskInfo {
+        webhook_url: task_url(&task),
+        task_id: task.id,
+        status: task.status.as_str().to_owned(),
+        completed_at: task.finished_at,
+        priority: task.priority.as_str().to_owned(),
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        retries: task.tries.saturating_sub(1),
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                n: a.n,
+                started_at: a.started_at,
+                duration_ms: a.duration_ms,
+                status_code: a.status_code,
+                outcome: a.outcome,
+                error: a.error,
+            })
+            .collect(),
+        next_attempt_at: task.next_run_at,
+        last_error: task.last_error,
+        callback: task.callback.map(|c| CallbackView {
+            status: c.status,
+            note: c.note,
+            at: c.at,
+        }),
+    }
+}
+
+/// A task's status, attempts and the receiver's latest report.
+#[utoipa::path(
+    get, path = "/workflow/tasks/{task_id}", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = TaskStatusResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(crate) async fn get_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+) -> Result<Json<TaskStatusResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    let TaskStatusView { task, attempts, .. } = state
+        .manager
+        .get_task_status(&task_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    Ok(Json(TaskStatusResponse {
+        status: "success".to_owned(),
+        task_info: info(task, attempts),
+    }))
+}
+
+/// Query of `GET /workflow/tasks`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct ListQuery {
+    /// Only this status.
+    status: Option<String>,
+    /// Only this priority.
+    priority: Option<String>,
+    /// Only this target (`scheme://host:port`).
+    target: Option<String>,
+    /// Page size (1 to 1000, default 100).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of tasks.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskListResponse {
+    /// `"success"`.
+    pub status: String,
+    /// Tasks, newest first.
+    pub tasks: Vec<TaskInfo>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists tasks, newest first, with filters and cursor paging.
+#[utoipa::path(
+    get, path = "/workflow/tasks", tag = "tasks", params(ListQuery),
+    responses(
+        (status = 200, description = "A page", body = TaskListResponse),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(crate) async fn list_tasks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<TaskListResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    let mut errors = task_package::ValidationErrors::default();
+    let mut bad = |field: &str, reason: &str| {
+        errors.errors.push(task_package::FieldError {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        });
+    };
+    let status = q.status.as_deref().and_then(|s| {
+        TaskStatus::from_str(s)
+            .map_err(|_| bad("status", "unknown status"))
+            .ok()
+    });
+    let priority = q.priority.as_deref().and_then(|p| {
+        Priority::from_str(p)
+            .map_err(|_| bad("priority", "expected critical, high, medium or low"))
+            .ok()
+    });
+    let limit = q
+        .limit
+        .as_deref()
+        .map_or(Some(100), |l| match l.parse::<usize>() {
+            Ok(n @ 1..=1000) => Some(n),
+            _ => {
+                bad("limit", "must be a number from 1 to 1000");
+                None
+            }
+        });
+    let cursor = q.cursor.as_deref().and_then(|c| {
+        c.parse::<i64>()
+            .map_err(|_| bad("cursor", "invalid cursor"))
+            .ok()
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let filter = TaskFilter {
+        status,
+        priority,
+        target: q.target,
+        kind: Some(workflow_core::WEBHOOK_KIND.to_owned()),
+        limit: limit.unwrap_or(100),
+        before_seq: cursor,
+    };
+    let page = state.manager.list_tasks(&filter).await?;
+    Ok(Json(TaskListResponse {
+        status: "success".to_owned(),
+        tasks: page
+            .tasks
+            .into_iter()
+            .map(|t| info(t, Vec::new()))
+            .collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// Cancels a task: at once if waiting, after its current attempt if one is running.
+#[utoipa::path(
+    post, path = "/workflow/tasks/{task_id}/cancel", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Cancelled (or cancelling)", body = TaskStatusResponse),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "Already final", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(crate) async fn cancel_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+) -> Result<Json<TaskStatusResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    let task = match state.manager.cancel_task(&task_id).await? {
+        CancelOutcome::Cancelled(t) | CancelOutcome::Requested(t) => t,
+        CancelOutcome::AlreadyFinal(t) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_final",
+                format!("task is already {}", t.status),
+            ));
+        }
+    };
+    Ok(Json(TaskStatusResponse {
+        status: "success".to_owned(),
+        task_info: info(task, Vec::new()),
+    }))
+}
+
+/// Retries a failed (or cancelled) task now, with a fresh attempt budget.
+#[utoipa::path(
+    post, path = "/workflow/tasks/{task_id}/retry", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Queued again", body = TaskStatusResponse),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "Not failed or cancelled", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(crate) async fn retry_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+) -> Result<Json<TaskStatusResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    let task = state.manager.retry_task(&task_id).await?;
+    Ok(Json(TaskStatusResponse {
+        status: "success".to_owned(),
+        task_info: info(task, Vec::new()),
+    }))
+}
+
+/// What a receiver reports.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CallbackRequest {
+    /// `accepted`, `in_progress`, `resolved` or `rejected`.
+    pub status: String,
+    /// Free text (at most 2,000 characters).
+    pub note: Option<String>,
+    /// The task's `callback_token`, if not sent as `X-Callback-Token`.
+    pub callback_token: Option<String>,
+}
+
+const CALLBACK_STATUSES: [&str; 4] = ["accepted", "in_progress", "resolved", "rejected"];
+
+/// The receiver reports how the task ended (closes the loop). Authenticated by the task's
+/// `callback_token` (header `X-Callback-Token` or body field), not by an API key.
+#[utoipa::path(
+    post, path = "/workflow/tasks/{task_id}/callback", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id"), ("X-Callback-Token" = Option<String>, Header, description = "The task's callback token")),
+    request_body = CallbackRequest,
+    responses(
+        (status = 200, description = "Recorded", body = TaskStatusResponse),
+        (status = 400, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Wrong token", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
+pub(crate) async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TaskStatusResponse>, ApiError> {
+    let body = json_body(&headers, body)?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
+    let token = headers
+        .get("x-callback-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            value
+                .get("callback_token")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| ApiError::unauthorized("missing callback token"))?;
+    if !state.callbacks.verify(&task_id, &token) {
+        return Err(ApiError::unauthorized("invalid callback token"));
+    }
+    let mut errors = task_package::ValidationErrors::default();
+    let status = match value.get("status") {
+        Some(serde_json::Value::String(s)) if CALLBACK_STATUSES.contains(&s.as_str()) => {
+            Some(s.clone())
+        }
+        Some(_) => {
+            errors.errors.push(task_package::FieldError {
+                field: "status".into(),
+                reason: "expected accepted, in_progress, resolved or rejected".into(),
+            });
+            None
+        }
+        None => {
+            errors.errors.push(task_package::FieldError {
+                field: "status".into(),
+                reason: "is required".into(),
+            });
+            None
+        }
+    };
+    let note = match value.get("note") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.chars().count() <= 2000 => Some(s.clone()),
+        Some(_) => {
+            errors.errors.push(task_package::FieldError {
+                field: "note".into(),
+                reason: "must be a string of at most 2000 characters".into(),
+            });
+            None
+        }
+    };
+    let Some(status) = status.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let record = CallbackRecord {
+        status: status.clone(),
+        note,
+        at: Utc::now(),
+    };
+    let task = state
+        .store
+        .record_callback(&task_id, record)
+        .await
+        .map_err(|e| ApiError::from(workflow_core::EngineError::from(e)))?;
+    tracing::info!(task_id = %task_id, callback_status = %status, "receiver reported back");
+    metrics::counter!("dispatcher_callbacks_total", "status" => status).increment(1);
+    Ok(Json(TaskStatusResponse {
+        status: "success".to_owned(),
+        task_info: info(task, Vec::new()),
+    }))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive")))]
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Ready"), (status = 503, description = "Store unreachable", body = ErrorBody)))]
+pub(crate) async fn readyz(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.ping().await.map_err(|e| {
+        tracing::error!(error = %e, "store not reachable");
+        ApiError::unavailable(
+            "not_ready",
+            "store not reachable",
+            std::time::Duration::from_secs(1),
+        )
+    })?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state
+            .metrics
+            .as_ref()
+            .map(|h| h.render())
+            .unwrap_or_default(),
+    )
+        .into_response()
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
