@@ -1,1 +1,3 @@
 //! The one end-to-end test binary.
+
+mod dispatcher;

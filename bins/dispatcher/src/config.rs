@@ -105,6 +105,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// New tasks for a target whose breaker is open.
     pub breaker_open_policy: BreakerOpenPolicy,
+    /// How long a target's circuit breaker stays open after it trips (doubles on repeated trips,
+    /// up to 20 times this).
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_wait: Duration,
     /// Final tasks are deleted after this long.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
@@ -133,6 +137,7 @@ impl Default for Config {
             public_url: None,
             log_format: LogFormat::Human,
             breaker_open_policy: BreakerOpenPolicy::Reject,
+            breaker_open_wait: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             shutdown_grace: Duration::from_secs(10),
         }

@@ -221,6 +221,11 @@ pub async fn run(
     let client = WebhookClient::builder()
         .timeout(config.delivery_timeout)
         .allow_cidrs(cidrs)
+        .breaker(circuit_breaker::BreakerConfig {
+            open_wait: config.breaker_open_wait,
+            max_open_wait: config.breaker_open_wait.saturating_mul(20),
+            ..circuit_breaker::BreakerConfig::default()
+        })
         .classifier(
             Classifier::default()
                 .with_permanent_statuses(config.permanent_statuses.iter().copied()),
