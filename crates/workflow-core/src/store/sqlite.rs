@@ -69,6 +69,10 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Most writes committed in one transaction (default 1,024).
     pub max_batch: usize,
+    /// Expire every lease when the file is opened (default true). A SQLite file is used by one
+    /// process at a time, so a task still leased at start belongs to a process that died: it is
+    /// retried at once instead of after its lease runs out.
+    pub recover_leases_on_open: bool,
 }
 
 impl SqliteConfig {
@@ -80,6 +84,7 @@ impl SqliteConfig {
             readers: 4,
             busy_timeout: Duration::from_secs(5),
             max_batch: 1024,
+            recover_leases_on_open: true,
         }
     }
 }
@@ -538,6 +543,20 @@ impl SqliteStore {
         }
         let conn = open_connection(&config, false).map_err(db_err)?;
         migrate(&conn).map_err(db_err)?;
+        if config.recover_leases_on_open {
+            let recovered = conn
+                .execute(
+                    "UPDATE tasks SET lease_until = ?1 WHERE status = 1 AND lease_until > ?1",
+                    [Utc::now().timestamp_millis()],
+                )
+                .map_err(db_err)?;
+            if recovered > 0 {
+                tracing::info!(
+                    recovered,
+                    "tasks left running by a previous process are due again"
+                );
+            }
+        }
         let active: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM tasks WHERE status IN (0, 1, 2)",
