@@ -1,24 +1,30 @@
 //! Secrets: API keys and signing secrets from the configuration, or generated on first start
-//! and stored in the data directory; callback tokens derived from the signing secret.
+//! and stored in the data directory (file mode 0600), so the service is secure by default.
 
 use std::io::Write;
 use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use webhook_client::SigningSecret;
 
 /// A secret read from, or generated into, a file.
-#[derive(Debug)]
 pub struct Loaded<T> {
     /// The value.
     pub value: T,
     /// Whether it was generated now (print it once).
     pub generated: bool,
+}
+
+// The value is a credential: Debug shows only whether it was generated.
+impl<T> std::fmt::Debug for Loaded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("value", &"<redacted>")
+            .field("generated", &self.generated)
+            .finish()
+    }
 }
 
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> std::io::Result<(String, bool)> {
@@ -97,54 +103,6 @@ pub fn signing_secrets(
     })
 }
 
-/// Checks a presented API key against the accepted ones in constant time (both sides hashed
-/// first, so lengths leak nothing either).
-pub fn key_matches(presented: &str, keys: &[String]) -> bool {
-    let p = Sha256::digest(presented.as_bytes());
-    keys.iter().fold(false, |found, k| {
-        found | bool::from(Sha256::digest(k.as_bytes()).ct_eq(&p))
-    })
-}
-
-/// Derives per-task callback tokens: an HMAC of the task id with a key derived from the signing
-/// secret, so there is nothing to store and nothing to look up.
-#[derive(Clone)]
-pub struct CallbackTokens {
-    key: [u8; 32],
-}
-
-impl std::fmt::Debug for CallbackTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallbackTokens(<redacted>)")
-    }
-}
-
-impl CallbackTokens {
-    /// Tokens keyed from `secret`.
-    pub fn new(secret: &SigningSecret) -> CallbackTokens {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.key_bytes()).expect("any key length");
-        mac.update(b"dispatcher callback token v1");
-        CallbackTokens {
-            key: mac.finalize().into_bytes().into(),
-        }
-    }
-
-    /// The token of `task_id`.
-    pub fn token(&self, task_id: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(task_id.as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    }
-
-    /// Whether `token` is `task_id`'s (constant-time).
-    pub fn verify(&self, task_id: &str, token: &str) -> bool {
-        self.token(task_id)
-            .as_bytes()
-            .ct_eq(token.trim().as_bytes())
-            .into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,22 +128,8 @@ mod tests {
         let s2 = signing_secrets(&[], dir.path()).unwrap();
         assert!(s1.generated && !s2.generated);
         assert_eq!(s1.value, s2.value);
-    }
-
-    #[test]
-    fn keys_compare_exactly() {
-        let keys = vec!["alpha".to_owned(), "beta".to_owned()];
-        assert!(key_matches("beta", &keys));
-        assert!(!key_matches("bet", &keys));
-        assert!(!key_matches("", &keys));
-    }
-
-    #[test]
-    fn callback_tokens_are_per_task() {
-        let t = CallbackTokens::new(&SigningSecret::generate());
-        let tok = t.token("wf_1_aaaaaaaa");
-        assert!(t.verify("wf_1_aaaaaaaa", &tok));
-        assert!(!t.verify("wf_1_bbbbbbbb", &tok));
-        assert!(!t.verify("wf_1_aaaaaaaa", "nope"));
+        assert!(s1.value[0].expose().starts_with("whsec_"));
+        let shown = format!("{first:?}");
+        assert!(!shown.contains(&first.value[0]), "{shown}");
     }
 }

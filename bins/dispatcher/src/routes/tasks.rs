@@ -1,10 +1,10 @@
-//! HTTP handlers.
+//! The seed's task API: create, inspect, list, cancel, retry.
 
 use std::str::FromStr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,58 +13,14 @@ use serde::{Deserialize, Serialize};
 use task_package::{CreateTaskRequest, Priority, TaskId};
 use utoipa::{IntoParams, ToSchema};
 use workflow_core::{
-    CallbackRecord, CancelOutcome, DispatchRequest, Enqueued, Task, TaskFilter, TaskStatus,
-    TaskStatusView,
+    CancelOutcome, DispatchRequest, Enqueued, Task, TaskFilter, TaskStatus, TaskStatusView,
 };
 
 use crate::AppState;
+use crate::auth::ApiKey;
 use crate::config::BreakerOpenPolicy;
 use crate::error::{ApiError, ErrorBody};
-
-/// Checks `Authorization: Bearer <key>`.
-pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| ApiError::unauthorized("Authorization must be Bearer <api key>"))?;
-    if crate::secrets::key_matches(key.trim(), &state.api_keys) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("invalid API key"))
-    }
-}
-
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim();
-    if !(mime.eq_ignore_ascii_case("application/json")
-        || mime.to_ascii_lowercase().ends_with("+json"))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json",
-        ));
-    }
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is larger than 64 KiB",
-            )
-        } else {
-            ApiError::new(rejection.status(), "bad_body", rejection.body_text())
-        }
-    })
-}
+use crate::routes::json_body;
 
 /// The answer to `POST /workflow/tasks` (the seed's shape).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -95,11 +51,11 @@ pub struct CreateTaskResponse {
     security(("api_key" = []))
 )]
 pub(crate) async fn create_task(
+    _: ApiKey,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let body = json_body(&headers, body)?;
     let request = CreateTaskRequest::from_json_slice(&body).map_err(ApiError::validation)?;
     if let Some(channel) = &request.channel {
@@ -245,7 +201,7 @@ fn task_url(task: &Task) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn info(task: Task, attempts: Vec<workflow_core::AttemptRecord>) -> TaskInfo {
+pub(crate) fn info(task: Task, attempts: Vec<workflow_core::AttemptRecord>) -> TaskInfo {
     TaskInfo {
         webhook_url: task_url(&task),
         task_id: task.id,
@@ -288,11 +244,10 @@ fn info(task: Task, attempts: Vec<workflow_core::AttemptRecord>) -> TaskInfo {
     security(("api_key" = []))
 )]
 pub(crate) async fn get_task(
+    _: ApiKey,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(task_id): Path<String>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    authorize(&state, &headers)?;
     let TaskStatusView { task, attempts, .. } = state
         .manager
         .get_task_status(&task_id)
@@ -341,11 +296,11 @@ pub struct TaskListResponse {
     security(("api_key" = []))
 )]
 pub(crate) async fn list_tasks(
+    _: ApiKey,
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<TaskListResponse>, ApiError> {
-    authorize(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
     let mut errors = task_package::ValidationErrors::default();
     let mut bad = |field: &str, reason: &str| {
         errors.errors.push(task_package::FieldError {
@@ -413,11 +368,10 @@ pub(crate) async fn list_tasks(
     security(("api_key" = []))
 )]
 pub(crate) async fn cancel_task(
+    _: ApiKey,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(task_id): Path<String>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    authorize(&state, &headers)?;
     let task = match state.manager.cancel_task(&task_id).await? {
         CancelOutcome::Cancelled(t) | CancelOutcome::Requested(t) => t,
         CancelOutcome::AlreadyFinal(t) => {
@@ -446,11 +400,10 @@ pub(crate) async fn cancel_task(
     security(("api_key" = []))
 )]
 pub(crate) async fn retry_task(
+    _: ApiKey,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(task_id): Path<String>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    authorize(&state, &headers)?;
     let task = state.manager.retry_task(&task_id).await?;
     Ok(Json(TaskStatusResponse {
         status: "success".to_owned(),
@@ -458,156 +411,3 @@ pub(crate) async fn retry_task(
     }))
 }
 
-/// What a receiver reports.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CallbackRequest {
-    /// `accepted`, `in_progress`, `resolved` or `rejected`.
-    pub status: String,
-    /// Free text (at most 2,000 characters).
-    pub note: Option<String>,
-    /// The task's `callback_token`, if not sent as `X-Callback-Token`.
-    pub callback_token: Option<String>,
-}
-
-const CALLBACK_STATUSES: [&str; 4] = ["accepted", "in_progress", "resolved", "rejected"];
-
-/// The receiver reports how the task ended (closes the loop). Authenticated by the task's
-/// `callback_token` (header `X-Callback-Token` or body field), not by an API key.
-#[utoipa::path(
-    post, path = "/workflow/tasks/{task_id}/callback", tag = "tasks",
-    params(("task_id" = String, Path, description = "Task id"), ("X-Callback-Token" = Option<String>, Header, description = "The task's callback token")),
-    request_body = CallbackRequest,
-    responses(
-        (status = 200, description = "Recorded", body = TaskStatusResponse),
-        (status = 400, description = "Invalid fields", body = ErrorBody),
-        (status = 401, description = "Wrong token", body = ErrorBody),
-        (status = 404, description = "No such task", body = ErrorBody),
-    )
-)]
-pub(crate) async fn callback(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(task_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<TaskStatusResponse>, ApiError> {
-    let body = json_body(&headers, body)?;
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_body",
-            format!("malformed JSON: {e}"),
-        )
-    })?;
-    let token = headers
-        .get("x-callback-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            value
-                .get("callback_token")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        })
-        .ok_or_else(|| ApiError::unauthorized("missing callback token"))?;
-    if !state.callbacks.verify(&task_id, &token) {
-        return Err(ApiError::unauthorized("invalid callback token"));
-    }
-    let mut errors = task_package::ValidationErrors::default();
-    let status = match value.get("status") {
-        Some(serde_json::Value::String(s)) if CALLBACK_STATUSES.contains(&s.as_str()) => {
-            Some(s.clone())
-        }
-        Some(_) => {
-            errors.errors.push(task_package::FieldError {
-                field: "status".into(),
-                reason: "expected accepted, in_progress, resolved or rejected".into(),
-            });
-            None
-        }
-        None => {
-            errors.errors.push(task_package::FieldError {
-                field: "status".into(),
-                reason: "is required".into(),
-            });
-            None
-        }
-    };
-    let note = match value.get("note") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if s.chars().count() <= 2000 => Some(s.clone()),
-        Some(_) => {
-            errors.errors.push(task_package::FieldError {
-                field: "note".into(),
-                reason: "must be a string of at most 2000 characters".into(),
-            });
-            None
-        }
-    };
-    let Some(status) = status.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::validation(errors));
-    };
-    let record = CallbackRecord {
-        status: status.clone(),
-        note,
-        at: Utc::now(),
-    };
-    let task = state
-        .store
-        .record_callback(&task_id, record)
-        .await
-        .map_err(|e| ApiError::from(workflow_core::EngineError::from(e)))?;
-    tracing::info!(task_id = %task_id, callback_status = %status, "receiver reported back");
-    metrics::counter!("dispatcher_callbacks_total", "status" => status).increment(1);
-    Ok(Json(TaskStatusResponse {
-        status: "success".to_owned(),
-        task_info: info(task, Vec::new()),
-    }))
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive")))]
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
-/// Readiness: the store answers.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Ready"), (status = 503, description = "Store unreachable", body = ErrorBody)))]
-pub(crate) async fn readyz(
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.ping().await.map_err(|e| {
-        tracing::error!(error = %e, "store not reachable");
-        ApiError::unavailable(
-            "not_ready",
-            "store not reachable",
-            std::time::Duration::from_secs(1),
-        )
-    })?;
-    Ok(Json(serde_json::json!({"status": "ready"})))
-}
-
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .metrics
-            .as_ref()
-            .map(|h| h.render())
-            .unwrap_or_default(),
-    )
-        .into_response()
-}
-
-pub(crate) async fn not_found() -> ApiError {
-    ApiError::not_found("route")
-}
-
-pub(crate) async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
-}

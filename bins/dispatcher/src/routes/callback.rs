@@ -1,0 +1,123 @@
+//! The closed loop: the receiver reports how a task ended.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use workflow_core::CallbackRecord;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::json_body;
+use crate::routes::tasks::{TaskStatusResponse, info};
+
+/// What a receiver reports.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CallbackRequest {
+    /// `accepted`, `in_progress`, `resolved` or `rejected`.
+    pub status: String,
+    /// Free text (at most 2,000 characters).
+    pub note: Option<String>,
+    /// The task's `callback_token`, if not sent as `X-Callback-Token`.
+    pub callback_token: Option<String>,
+}
+
+const CALLBACK_STATUSES: [&str; 4] = ["accepted", "in_progress", "resolved", "rejected"];
+
+/// The receiver reports how the task ended (closes the loop). Authenticated by the task's
+/// `callback_token` (header `X-Callback-Token` or body field), not by an API key.
+#[utoipa::path(
+    post, path = "/workflow/tasks/{task_id}/callback", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id"), ("X-Callback-Token" = Option<String>, Header, description = "The task's callback token")),
+    request_body = CallbackRequest,
+    responses(
+        (status = 200, description = "Recorded", body = TaskStatusResponse),
+        (status = 400, description = "Invalid fields", body = ErrorBody),
+        (status = 401, description = "Wrong token", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
+pub(crate) async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TaskStatusResponse>, ApiError> {
+    let body = json_body(&headers, body)?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
+    let token = headers
+        .get("x-callback-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            value
+                .get("callback_token")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| ApiError::unauthorized("missing callback token"))?;
+    if !state.callbacks.verify(&task_id, &token) {
+        return Err(ApiError::unauthorized("invalid callback token"));
+    }
+    let mut errors = task_package::ValidationErrors::default();
+    let status = match value.get("status") {
+        Some(serde_json::Value::String(s)) if CALLBACK_STATUSES.contains(&s.as_str()) => {
+            Some(s.clone())
+        }
+        Some(_) => {
+            errors.errors.push(task_package::FieldError {
+                field: "status".into(),
+                reason: "expected accepted, in_progress, resolved or rejected".into(),
+            });
+            None
+        }
+        None => {
+            errors.errors.push(task_package::FieldError {
+                field: "status".into(),
+                reason: "is required".into(),
+            });
+            None
+        }
+    };
+    let note = match value.get("note") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.chars().count() <= 2000 => Some(s.clone()),
+        Some(_) => {
+            errors.errors.push(task_package::FieldError {
+                field: "note".into(),
+                reason: "must be a string of at most 2000 characters".into(),
+            });
+            None
+        }
+    };
+    let Some(status) = status.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let record = CallbackRecord {
+        status: status.clone(),
+        note,
+        at: Utc::now(),
+    };
+    let task = state
+        .store
+        .record_callback(&task_id, record)
+        .await
+        .map_err(|e| ApiError::from(workflow_core::EngineError::from(e)))?;
+    tracing::info!(task_id = %task_id, callback_status = %status, "receiver reported back");
+    metrics::counter!("dispatcher_callbacks_total", "status" => status).increment(1);
+    Ok(Json(TaskStatusResponse {
+        status: "success".to_owned(),
+        task_info: info(task, Vec::new()),
+    }))
+}
+
