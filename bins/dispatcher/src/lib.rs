@@ -1,11 +1,55 @@
 //! The dispatcher: an HTTP API that packs negative evidence into standard task packages and
-//! delivers them by signed webhook, with durable retries, circuit breakers and callbacks.
+//! delivers them by signed webhook, with durable priority queueing, retries, circuit breakers
+//! and receiver callbacks that close the loop.
 //!
-//! `main.rs` parses flags and calls [`run`]; everything else lives here so tests can build the
-//! [`router`] or run the whole service in-process on `127.0.0.1:0`.
+//! `main.rs` only parses flags and calls [`run`]. Everything else lives here so tests and
+//! examples can start the whole service in-process ([`run`] on `127.0.0.1:0`) or drive the
+//! [`router`] directly with `tower::ServiceExt::oneshot`.
+//!
+//! Layout (the svix-server shape): [`config`] (layered settings), [`secrets`] (generated on
+//! first start), [`auth`] (API keys, callback tokens), [`error`] (the JSON error shape),
+//! [`routes`] (handlers), [`openapi`] (the generated document).
+//!
+//! # Example
+//!
+//! ```
+//! use tower::ServiceExt as _;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let data = tempfile::tempdir()?;
+//! let config = dispatcher::Config {
+//!     data_dir: data.path().to_path_buf(),
+//!     api_keys: dispatcher::config::List(vec!["my-key".into()]),
+//!     signing_secret: dispatcher::config::List(vec!["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()]),
+//!     ..dispatcher::Config::default()
+//! };
+//! let app = dispatcher::App::start(&config).await?;
+//! let request = http::Request::get("/workflow/tasks/wf_1_00000000")
+//!     .header("authorization", "Bearer my-key")
+//!     .body(axum::body::Body::empty())?;
+//! let response = app.router().oneshot(request).await?;
+//! assert_eq!(response.status(), 404);
+//! app.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! None.
+//!
+//! # Why some parts are our own
+//!
+//! API-key checks and callback tokens are a few lines over `hmac`/`subtle` (an auth framework
+//! would add sessions and storage we do not want: callback tokens are derived, never stored).
+//! The JSON error mapping is a small middleware so axum's and tower-http's own rejections
+//! answer in the same shape as the handlers.
 
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 pub mod secrets;
 
@@ -19,11 +63,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use webhook_client::{Classifier, WebhookClient};
 use workflow_core::{
     Engine, EngineConfig, Jitter, RetryPolicy, SqliteConfig, SqliteStore, Store, WEBHOOK_KIND,
@@ -31,9 +75,13 @@ use workflow_core::{
 };
 
 pub use config::{BreakerOpenPolicy, Cli, Config, ConfigError, LogFormat, figment_for};
+pub use openapi::ApiDoc;
 
-/// Largest request body accepted.
+/// Largest request body accepted (larger: 413).
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How long one API request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -47,70 +95,50 @@ pub struct AppState {
     /// Accepted API keys.
     pub api_keys: Arc<Vec<String>>,
     /// Callback token derivation.
-    pub callbacks: secrets::CallbackTokens,
+    pub callbacks: auth::CallbackTokens,
     /// Base of callback URLs.
     pub public_url: String,
     /// New tasks for an open breaker.
     pub breaker_policy: BreakerOpenPolicy,
-    /// Prometheus rendering, if a recorder is installed.
-    pub metrics: Option<PrometheusHandle>,
+    /// Prometheus rendering.
+    pub metrics: PrometheusHandle,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("public_url", &self.public_url)
+            .field("breaker_policy", &self.breaker_policy)
             .finish_non_exhaustive()
     }
 }
 
-/// The OpenAPI description of the API, generated from the handlers.
-#[derive(Debug, OpenApi)]
-#[openapi(
-    info(title = "dispatcher", description = "Closed-loop task dispatch: queue, deliver by signed webhook, report back"),
-    paths(
-        routes::create_task, routes::list_tasks, routes::get_task, routes::cancel_task, routes::retry_task,
-        routes::callback, routes::healthz, routes::readyz, routes::metrics_text
-    ),
-    modifiers(&BearerAuth)
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
-}
-
-/// The API router over `state`.
+/// The API router over `state`, with its middleware: request ids (set and propagated),
+/// sensitive-header redaction, tracing, JSON errors for every rejection, a 64 KiB body limit,
+/// a request timeout and panic recovery (500 without internals).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/workflow/tasks",
-            post(routes::create_task).get(routes::list_tasks),
+            post(routes::tasks::create_task).get(routes::tasks::list_tasks),
         )
-        .route("/workflow/tasks/{task_id}", get(routes::get_task))
+        .route("/workflow/tasks/{task_id}", get(routes::tasks::get_task))
         .route(
             "/workflow/tasks/{task_id}/cancel",
-            post(routes::cancel_task),
+            post(routes::tasks::cancel_task),
         )
-        .route("/workflow/tasks/{task_id}/retry", post(routes::retry_task))
-        .route("/workflow/tasks/{task_id}/callback", post(routes::callback))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics_text))
-        .route("/openapi.json", get(openapi_json))
+        .route(
+            "/workflow/tasks/{task_id}/retry",
+            post(routes::tasks::retry_task),
+        )
+        .route(
+            "/workflow/tasks/{task_id}/callback",
+            post(routes::callback::callback),
+        )
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics_text))
+        .route("/openapi.json", get(routes::ops::openapi_json))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -121,8 +149,10 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            REQUEST_TIMEOUT,
         ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
@@ -133,31 +163,202 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The process-wide Prometheus recorder (installed once; later calls share it).
-pub fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+/// The process-wide Prometheus handle. The first call builds the recorder and installs it as
+/// the global `metrics` recorder; later calls (several dispatchers in one test process) share
+/// it. If another recorder was installed first, the handle still renders, but only what it sees.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
-                ])
-                .ok()?
-                .install_recorder()
-                .ok()?;
+            let buckets = [
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            // Upkeep drains histogram buffers even if nobody scrapes. The recorder lives as
+            // long as the process, so this one thread does too.
             let upkeep = handle.clone();
-            std::thread::Builder::new()
+            let _ = std::thread::Builder::new()
                 .name("metrics-upkeep".into())
                 .spawn(move || {
                     loop {
                         std::thread::sleep(Duration::from_secs(5));
                         upkeep.run_upkeep();
                     }
-                })
-                .ok()?;
-            Some(handle)
+                });
+            handle
         })
         .clone()
+}
+
+/// A started dispatcher: its store is open, its engine is delivering, and [`App::router`]
+/// answers the API. [`run`] is this plus an HTTP listener and a shutdown signal.
+#[derive(Debug)]
+pub struct App {
+    state: AppState,
+    engine: Engine,
+    database: std::path::PathBuf,
+}
+
+impl App {
+    /// Creates the data directory, loads (or generates and prints once) the API key and the
+    /// signing secret, opens the SQLite store (recovering tasks a previous process left
+    /// behind) and starts the delivery engine. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// Startup failures: data directory, secret files, database, HTTP client, retry settings.
+    pub async fn start(config: &Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "while creating the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let keys = secrets::api_keys(&config.api_keys.0, &config.data_dir)
+            .context("while loading the API key")?;
+        if keys.generated {
+            println!(
+                "Generated an API key (stored in {}; shown once):\n\n    {}\n\nSend it as: Authorization: Bearer <key>\n",
+                config.data_dir.join("api_key").display(),
+                keys.value[0]
+            );
+        }
+        let signing = secrets::signing_secrets(&config.signing_secret.0, &config.data_dir)
+            .context("while loading the signing secret")?;
+        if signing.generated {
+            println!(
+                "Generated a webhook signing secret (stored in {}; shown once); receivers verify with it:\n\n    {}\n",
+                config.data_dir.join("signing_secret").display(),
+                signing.value[0].expose()
+            );
+        }
+        let config::Database::Sqlite(path) = config.database()?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(SqliteConfig::new(&path))
+                .with_context(|| format!("while opening {}", path.display()))?,
+        );
+        let cidrs = config
+            .allowed_target_cidrs
+            .0
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<Vec<ipnet::IpNet>, _>>()
+            .context("while parsing allowed_target_cidrs")?;
+        let client = WebhookClient::builder()
+            .timeout(config.delivery_timeout)
+            .allow_cidrs(cidrs)
+            .breaker(circuit_breaker::BreakerConfig {
+                open_wait: config.breaker_open_wait,
+                max_open_wait: config.breaker_open_wait.saturating_mul(20),
+                ..circuit_breaker::BreakerConfig::default()
+            })
+            .classifier(
+                Classifier::default()
+                    .with_permanent_statuses(config.permanent_statuses.iter().copied()),
+            )
+            .build()
+            .context("while building the HTTP client")?;
+        let retry = RetryPolicy::try_new(
+            config.max_retries,
+            config.base_retry_delay,
+            config.max_retry_delay,
+            // The seed's jitter is U(0, 10 s); short test delays get proportionally less.
+            Jitter::Additive(Duration::from_secs(10).min(config.base_retry_delay)),
+        )
+        .map_err(|e| anyhow::anyhow!("invalid retry settings: {e}"))?;
+        let engine = Engine::builder(store.clone())
+            .handler(
+                WEBHOOK_KIND,
+                Arc::new(WebhookDeliveryHandler::new(
+                    client.clone(),
+                    signing.value.clone(),
+                )),
+            )
+            .config(EngineConfig {
+                max_in_flight: config.max_in_flight,
+                per_target_in_flight: config.per_target_in_flight,
+                retry,
+                task_queue_size: Some(config.task_queue_size),
+                prune_after: Some(config.retention),
+                shutdown_grace: config.shutdown_grace,
+                ..EngineConfig::default()
+            })
+            .start();
+        let manager = WorkflowManager::new(
+            engine.clone(),
+            WorkflowConfig {
+                max_retries: config.max_retries,
+                base_retry_delay: config.base_retry_delay,
+                max_retry_delay: config.max_retry_delay,
+                task_queue_size: config.task_queue_size,
+            },
+        );
+        let state = AppState {
+            manager,
+            store,
+            client,
+            api_keys: Arc::new(keys.value),
+            callbacks: auth::CallbackTokens::new(&signing.value[0]),
+            public_url: config.public_url(),
+            breaker_policy: config.breaker_open_policy,
+            metrics: metrics_handle(),
+        };
+        Ok(App {
+            state,
+            engine,
+            database: path,
+        })
+    }
+
+    /// The handlers' shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The API router (cheap; call it as often as needed).
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Stops claiming work, lets deliveries in flight finish within the grace period and
+    /// releases the rest for the next start.
+    pub async fn shutdown(self) {
+        self.engine.shutdown().await;
+    }
+}
+
+/// Runs the dispatcher on `listener` until `shutdown` completes (see [`shutdown_signal`]),
+/// then stops accepting connections, lets deliveries in flight finish (or releases them for
+/// the next start) and returns.
+///
+/// # Errors
+///
+/// Startup failures (see [`App::start`]) and a failing listener.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = App::start(&config).await?;
+    let addr = listener
+        .local_addr()
+        .context("while reading the listen address")?;
+    tracing::info!(%addr, database = %app.database.display(), "dispatcher listening");
+    let served = axum::serve(listener, app.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("while serving HTTP");
+    tracing::info!("stopped accepting requests; finishing deliveries in flight");
+    app.shutdown().await;
+    tracing::info!("dispatcher stopped");
+    served
 }
 
 /// Installs the tracing subscriber (RUST_LOG filter, default `info`).
@@ -169,125 +370,6 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-}
-
-/// Runs the dispatcher on `listener` until `shutdown` completes, then stops accepting, lets
-/// deliveries in flight finish (or releases them for the next start) and returns.
-///
-/// # Errors
-///
-/// Startup failures: data directory, secrets, database, HTTP client.
-pub async fn run(
-    config: Config,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "while creating the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let keys = secrets::api_keys(&config.api_keys.0, &config.data_dir)
-        .context("while loading the API key")?;
-    if keys.generated {
-        println!(
-            "Generated an API key (stored in {}/api_key; shown once):\n\n    {}\n\nSend it as: Authorization: Bearer <key>",
-            config.data_dir.display(),
-            keys.value[0]
-        );
-    }
-    let signing = secrets::signing_secrets(&config.signing_secret.0, &config.data_dir)
-        .context("while loading the signing secret")?;
-    if signing.generated {
-        println!(
-            "Generated a webhook signing secret (stored in {}/signing_secret); receivers verify with it:\n\n    {}\n",
-            config.data_dir.display(),
-            signing.value[0].expose()
-        );
-    }
-    let config::Database::Sqlite(path) = config.database()?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(SqliteConfig::new(&path))
-            .with_context(|| format!("while opening {}", path.display()))?,
-    );
-    let cidrs = config
-        .allowed_target_cidrs
-        .0
-        .iter()
-        .map(|c| c.parse())
-        .collect::<Result<Vec<ipnet::IpNet>, _>>()
-        .context("while parsing allowed_target_cidrs")?;
-    let client = WebhookClient::builder()
-        .timeout(config.delivery_timeout)
-        .allow_cidrs(cidrs)
-        .breaker(circuit_breaker::BreakerConfig {
-            open_wait: config.breaker_open_wait,
-            max_open_wait: config.breaker_open_wait.saturating_mul(20),
-            ..circuit_breaker::BreakerConfig::default()
-        })
-        .classifier(
-            Classifier::default()
-                .with_permanent_statuses(config.permanent_statuses.iter().copied()),
-        )
-        .build()
-        .context("while building the HTTP client")?;
-    let retry = RetryPolicy::try_new(
-        config.max_retries,
-        config.base_retry_delay,
-        config.max_retry_delay,
-        Jitter::Additive(Duration::from_secs(10).min(config.base_retry_delay)),
-    )
-    .map_err(|e| anyhow::anyhow!("invalid retry settings: {e}"))?;
-    let engine = Engine::builder(store.clone())
-        .handler(
-            WEBHOOK_KIND,
-            Arc::new(WebhookDeliveryHandler::new(
-                client.clone(),
-                signing.value.clone(),
-            )),
-        )
-        .config(EngineConfig {
-            max_in_flight: config.max_in_flight,
-            per_target_in_flight: config.per_target_in_flight,
-            retry,
-            task_queue_size: Some(config.task_queue_size),
-            prune_after: Some(config.retention),
-            shutdown_grace: config.shutdown_grace,
-            ..EngineConfig::default()
-        })
-        .start();
-    let manager = WorkflowManager::new(
-        engine.clone(),
-        WorkflowConfig {
-            max_retries: config.max_retries,
-            base_retry_delay: config.base_retry_delay,
-            max_retry_delay: config.max_retry_delay,
-            task_queue_size: config.task_queue_size,
-        },
-    );
-    let state = AppState {
-        manager,
-        store,
-        client,
-        api_keys: Arc::new(keys.value),
-        callbacks: secrets::CallbackTokens::new(&signing.value[0]),
-        public_url: config.public_url(),
-        breaker_policy: config.breaker_open_policy,
-        metrics: metrics_handle(),
-    };
-    let addr = listener
-        .local_addr()
-        .context("while reading the listen address")?;
-    tracing::info!(%addr, database = %path.display(), "dispatcher listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("while serving HTTP")?;
-    tracing::info!("stopped accepting requests; finishing deliveries in flight");
-    engine.shutdown().await;
-    tracing::info!("dispatcher stopped");
-    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -47,6 +47,15 @@ pub(crate) async fn callback(
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
+    // A token in the header is checked before the body is even parsed.
+    let header_token = headers
+        .get("x-callback-token")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    if let Some(token) = &header_token
+        && !state.callbacks.verify(&task_id, token)
+    {
+        return Err(ApiError::unauthorized("invalid callback token"));
+    }
     let body = json_body(&headers, body)?;
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
@@ -55,19 +64,18 @@ pub(crate) async fn callback(
             format!("malformed JSON: {e}"),
         )
     })?;
-    let token = headers
-        .get("x-callback-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            value
-                .get("callback_token")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        })
-        .ok_or_else(|| ApiError::unauthorized("missing callback token"))?;
-    if !state.callbacks.verify(&task_id, &token) {
-        return Err(ApiError::unauthorized("invalid callback token"));
+    if header_token.is_none() {
+        let token = value
+            .get("callback_token")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing callback token (X-Callback-Token header or callback_token field)",
+                )
+            })?;
+        if !state.callbacks.verify(&task_id, token) {
+            return Err(ApiError::unauthorized("invalid callback token"));
+        }
     }
     let mut errors = task_package::ValidationErrors::default();
     let status = match value.get("status") {

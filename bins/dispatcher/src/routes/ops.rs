@@ -35,11 +35,7 @@ pub(crate) async fn readyz(
 pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .metrics
-            .as_ref()
-            .map(|h| h.render())
-            .unwrap_or_default(),
+        state.metrics.render(),
     )
         .into_response()
 }

@@ -38,7 +38,7 @@ pub struct CreateTaskResponse {
 /// Creates a task from the seed's request body and queues its delivery.
 #[utoipa::path(
     post, path = "/workflow/tasks", tag = "tasks",
-    request_body(content = serde_json::Value, description = "The seed's request: task_type, evidence_data, webhook_url, priority", content_type = "application/json"),
+    request_body(content = crate::openapi::CreateTaskBody, description = "The seed's request", content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same task")),
     responses(
         (status = 200, description = "Queued", body = CreateTaskResponse),

@@ -2,82 +2,19 @@
 //! delivers every task it accepted.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use parking_lot_shim::Counts;
 
-const KEY: &str = "crash-test-key";
-const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-
-mod parking_lot_shim {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    /// Deliveries per task id.
-    #[derive(Default)]
-    pub(crate) struct Counts(pub(crate) Mutex<HashMap<String, u32>>);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dispatcher"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
-            "--api-keys",
-            KEY,
-            "--signing-secret",
-            SECRET,
-            "--allowed-target-cidrs",
-            "127.0.0.0/8",
-        ])
-        .args([
-            "--base-retry-delay",
-            "100ms",
-            "--max-retry-delay",
-            "1s",
-            "--max-retries",
-            "20",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the dispatcher binary")
-}
-
-async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    for _ in 0..500 {
-        if http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("dispatcher did not become healthy");
-}
+use crate::{KEY, free_port, seed_body, spawn, wait_healthy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let counts = Arc::new(Counts::default());
+    let counts = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let c = counts.clone();
     let app = Router::new().route(
         "/hook",
@@ -88,7 +25,7 @@ async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
                     .to_str()
                     .unwrap_or_default()
                     .to_owned();
-                *c.0.lock().unwrap().entry(id).or_default() += 1;
+                *c.lock().unwrap().entry(id).or_default() += 1;
                 "ok"
             }
         }),
@@ -101,16 +38,11 @@ async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut child = spawn(dir.path(), port);
+    let mut child = spawn(dir.path(), port, &["--max-retries", "20"]);
     wait_healthy(&http, &base).await;
 
-    let mut body: serde_json::Value = serde_json::from_str(include_str!(
-        "../../../crates/task-package/tests/golden/seed_request.json"
-    ))
-    .unwrap();
-    body["webhook_url"] = hook.clone().into();
-    let body = body.to_string();
-    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let body = seed_body(&hook);
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut submitters = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let (http, base, body, accepted) =
@@ -146,15 +78,15 @@ async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
     child.wait().unwrap();
     while submitters.join_next().await.is_some() {}
     let accepted: Vec<String> = accepted.lock().unwrap().clone();
-    let delivered_before = counts.0.lock().unwrap().len();
+    let delivered_before = counts.lock().unwrap().len();
     assert!(accepted.len() >= 600);
 
-    let mut child = spawn(dir.path(), port);
+    let mut child = spawn(dir.path(), port, &["--max-retries", "20"]);
     wait_healthy(&http, &base).await;
     let mut missing = accepted.len();
     for _ in 0..1500 {
         missing = {
-            let seen = counts.0.lock().unwrap();
+            let seen = counts.lock().unwrap();
             accepted.iter().filter(|id| !seen.contains_key(*id)).count()
         };
         if missing == 0 {
@@ -164,7 +96,7 @@ async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
     }
     child.kill().ok();
     child.wait().ok();
-    let seen: HashMap<String, u32> = counts.0.lock().unwrap().clone();
+    let seen: HashMap<String, u32> = counts.lock().unwrap().clone();
     let duplicates: u32 = seen.values().map(|n| n - 1).sum();
     println!(
         "accepted {}, delivered before the kill {}, delivered in all {}, duplicates {}",

@@ -1,0 +1,89 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` attributes and the
+//! response types. A test checks that every route is in it and every path in it is routed.
+
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes::{callback, ops, tasks};
+
+/// The OpenAPI description of the API (served at `/openapi.json`).
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "dispatcher",
+        description = "Closed-loop task dispatch: queue by priority, deliver by signed webhook, retry, report back"
+    ),
+    paths(
+        tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
+        tasks::retry_task, callback::callback, ops::healthz, ops::readyz, ops::metrics_text,
+        ops::openapi_json
+    ),
+    components(schemas(CreateTaskBody, EvidenceDataBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+// The request body is parsed by `task_package::CreateTaskRequest::from_json_slice` (which
+// reports every invalid field at once); these mirrors only describe it, so task-package stays
+// free of an OpenAPI dependency.
+
+/// The body of `POST /workflow/tasks` (the seed's request).
+#[derive(ToSchema)]
+#[schema(example = json!({
+    "task_type": "negative_evidence_intervention",
+    "evidence_data": {
+        "evidence_fragment": "某品牌手机电池续航严重虚标，用户实测不到宣传的一半",
+        "associated_url": "https://weibo.com/1234567890/AbCdEf",
+        "source_name": "微博",
+        "risk_level": "high",
+        "brand_name": "某品牌",
+        "intervention_script": "您好，我们已关注到您反馈的续航问题，请私信提供订单号，我们将安排专人跟进。",
+        "source_meta": {"author": "数码测评君", "followers": 250000}
+    },
+    "webhook_url": "https://api.example.com/webhooks/intervention",
+    "priority": "high"
+}))]
+#[allow(dead_code)] // Read by utoipa's derive only.
+pub(crate) struct CreateTaskBody {
+    /// `negative_evidence_intervention`, `source_engagement`, `competitor_alert` or any
+    /// other snake_case name.
+    task_type: String,
+    /// The evidence.
+    evidence_data: EvidenceDataBody,
+    /// Where to deliver (http or https).
+    webhook_url: String,
+    /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
+    priority: Option<String>,
+}
+
+/// The evidence of a task.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Read by utoipa's derive only.
+pub(crate) struct EvidenceDataBody {
+    /// The text of the negative evidence.
+    evidence_fragment: String,
+    /// Where it was found (http or https).
+    associated_url: String,
+    /// Platform name, e.g. 微博.
+    source_name: String,
+    /// `low`, `medium`, `high` or `critical`.
+    risk_level: String,
+    /// The brand concerned.
+    brand_name: String,
+    /// The suggested reply.
+    intervention_script: String,
+    /// Free-form metadata about the source (an object).
+    source_meta: Option<serde_json::Value>,
+}

@@ -1,0 +1,202 @@
+//! The real executable: first-start secrets, SIGTERM, exit codes.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+
+use crate::{KEY, command, free_port, seed_body, spawn, terminate, wait_healthy};
+
+#[tokio::test]
+async fn first_start_generates_stores_and_prints_the_api_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let start = || {
+        command(dir.path(), port)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    let child = start();
+    wait_healthy(&http, &base).await;
+    let key = std::fs::read_to_string(dir.path().join("api_key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let secret = std::fs::read_to_string(dir.path().join("signing_secret"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    #[cfg(unix)]
+    for file in ["api_key", "signing_secret"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    let status = |k: &str| {
+        http.get(format!("{base}/workflow/tasks"))
+            .bearer_auth(k)
+            .send()
+    };
+    assert_eq!(status(&key).await.unwrap().status(), 200);
+    assert_eq!(status("guess").await.unwrap().status(), 401);
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&key), "the key is shown on first start");
+    assert!(stdout.contains(&secret), "the secret is shown on first start");
+
+    // Second start on the same data dir: same key, nothing printed.
+    let child = start();
+    wait_healthy(&http, &base).await;
+    assert_eq!(status(&key).await.unwrap().status(), 200);
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains(&key) && !stdout.contains("Generated"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // A slow receiver: deliveries are in flight when the signal arrives.
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let g = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap| {
+            let g = g.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let id = headers["webhook-id"].to_str().unwrap().to_owned();
+                g.lock().unwrap().push(id);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut child = spawn(dir.path(), port, &[]);
+    wait_healthy(&http, &base).await;
+    let mut ids = vec![];
+    for _ in 0..4 {
+        let r: serde_json::Value = http
+            .post(format!("{base}/workflow/tasks"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(seed_body(&hook))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r["task_id"].as_str().unwrap().to_owned());
+    }
+    // Wait until at least one delivery is running, then ask the process to stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    terminate(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful stop exits 0, got {status:?}");
+    assert!(
+        http.get(format!("{base}/healthz")).send().await.is_err(),
+        "no longer accepting"
+    );
+    let delivered = got.lock().unwrap().clone();
+    assert!(
+        !delivered.is_empty(),
+        "in-flight deliveries finished before exit"
+    );
+
+    // Whatever was not delivered is still there on the next start.
+    let mut child = spawn(dir.path(), port, &[]);
+    wait_healthy(&http, &base).await;
+    for id in &ids {
+        let mut status = String::new();
+        for _ in 0..300 {
+            let v: serde_json::Value = http
+                .get(format!("{base}/workflow/tasks/{id}"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            status = v["task_info"]["status"].as_str().unwrap().to_owned();
+            if status == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, "completed", "{id}");
+    }
+    child.kill().ok();
+    child.wait().ok();
+}
+
+#[test]
+fn postgres_urls_are_refused_with_a_clear_message_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path(), free_port())
+        .args(["--database-url", "postgres://user:pw@db.internal/dispatch"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+    assert!(!stderr.contains("pw@"), "credentials never printed: {stderr}");
+}
+
+#[test]
+fn flags_override_the_environment_which_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dispatcher.toml");
+    std::fs::write(&file, "max_retries = 5\nlog_format = \"loud\"\n").unwrap();
+    // The file's invalid log format is reported...
+    let out = command(dir.path(), free_port())
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log_format"));
+    // ...unless the environment sets it; a bad environment value loses to a flag. The run
+    // then gets as far as the database check, so every layer above was accepted.
+    let out = command(dir.path(), free_port())
+        .arg("--config")
+        .arg(&file)
+        .env("DISPATCHER_LOG_FORMAT", "json")
+        .env("DISPATCHER_MAX_RETRIES", "lots")
+        .args(["--max-retries", "2", "--database-url", "postgres://x/y"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+}

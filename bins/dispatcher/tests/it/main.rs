@@ -1,0 +1,86 @@
+//! The dispatcher's own integration tests, in one binary: the router in-process
+//! (`router`), and the real `dispatcher` executable (`binary`, `crash`) for what only a real
+//! process shows: signals, exit codes, first-start output, SIGKILL recovery.
+//!
+//! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
+//! workspace's `tests/` package.
+
+mod binary;
+mod crash;
+mod router;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The API key the binary tests configure.
+const KEY: &str = "binary-test-key";
+/// A fixed signing secret.
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary on `port` with `data_dir`, fast retries and loopback targets allowed.
+fn command(data_dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatcher"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--allowed-target-cidrs", "127.0.0.0/8"])
+        .args(["--base-retry-delay", "100ms", "--max-retry-delay", "1s"])
+        .env("RUST_LOG", "warn")
+        .env_remove("DISPATCHER_CONFIG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// [`command`] with the test key and secret, output discarded.
+fn spawn(data_dir: &Path, port: u16, extra: &[&str]) -> Child {
+    command(data_dir, port)
+        .args(["--api-keys", KEY, "--signing-secret", SECRET])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the dispatcher binary")
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    for _ in 0..500 {
+        if http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("dispatcher did not become healthy");
+}
+
+/// Sends SIGTERM (through `kill`, so the tests need no libc binding).
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// The seed's request body, delivered to `hook`.
+fn seed_body(hook: &str) -> String {
+    let mut body: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../../crates/task-package/tests/golden/seed_request.json"
+    ))
+    .unwrap();
+    body["webhook_url"] = hook.into();
+    body.to_string()
+}
