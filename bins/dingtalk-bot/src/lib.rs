@@ -1,1 +1,228 @@
-//! DingTalk bot that answers short requests at once and pushes long results later.
+//! The DingTalk bot: answers short requests in the conversation at once and runs long ones
+//! ("client analysis", "分析公司", "生成报告", ...) as durable background jobs whose results are
+//! pushed through the DingTalk OpenAPI, because the conversation's reply webhook may have expired.
+//!
+//! Messages arrive over Stream mode ([`dingtalk_stream`]) or HTTP callbacks; jobs live in SQLite
+//! through [`workflow_core`] (a restart re-runs interrupted jobs); replies and pushes go through
+//! [`dingtalk_sender`].
+
+pub mod bot;
+pub mod config;
+pub mod processor;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use dingtalk_sender::DingTalkSender;
+use dingtalk_stream::{StreamClient, StreamConfig};
+use workflow_core::{
+    AsyncTaskConfig, AsyncTaskManager, Engine, EngineConfig, Jitter, RetryPolicy, SqliteStore,
+    Store,
+};
+
+pub use config::{Cli, Config, Mode, ProcessorKind, figment_for};
+
+fn processor(config: &Config) -> anyhow::Result<Arc<dyn processor::Processor>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(config.task_timeout)
+        .build()?;
+    Ok(match config.processor {
+        ProcessorKind::Echo => Arc::new(processor::Echo {
+            delay: config.echo_delay,
+        }),
+        ProcessorKind::Command => Arc::new(processor::CommandProcessor {
+            argv: config
+                .processor_command
+                .clone()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        }),
+        ProcessorKind::Http => Arc::new(processor::HttpProcessor {
+            url: config.processor_url.clone().unwrap_or_default(),
+            field: "result".into(),
+            client,
+        }),
+        ProcessorKind::Openai => Arc::new(processor::OpenAiProcessor {
+            base_url: config.openai_base_url.clone(),
+            model: config.openai_model.clone(),
+            api_key: std::env::var("OPENAI_API_KEY")
+                .context("--processor openai needs OPENAI_API_KEY")?,
+            client,
+        }),
+    })
+}
+
+/// Runs the bot until `shutdown` completes.
+///
+/// # Errors
+///
+/// Startup failures: data directory, database, DingTalk client, HTTP listener.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("while creating {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_path(config.data_dir.join("bot.db"))
+            .context("while opening the job database")?,
+    );
+    let mut sender = DingTalkSender::builder()
+        .client_id(config.client_id.clone())
+        .client_secret(config.client_secret.clone())
+        .api_base(config.api_base.clone())
+        .oapi_base(config.oapi_base.clone());
+    if let Some(code) = &config.robot_code {
+        sender = sender.robot_code(code.clone());
+    }
+    let sender = sender
+        .build()
+        .context("while building the DingTalk client")?;
+    let settings = bot::BotSettings {
+        sync_deadline: config.sync_deadline,
+        task_timeout: config.task_timeout,
+        max_jobs_per_user: config.max_jobs_per_user,
+        ..bot::BotSettings::default()
+    };
+    let stats = workflow_core::DurationStats::default();
+    let handler = Arc::new(bot::BotJobHandler {
+        processor: processor(&config)?,
+        sender: sender.clone(),
+        settings: settings.clone(),
+        stats: stats.clone(),
+    });
+    let engine = Engine::builder(store)
+        .handler(bot::KIND, handler)
+        .config(EngineConfig {
+            max_in_flight: config.max_jobs,
+            per_target_in_flight: config.max_jobs_per_user,
+            lease: std::time::Duration::from_secs(120),
+            retry: RetryPolicy {
+                max_retries: 2,
+                base_delay: std::time::Duration::from_secs(5),
+                max_delay: std::time::Duration::from_secs(300),
+                jitter: Jitter::Full,
+            },
+            prune_after: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
+            shutdown_grace: config.shutdown_grace,
+            ..EngineConfig::default()
+        })
+        .start();
+    let tasks = AsyncTaskManager::with_stats(
+        engine.clone(),
+        AsyncTaskConfig {
+            keywords: config.keywords.clone(),
+            ..AsyncTaskConfig::default()
+        },
+        stats,
+    );
+    let bot = bot::Bot {
+        engine: engine.clone(),
+        tasks,
+        sender,
+        settings,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut receivers = tokio::task::JoinSet::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    match config.mode {
+        Mode::Stream => {
+            let stream = StreamConfig::new(config.client_id.clone(), config.client_secret.clone())
+                .api_base(config.api_base.clone());
+            let (handle, mut incoming) = StreamClient::new(stream)
+                .context("while building the Stream client")?
+                .start();
+            let tx = tx.clone();
+            let stop = stop.clone();
+            receivers.spawn(async move {
+                loop {
+                    tokio::select! {
+                        m = incoming.recv() => match m {
+                            Some(m) => { if tx.send(m).await.is_err() { break; } }
+                            None => break,
+                        },
+                        () = stop.cancelled() => break,
+                    }
+                }
+                handle.shutdown().await;
+            });
+        }
+        Mode::Http => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("while listening on {}", config.listen))?;
+            tracing::info!(addr = %config.listen, "HTTP callback mode: DingTalk should POST to /dingtalk");
+            let app = axum::Router::new().nest(
+                "/dingtalk",
+                dingtalk_stream::callback_router(&config.client_secret, tx.clone()),
+            );
+            let stop = stop.clone();
+            receivers.spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            });
+        }
+    }
+    drop(tx);
+    tracing::info!(mode = ?config.mode, processor = ?config.processor, "dingtalk bot running");
+    let mut handlers = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(incoming) => {
+                    let bot = bot.clone();
+                    handlers.spawn(async move { bot.handle(incoming.message).await });
+                }
+                None => break,
+            },
+            Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    stop.cancel();
+    while receivers.join_next().await.is_some() {}
+    while handlers.join_next().await.is_some() {}
+    engine.shutdown().await;
+    tracing::info!("dingtalk bot stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Installs the tracing subscriber (RUST_LOG, default `info`).
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if format == "json" {
+        b.json().flatten_event(true).try_init()
+    } else {
+        b.try_init()
+    };
+}

@@ -115,6 +115,11 @@ impl AsyncTaskManager {
         }
     }
 
+    /// A manager sharing `stats` with whoever records durations (e.g. the job handler).
+    pub fn with_stats(engine: Engine, config: AsyncTaskConfig, stats: DurationStats) -> AsyncTaskManager {
+        AsyncTaskManager { engine, config, stats }
+    }
+
     /// The duration statistics.
     pub fn stats(&self) -> &DurationStats {
         &self.stats

@@ -1,0 +1,254 @@
+//! Configuration: defaults < TOML file < environment (`DINGTALK_*` credentials, `BOT_*` the rest)
+//! < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// How messages arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A Stream-mode WebSocket (no public URL needed).
+    #[default]
+    Stream,
+    /// DingTalk POSTs to `listen` (`/dingtalk`).
+    Http,
+}
+
+/// Which processor answers requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessorKind {
+    /// The demo: echoes the request.
+    #[default]
+    Echo,
+    /// A program: prompt on stdin, answer on stdout.
+    Command,
+    /// An HTTP service.
+    Http,
+    /// An OpenAI-compatible chat endpoint.
+    Openai,
+}
+
+/// The bot's settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// App key (`DINGTALK_CLIENT_ID`).
+    pub client_id: String,
+    /// App secret (`DINGTALK_CLIENT_SECRET`).
+    pub client_secret: String,
+    /// Robot code (`DINGTALK_ROBOT_CODE`, default: the client id).
+    pub robot_code: Option<String>,
+    /// OpenAPI base (`DINGTALK_API_BASE`).
+    pub api_base: String,
+    /// Old API base (`DINGTALK_OAPI_BASE`).
+    pub oapi_base: String,
+    /// Stream or HTTP callbacks.
+    pub mode: Mode,
+    /// HTTP mode's address.
+    pub listen: SocketAddr,
+    /// Where the job database lives.
+    pub data_dir: PathBuf,
+    /// Which processor.
+    pub processor: ProcessorKind,
+    /// The command processor's program and arguments (whitespace-separated).
+    pub processor_command: Option<String>,
+    /// The HTTP processor's URL.
+    pub processor_url: Option<String>,
+    /// The OpenAI-compatible base URL.
+    pub openai_base_url: String,
+    /// The model.
+    pub openai_model: String,
+    /// The echo processor's delay (demo of slow work).
+    #[serde(with = "humantime_serde")]
+    pub echo_delay: Duration,
+    /// A job running longer is stopped and the user told.
+    #[serde(with = "humantime_serde")]
+    pub task_timeout: Duration,
+    /// A short request answered within this replies in the conversation; later results are pushed.
+    #[serde(with = "humantime_serde")]
+    pub sync_deadline: Duration,
+    /// Most jobs running at once.
+    pub max_jobs: usize,
+    /// Most jobs queued or running per user.
+    pub max_jobs_per_user: usize,
+    /// Keywords that mark a request as long (default: the seed's).
+    pub keywords: Vec<String>,
+    /// On shutdown, how long running jobs may take before they are released for the next start.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Log format: `human` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            client_id: String::new(),
+            client_secret: String::new(),
+            robot_code: None,
+            api_base: dingtalk_sender::DEFAULT_API_BASE.into(),
+            oapi_base: dingtalk_sender::DEFAULT_OAPI_BASE.into(),
+            mode: Mode::Stream,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            data_dir: PathBuf::from("./data"),
+            processor: ProcessorKind::Echo,
+            processor_command: None,
+            processor_url: None,
+            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_model: "gpt-4o-mini".into(),
+            echo_delay: Duration::ZERO,
+            task_timeout: Duration::from_secs(1800),
+            sync_deadline: Duration::from_secs(60),
+            max_jobs: 32,
+            max_jobs_per_user: 5,
+            keywords: workflow_core::facade::SEED_KEYWORDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            shutdown_grace: Duration::from_secs(10),
+            log_format: "human".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("api_base", &self.api_base)
+            .field("mode", &self.mode)
+            .field("processor", &self.processor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configuration is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Extracts and validates the configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad setting.
+    pub fn load(figment: &Figment) -> Result<Config, ConfigError> {
+        let c: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        if c.client_id.is_empty() || c.client_secret.is_empty() {
+            return Err(ConfigError(
+                "DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET are required".into(),
+            ));
+        }
+        match c.processor {
+            ProcessorKind::Command
+                if c.processor_command
+                    .as_deref()
+                    .is_none_or(|s| s.trim().is_empty()) =>
+            {
+                return Err(ConfigError(
+                    "--processor command needs --processor-command".into(),
+                ));
+            }
+            ProcessorKind::Http if c.processor_url.is_none() => {
+                return Err(ConfigError("--processor http needs --processor-url".into()));
+            }
+            _ => {}
+        }
+        if c.max_jobs == 0 || c.max_jobs_per_user == 0 {
+            return Err(ConfigError(
+                "max_jobs and max_jobs_per_user must be at least 1".into(),
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// Command-line flags; each overrides the file and the environment.
+#[derive(Debug, Default, clap::Parser, Serialize)]
+#[command(
+    name = "dingtalk-bot",
+    version,
+    about = "DingTalk bot: short requests answered at once, long ones pushed later"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "BOT_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Stream or HTTP callbacks.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// HTTP mode's address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Processor.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor: Option<ProcessorKind>,
+    /// Command for `--processor command`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor_command: Option<String>,
+    /// URL for `--processor http`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor_url: Option<String>,
+    /// Base URL for `--processor openai`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openai_base_url: Option<String>,
+    /// Model for `--processor openai`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openai_model: Option<String>,
+    /// Job timeout, e.g. 30m.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_timeout: Option<String>,
+    /// Sync deadline, e.g. 60s.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_deadline: Option<String>,
+}
+
+/// Defaults, then the TOML file, then the environment, then the flags.
+pub fn figment_for(cli: &Cli) -> Figment {
+    let mut f = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = &cli.config {
+        f = f.merge(Toml::file_exact(path));
+    }
+    f.merge(
+        Env::raw()
+            .only(&[
+                "DINGTALK_CLIENT_ID",
+                "DINGTALK_CLIENT_SECRET",
+                "DINGTALK_ROBOT_CODE",
+                "DINGTALK_API_BASE",
+                "DINGTALK_OAPI_BASE",
+            ])
+            .map(|k| {
+                k.as_str()
+                    .to_lowercase()
+                    .trim_start_matches("dingtalk_")
+                    .to_owned()
+                    .into()
+            }),
+    )
+    .merge(Env::prefixed("BOT_").ignore(&["config"]))
+    .merge(Serialized::defaults(cli))
+}

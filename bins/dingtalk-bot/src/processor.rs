@@ -1,0 +1,280 @@
+//! The slow backend that answers a request (the seed's "AI API"): a command, an HTTP service,
+//! an OpenAI-compatible chat endpoint, or the echo demo.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+/// Who asked what.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The bot task id.
+    pub task_id: String,
+    /// The asker's staff id.
+    pub user_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// What was asked.
+    pub prompt: String,
+}
+
+/// Why processing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// The processor failed; may succeed on a retry.
+    #[error("processor failed: {0}")]
+    Failed(String),
+    /// Cancelled (user or shutdown).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Answers a request.
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// Produces the answer, stopping promptly when `cancel` fires.
+    async fn process(&self, job: &Job, cancel: &CancellationToken) -> Result<String, ProcessError>;
+}
+
+/// The demo processor: answers with the prompt after an optional delay.
+#[derive(Debug, Clone, Default)]
+pub struct Echo {
+    /// How long "thinking" takes.
+    pub delay: Duration,
+}
+
+#[async_trait]
+impl Processor for Echo {
+    async fn process(&self, job: &Job, cancel: &CancellationToken) -> Result<String, ProcessError> {
+        tokio::select! {
+            () = tokio::time::sleep(self.delay) => Ok(format!("处理结果：{}", job.prompt)),
+            () = cancel.cancelled() => Err(ProcessError::Cancelled),
+        }
+    }
+}
+
+/// Runs a program with the prompt on stdin and `BOT_PROMPT`, `BOT_USER_ID`,
+/// `BOT_CONVERSATION_ID`, `BOT_TASK_ID` in its environment; stdout is the answer; a non-zero
+/// exit is a failure; the process is killed on cancel.
+#[derive(Debug, Clone)]
+pub struct CommandProcessor {
+    /// Program and arguments, split on whitespace (quote-free by design: no shell).
+    pub argv: Vec<String>,
+}
+
+#[async_trait]
+impl Processor for CommandProcessor {
+    async fn process(&self, job: &Job, cancel: &CancellationToken) -> Result<String, ProcessError> {
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or_else(|| ProcessError::Failed("empty processor command".into()))?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .env("BOT_PROMPT", &job.prompt)
+            .env("BOT_USER_ID", &job.user_id)
+            .env("BOT_CONVERSATION_ID", &job.conversation_id)
+            .env("BOT_TASK_ID", &job.task_id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ProcessError::Failed(format!("cannot start {program}: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(job.prompt.as_bytes()).await;
+        }
+        tokio::select! {
+            out = child.wait_with_output() => {
+                let out = out.map_err(|e| ProcessError::Failed(e.to_string()))?;
+                if out.status.success() {
+                    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+                } else {
+                    let err: String = String::from_utf8_lossy(&out.stderr).chars().take(300).collect();
+                    Err(ProcessError::Failed(format!("exit {}: {}", out.status, err.trim())))
+                }
+            }
+            // Dropping the wait future drops the child: kill_on_drop kills it.
+            () = cancel.cancelled() => Err(ProcessError::Cancelled),
+        }
+    }
+}
+
+/// POSTs `{"prompt","user_id","conversation_id","task_id"}` and takes a field of the JSON answer.
+#[derive(Debug, Clone)]
+pub struct HttpProcessor {
+    /// The service URL.
+    pub url: String,
+    /// The answer field (default `result`).
+    pub field: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+}
+
+#[async_trait]
+impl Processor for HttpProcessor {
+    async fn process(&self, job: &Job, cancel: &CancellationToken) -> Result<String, ProcessError> {
+        let body = serde_json::json!({
+            "prompt": job.prompt, "user_id": job.user_id, "conversation_id": job.conversation_id, "task_id": job.task_id
+        });
+        let call = async {
+            let r = self
+                .client
+                .post(&self.url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
+            if !r.status().is_success() {
+                return Err(ProcessError::Failed(format!(
+                    "HTTP {}",
+                    r.status().as_u16()
+                )));
+            }
+            let v: serde_json::Value = r
+                .json()
+                .await
+                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
+            v.get(&self.field)
+                .and_then(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .or_else(|| Some(x.to_string()))
+                })
+                .ok_or_else(|| {
+                    ProcessError::Failed(format!("answer has no {:?} field", self.field))
+                })
+        };
+        tokio::select! {
+            r = call => r,
+            () = cancel.cancelled() => Err(ProcessError::Cancelled),
+        }
+    }
+}
+
+/// An OpenAI-compatible `POST {base}/chat/completions`.
+#[derive(Clone)]
+pub struct OpenAiProcessor {
+    /// e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// `OPENAI_API_KEY`.
+    pub api_key: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiProcessor")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Processor for OpenAiProcessor {
+    async fn process(&self, job: &Job, cancel: &CancellationToken) -> Result<String, ProcessError> {
+        let body = serde_json::json!({
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": "你是企业舆情与客户分析助手，请用中文回答。"},
+                {"role": "user", "content": job.prompt}
+            ]
+        });
+        let call = async {
+            let r = self
+                .client
+                .post(format!(
+                    "{}/chat/completions",
+                    self.base_url.trim_end_matches('/')
+                ))
+                .bearer_auth(&self.api_key)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
+            if !r.status().is_success() {
+                return Err(ProcessError::Failed(format!(
+                    "HTTP {}",
+                    r.status().as_u16()
+                )));
+            }
+            let v: serde_json::Value = r
+                .json()
+                .await
+                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ProcessError::Failed("no choices[0].message.content".into()))
+        };
+        tokio::select! {
+            r = call => r,
+            () = cancel.cancelled() => Err(ProcessError::Cancelled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            task_id: "t1".into(),
+            user_id: "u1".into(),
+            conversation_id: "c1".into(),
+            prompt: "分析公司".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn command_gets_the_prompt_on_stdin_and_in_its_environment() {
+        let p = CommandProcessor {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "read x; echo \"$x|$BOT_USER_ID|$BOT_TASK_ID\"".into(),
+            ],
+        };
+        assert_eq!(
+            p.process(&job(), &CancellationToken::new()).await.unwrap(),
+            "分析公司|u1|t1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_is_a_failure() {
+        let p = CommandProcessor {
+            argv: vec!["sh".into(), "-c".into(), "echo boom >&2; exit 3".into()],
+        };
+        let err = p
+            .process(&job(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Failed(m) if m.contains("boom")));
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_command() {
+        let p = CommandProcessor {
+            argv: vec!["sleep".into(), "30".into()],
+        };
+        let token = CancellationToken::new();
+        let t = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            t.cancel();
+        });
+        assert_eq!(
+            p.process(&job(), &token).await,
+            Err(ProcessError::Cancelled)
+        );
+    }
+}

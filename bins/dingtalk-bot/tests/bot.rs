@@ -1,0 +1,235 @@
+//! The bot end to end against dingtalk-mock over real sockets.
+
+use std::time::Duration;
+
+use dingtalk_bot::{Config, ProcessorKind};
+use dingtalk_mock::{DingTalkMock, MockConfig, MockMessage, OutboxEntry};
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn config(mock: &DingTalkMock, dir: &std::path::Path) -> Config {
+    Config {
+        client_id: mock.config().client_id.clone(),
+        client_secret: mock.config().client_secret.clone(),
+        api_base: mock.base_url(),
+        oapi_base: mock.base_url(),
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    }
+}
+
+fn start(config: Config) -> Running {
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(dingtalk_bot::run(config, async move {
+        let _ = rx.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn connected(mock: &DingTalkMock) {
+    for _ in 0..500 {
+        if mock.connections() > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the bot never connected");
+}
+
+async fn wait_outbox(
+    mock: &DingTalkMock,
+    pred: impl Fn(&[OutboxEntry]) -> bool,
+) -> Vec<OutboxEntry> {
+    for _ in 0..1000 {
+        let out = mock.outbox();
+        if pred(&out) {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("outbox never matched: {:#?}", mock.outbox());
+}
+
+fn task_id(text: &str) -> String {
+    text.split("任务ID：").nth(1).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_short_message_is_answered_in_the_conversation() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start(config(&mock, dir.path()));
+    connected(&mock).await;
+    mock.say(MockMessage::single("u1", "你好")).await;
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert!(
+        out.iter().all(|e| e.channel == "session_webhook"),
+        "{out:#?}"
+    );
+    assert!(out[0].text.starts_with("收到任务，正在处理中..."));
+    assert_eq!(out[1].text, "处理结果：你好");
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_message_is_acknowledged_then_pushed_to_the_user() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.echo_delay = Duration::from_millis(300);
+    let bot = start(c);
+    connected(&mock).await;
+    mock.say(MockMessage::single("u1", "分析公司 ACME")).await;
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert_eq!(out[0].channel, "session_webhook");
+    assert!(
+        out[0]
+            .text
+            .starts_with("收到任务，正在后台处理中...这是一个长时间任务，预计需要"),
+        "{}",
+        out[0].text
+    );
+    assert!(out[0].text.contains("完成后会主动推送结果给您"));
+    assert_eq!(
+        out[1].channel, "batch_send",
+        "long results are pushed, not replied"
+    );
+    assert_eq!(out[1].to, ["u1"]);
+    assert_eq!(out[1].text, "处理结果：分析公司 ACME");
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_request_is_pushed_to_the_group_and_long_results_arrive_in_parts() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start(config(&mock, dir.path()));
+    connected(&mock).await;
+    let body: String = (0..1500).map(|i| format!("第{i}条数据。")).collect();
+    let text = format!("生成报告 {body}");
+    assert!(text.chars().count() > 10_000);
+    mock.say(MockMessage::group("u2", "cidTeam==", &text)).await;
+    // Wait for the last part, "(n/n) ...".
+    let last_part = |e: &OutboxEntry| {
+        e.channel == "group_send"
+            && e.text
+                .strip_prefix('(')
+                .and_then(|r| r.split_once(')'))
+                .and_then(|(frac, _)| frac.split_once('/'))
+                .is_some_and(|(a, b)| a == b)
+    };
+    let all = wait_outbox(&mock, |o| o.iter().any(last_part)).await;
+    let parts: Vec<String> = all
+        .iter()
+        .filter(|e| e.channel == "group_send")
+        .map(|e| e.text.clone())
+        .collect();
+    assert!(parts.len() > 1);
+    assert!(parts[0].starts_with(&format!("(1/{}) ", parts.len())));
+    assert_eq!(
+        dingtalk_sender::reassemble(&parts),
+        format!("处理结果：{text}")
+    );
+    assert!(
+        all.iter()
+            .filter(|e| e.channel == "group_send")
+            .all(|e| e.to == ["cidTeam=="])
+    );
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_result_that_outlives_its_session_webhook_is_pushed_instead() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.echo_delay = Duration::from_millis(500);
+    let bot = start(c);
+    connected(&mock).await;
+    mock.say(MockMessage::single("u3", "今天的舆情")).await;
+    wait_outbox(&mock, |o| !o.is_empty()).await;
+    mock.expire_sessions();
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert_eq!(out[1].channel, "batch_send");
+    assert_eq!(out[1].text, "处理结果：今天的舆情");
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_is_processed_once() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start(config(&mock, dir.path()));
+    connected(&mock).await;
+    let mut m = MockMessage::single("u4", "一次就好");
+    m.msg_id = Some("msgOnce==".into());
+    mock.say(m.clone()).await;
+    mock.say(m).await;
+    wait_outbox(&mock, |o| o.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mock.outbox().len(), 2, "{:#?}", mock.outbox());
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn status_and_cancel_work_and_cancel_kills_the_command() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.processor = ProcessorKind::Command;
+    c.processor_command = Some("sleep 30".into());
+    let bot = start(c);
+    connected(&mock).await;
+    mock.say(MockMessage::single("u5", "竞品分析 全年")).await;
+    let out = wait_outbox(&mock, |o| !o.is_empty()).await;
+    let id = task_id(&out[0].text);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mock.say(MockMessage::single("u5", &format!("/status {id}")))
+        .await;
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert!(out[1].text.contains("处理中"), "{}", out[1].text);
+    mock.say(MockMessage::single("u5", &format!("/cancel {id}")))
+        .await;
+    let out = wait_outbox(&mock, |o| o.len() >= 3).await;
+    assert!(out[2].text.contains("已取消"), "{}", out[2].text);
+    mock.say(MockMessage::single("u5", &format!("查询任务 {id}")))
+        .await;
+    let out = wait_outbox(&mock, |o| o.len() >= 4 && o[3].text.contains("已取消")).await;
+    assert!(out[3].text.contains(&id));
+    mock.say(MockMessage::single("u5", "/help")).await;
+    let out = wait_outbox(&mock, |o| o.len() >= 5).await;
+    assert!(out[4].text.contains("/cancel"));
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_bot_finishes_the_interrupted_job() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.echo_delay = Duration::from_secs(60);
+    c.shutdown_grace = Duration::from_millis(100);
+    let bot = start(c.clone());
+    connected(&mock).await;
+    mock.say(MockMessage::single("u6", "市场调研 华东")).await;
+    wait_outbox(&mock, |o| !o.is_empty()).await;
+    // Stop while the job runs: it is released, not lost.
+    bot.stop().await;
+    assert_eq!(mock.outbox().len(), 1);
+    c.echo_delay = Duration::from_millis(10);
+    let bot = start(c);
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert_eq!(out[1].channel, "batch_send");
+    assert_eq!(out[1].text, "处理结果：市场调研 华东");
+    bot.stop().await;
+}
