@@ -1,6 +1,7 @@
 //! The dispatcher end to end: real HTTP on loopback, a real SQLite file, a local receiver.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -36,6 +37,23 @@ async fn seed_request_round_trip_delivers_the_exact_signed_package() {
         "signature verifies with the receiver's check"
     );
     let pkg = &delivery.body;
+    let mut top: Vec<&str> = pkg
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    top.sort_unstable();
+    assert_eq!(
+        top,
+        [
+            "delivery_instructions",
+            "evidence_data",
+            "metadata",
+            "task_type"
+        ],
+        "the seed's package, nothing else"
+    );
     let seed: serde_json::Value = serde_json::from_str(SEED_REQUEST).unwrap();
     assert_eq!(pkg["task_type"], "negative_evidence_intervention");
     assert_eq!(
@@ -161,6 +179,8 @@ async fn answers_503_with_retry_after_while_the_targets_breaker_is_open() {
     let rx = Receiver::start(Arc::new(|_, _| StatusCode::BAD_GATEWAY)).await;
     let mut config = test_config();
     config.max_retries = 0;
+    // Long enough that the breaker is still open when the next request comes, however slow.
+    config.breaker_open_wait = Duration::from_secs(30);
     let d = Dispatcher::start(config).await;
     // Five consecutive failures open the breaker.
     for _ in 0..5 {
@@ -182,33 +202,52 @@ async fn answers_503_with_retry_after_while_the_targets_breaker_is_open() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn higher_priorities_are_delivered_first_under_load() {
     let rx = Receiver::ok().await;
     let mut config = test_config();
     config.max_in_flight = 1;
+    config.delivery_timeout = Duration::from_secs(60);
     let d = Dispatcher::start(config).await;
-    // Park the single worker on a slow first delivery so the queue builds up behind it.
-    let slow = Receiver::start(Arc::new(|_, _| {
-        std::thread::sleep(Duration::from_millis(300));
+    // Park the single worker on a first delivery that is held until the whole backlog is in,
+    // so the order below depends on priorities only, not on how fast this machine is.
+    let release = Arc::new(AtomicBool::new(false));
+    let gate = release.clone();
+    let slow = Receiver::start(Arc::new(move |_, _| {
+        for _ in 0..4000 {
+            if gate.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         StatusCode::OK
     }))
     .await;
     let blocker = d.create(&slow.url(), "critical").await;
-    let mut ids = vec![];
-    for p in ["low", "medium", "high", "critical", "low", "critical"] {
-        ids.push((p, d.create(&rx.url(), p).await));
+    slow.wait_for(1).await;
+    let priorities = ["low", "medium", "high", "critical"];
+    let mut ids = std::collections::HashMap::new();
+    for i in 0..120 {
+        // A fixed shuffle: each priority 30 times, interleaved irregularly.
+        let p = priorities[(i * 7 + i / 5) % 4];
+        ids.insert(d.create(&rx.url(), p).await, (p, i));
     }
+    release.store(true, Ordering::SeqCst);
     d.wait_status(&blocker, "completed").await;
-    let got = rx.wait_for(6).await;
-    let order: Vec<&str> = got
+    let got = rx.wait_for(ids.len()).await;
+    assert_eq!(got.len(), ids.len());
+    let rank = |p: &str| priorities.iter().position(|x| *x == p).unwrap();
+    let order: Vec<(usize, usize)> = got
         .iter()
-        .map(|g| ids.iter().find(|(_, id)| *id == g.id).unwrap().0)
+        .map(|g| {
+            let (p, i) = ids[&g.id];
+            (rank(p), i)
+        })
         .collect();
-    assert_eq!(
-        order,
-        ["critical", "critical", "high", "medium", "low", "low"]
-    );
+    // Highest priority first; within a priority, in the order accepted.
+    let mut want = order.clone();
+    want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(order, want);
     d.stop().await;
 }
 
@@ -466,34 +505,44 @@ async fn health_readiness_metrics_and_openapi() {
 
 #[tokio::test]
 async fn restart_on_the_same_data_dir_delivers_everything_accepted() {
-    // Accept tasks for a receiver that is down, stop, bring the receiver up, restart.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let url = format!("http://127.0.0.1:{port}/hook");
+    // The receiver is failing while the first instance accepts tasks; the instance stops, the
+    // receiver recovers, a second instance on the same data dir delivers every task.
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    let rx = Receiver::start(Arc::new(move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }))
+    .await;
     let mut config = test_config();
-    // The receiver is down: its breaker opens, and new tasks are queued rather than refused.
+    // Enough attempts that no task can fail for good however slow this machine is, and new
+    // tasks are queued (not refused) once the failing target's breaker opens.
+    config.max_retries = 1000;
     config.breaker_open_policy = dispatcher::BreakerOpenPolicy::Queue;
-    let d = Dispatcher::start(config).await;
+    let d = Dispatcher::start(config.clone()).await;
     let mut ids = vec![];
     for _ in 0..20 {
-        ids.push(d.create(&url, "medium").await);
+        ids.push(d.create(&rx.url(), "medium").await);
     }
     let dir = d.stop().await;
-    // The receiver comes up on the same port.
-    let rx = integration_tests::Receiver::start_on(port, Arc::new(|_, _| StatusCode::OK)).await;
-    let mut config = test_config();
-    config.max_retries = 10;
-    config.breaker_open_policy = dispatcher::BreakerOpenPolicy::Queue;
+    let failed_before = rx.deliveries().len();
+    up.store(true, Ordering::SeqCst);
+
     let d = Dispatcher::start_in(config, dir).await;
     for id in &ids {
         d.wait_status(id, "completed").await;
     }
-    let mut got: Vec<String> = rx.deliveries().into_iter().map(|d| d.id).collect();
+    let mut got: Vec<String> = rx.deliveries()[failed_before..]
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
     got.sort();
     got.dedup();
     let mut want = ids.clone();
     want.sort();
-    assert_eq!(got, want);
+    assert_eq!(got, want, "every accepted task delivered after the restart");
     d.stop().await;
 }

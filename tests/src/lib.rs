@@ -1,5 +1,14 @@
-//! Test harness: the dispatcher in-process on `127.0.0.1:0` with a temp data dir, and a local
-//! webhook receiver that verifies signatures and records what it got.
+//! Test harness: the dispatcher on `127.0.0.1:0` with a temp data dir, and a local webhook
+//! receiver that verifies signatures and records what it got.
+//!
+//! The dispatcher runs in-process through `dispatcher::run` (the very function the binary's
+//! `main` calls after parsing flags): the same HTTP server, SQLite file, engine and shutdown
+//! path, without the cost of a process per test. What only a real process can show (SIGTERM
+//! and exit code 0, SIGKILL under load then restart, first-start secret generation, flag and
+//! environment precedence) is tested against the real executable in the dispatcher package's
+//! own `bins/dispatcher/tests/it/`, where Cargo provides `CARGO_BIN_EXE_dispatcher`.
+//!
+//! Run with `cargo test -p integration-tests` (and `cargo test -p dispatcher` for the binary).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -326,7 +326,7 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_timeout: Option<String>,
-    /// Base URL for callback links [default: http://<listen>].
+    /// Base URL for callback links [default: http://LISTEN].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,

@@ -92,7 +92,10 @@ impl ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("request body is larger than {} KiB", crate::BODY_LIMIT / 1024),
+            format!(
+                "request body is larger than {} KiB",
+                crate::BODY_LIMIT / 1024
+            ),
         )
     }
 
@@ -238,5 +241,71 @@ impl From<workflow_core::EngineError> for ApiError {
             ),
             other => ApiError::internal(&other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    async fn body_of(resp: Response) -> serde_json::Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn foreign_errors_get_the_json_shape_and_keep_their_headers() {
+        let plain = Response::builder()
+            .status(StatusCode::REQUEST_TIMEOUT)
+            .header("x-request-id", "r1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let out = json_errors(plain).await;
+        assert_eq!(out.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(out.headers()["x-request-id"], "r1");
+        assert_eq!(out.headers()[header::CONTENT_TYPE], "application/json");
+        let v = body_of(out).await;
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["code"], "request_timeout");
+        assert_eq!(v["message"], "request timeout");
+
+        let rejection = (StatusCode::BAD_REQUEST, "Invalid URL: bad path").into_response();
+        let v = body_of(json_errors(rejection).await).await;
+        assert_eq!(v["code"], "bad_request");
+        assert_eq!(v["message"], "Invalid URL: bad path");
+    }
+
+    #[tokio::test]
+    async fn server_errors_never_echo_their_cause() {
+        let leaky = (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "disk /var/lib/secret full",
+        )
+            .into_response();
+        let v = body_of(json_errors(leaky).await).await;
+        assert_eq!(v["code"], "internal");
+        assert!(!v.to_string().contains("secret"), "{v}");
+        let v = body_of(ApiError::internal(&"db password=hunter2 rejected").into_response()).await;
+        assert_eq!(v["message"], "internal server error");
+        assert!(!v.to_string().contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn successes_and_json_errors_pass_through_untouched() {
+        let ok = (StatusCode::OK, "fine").into_response();
+        let out = json_errors(ok).await;
+        assert_eq!(out.status(), StatusCode::OK);
+        let own = ApiError::not_found("task").into_response();
+        let v = body_of(json_errors(own).await).await;
+        assert_eq!(v["message"], "task not found");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let resp = ApiError::unavailable("x", "y", Duration::from_millis(1500)).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let resp = ApiError::unavailable("x", "y", Duration::ZERO).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
     }
 }

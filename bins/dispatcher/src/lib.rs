@@ -361,14 +361,16 @@ pub async fn run(
     served
 }
 
-/// Installs the tracing subscriber (RUST_LOG filter, default `info`).
+/// Installs the tracing subscriber (RUST_LOG filter, default `info`): human-readable lines, or
+/// one JSON object per line with the event's fields under `fields` (not flattened, because
+/// events carry a `target` field, the delivery target, that would collide with the log target).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder.json().try_init(),
     };
 }
 

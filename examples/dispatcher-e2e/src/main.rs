@@ -9,28 +9,33 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use webhook_client::{SigningSecret, verify_headers};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const KEY: &str = "example-key";
 
-async fn receiver(headers: HeaderMap, body: Bytes) -> &'static str {
+async fn receiver(headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let secret = SigningSecret::parse(SECRET).expect("valid secret");
     let verified = verify_headers(&[secret], &headers, &body, now).is_ok();
     let package: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let id = headers["webhook-id"]
-        .to_str()
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
     println!(
         "receiver: got {id} (signature ok: {verified}), brand {}, risk {}",
         package["evidence_data"]["brand_name"], package["evidence_data"]["risk_level"]
     );
+    if !verified {
+        // Never act on an unsigned or forged package.
+        return (StatusCode::UNAUTHORIZED, "bad signature");
+    }
     // Report back, as a receiver would once it has handled the task.
     let callback_url = package["delivery_instructions"]["callback_url"]
         .as_str()
@@ -53,7 +58,7 @@ async fn receiver(headers: HeaderMap, body: Bytes) -> &'static str {
             r.map(|r| r.status().as_u16())
         );
     });
-    "accepted"
+    (StatusCode::OK, "accepted")
 }
 
 #[tokio::main]
@@ -92,8 +97,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "source_name": "微博",
                 "risk_level": "high",
                 "brand_name": "某品牌",
-                "intervention_script": "您好，我们已关注到您反馈的续航问题，请私信提供订单号。",
-                "source_meta": {"author": "数码测评君"}
+                "intervention_script": "您好，我们已关注到您反馈的续航问题，请私信提供订单号，我们将安排专人跟进。",
+                "source_meta": {"author": "数码测评君", "followers": 250000}
             },
             "webhook_url": hook,
             "priority": priority
@@ -112,6 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         ids.push(r["task_id"].as_str().unwrap_or_default().to_owned());
     }
+    let mut closed = 0;
     for id in &ids {
         for _ in 0..100 {
             let v: serde_json::Value = http
@@ -131,6 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     t["callback"]["status"],
                     t["callback"]["note"].as_str().unwrap_or("")
                 );
+                closed += 1;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -138,5 +145,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = stop.send(());
     server.await??;
+    if closed != ids.len() {
+        return Err(format!("only {closed} of {} loops closed", ids.len()).into());
+    }
+    println!("all {closed} tasks delivered, verified and reported back");
     Ok(())
 }

@@ -128,4 +128,3 @@ pub(crate) async fn callback(
         task_info: info(task, Vec::new()),
     }))
 }
-

@@ -40,7 +40,6 @@ pub(crate) async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-
 /// This document: the OpenAPI 3.1 description of every route.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI document", content_type = "application/json")))]
 pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -410,4 +410,3 @@ pub(crate) async fn retry_task(
         task_info: info(task, Vec::new()),
     }))
 }
-

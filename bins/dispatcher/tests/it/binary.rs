@@ -8,14 +8,14 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
 
-use crate::{KEY, command, free_port, seed_body, spawn, terminate, wait_healthy};
+use crate::{KEY, command, free_port, http, seed_body, spawn, terminate, wait_healthy};
 
 #[tokio::test]
 async fn first_start_generates_stores_and_prints_the_api_key_once() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = http();
     let start = || {
         command(dir.path(), port)
             .stdout(Stdio::piped())
@@ -56,7 +56,10 @@ async fn first_start_generates_stores_and_prints_the_api_key_once() {
     assert!(out.status.success(), "{:?}", out.status);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&key), "the key is shown on first start");
-    assert!(stdout.contains(&secret), "the secret is shown on first start");
+    assert!(
+        stdout.contains(&secret),
+        "the secret is shown on first start"
+    );
 
     // Second start on the same data dir: same key, nothing printed.
     let child = start();
@@ -74,7 +77,6 @@ async fn first_start_generates_stores_and_prints_the_api_key_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     // A slow receiver: deliveries are in flight when the signal arrives.
     let got = Arc::new(Mutex::new(Vec::<String>::new()));
     let g = got.clone();
@@ -97,7 +99,7 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = http();
     let mut child = spawn(dir.path(), port, &[]);
     wait_healthy(&http, &base).await;
     let mut ids = vec![];
@@ -170,7 +172,10 @@ fn postgres_urls_are_refused_with_a_clear_message_and_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not supported yet"), "{stderr}");
-    assert!(!stderr.contains("pw@"), "credentials never printed: {stderr}");
+    assert!(
+        !stderr.contains("pw@"),
+        "credentials never printed: {stderr}"
+    );
 }
 
 #[test]

@@ -9,11 +9,10 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
 
-use crate::{KEY, free_port, seed_body, spawn, wait_healthy};
+use crate::{KEY, free_port, http, seed_body, spawn, wait_healthy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let counts = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let c = counts.clone();
     let app = Router::new().route(
@@ -37,7 +36,7 @@ async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let http = http();
     let mut child = spawn(dir.path(), port, &["--max-retries", "20"]);
     wait_healthy(&http, &base).await;
 

@@ -51,6 +51,12 @@ fn spawn(data_dir: &Path, port: u16, extra: &[&str]) -> Child {
         .expect("start the dispatcher binary")
 }
 
+/// An HTTP client (with the workspace's TLS provider installed, as reqwest is built without one).
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
     for _ in 0..500 {
         if http
