@@ -76,45 +76,77 @@ async fn main() -> anyhow::Result<()> {
     let s = seen.clone();
     let app = axum::Router::new().route(
         "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let (s, secret) = (s.clone(), secret.clone());
-            async move {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                let ok = webhook_client::verify_headers(&[secret], &headers, &body, now).is_ok();
-                let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                let mut s = s.lock();
-                if !ok {
-                    s.bad_signatures += 1;
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (s, secret) = (s.clone(), secret.clone());
+                async move {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let ok =
+                        webhook_client::verify_headers(&[secret], &headers, &body, now).is_ok();
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let mut s = s.lock();
+                    if !ok {
+                        s.bad_signatures += 1;
+                    }
+                    if s.delivered.insert(id, Instant::now()).is_some() {
+                        s.duplicates += 1;
+                    }
+                    "ok"
                 }
-                if s.delivered.insert(id, Instant::now()).is_some() {
-                    s.duplicates += 1;
-                }
-                "ok"
-            }
-        }),
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook = format!("http://{}/hook", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let exe = match args.dispatcher.clone() {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("dispatcher"),
     };
     let mut child = Command::new(&exe)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--api-keys", KEY, "--signing-secret", SECRET])
-        .args(["--allowed-target-cidrs", "127.0.0.0/8", "--per-target-in-flight", "256", "--max-in-flight", "512"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--api-keys",
+            KEY,
+            "--signing-secret",
+            SECRET,
+        ])
+        .args([
+            "--allowed-target-cidrs",
+            "127.0.0.0/8",
+            "--per-target-in-flight",
+            "256",
+            "--max-in-flight",
+            "512",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .spawn()
-        .with_context(|| format!("while starting {} (build it with cargo build --release -p dispatcher)", exe.display()))?;
+        .with_context(|| {
+            format!(
+                "while starting {} (build it with cargo build --release -p dispatcher)",
+                exe.display()
+            )
+        })?;
     let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     for _ in 0..500 {
         if http.get(format!("{base}/healthz")).send().await.is_ok() {
             break;
@@ -132,8 +164,15 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
-        let (http, base, body, next, errors, latencies, seen) =
-            (http.clone(), base.clone(), body.clone(), next.clone(), errors.clone(), latencies.clone(), seen.clone());
+        let (http, base, body, next, errors, latencies, seen) = (
+            http.clone(),
+            base.clone(),
+            body.clone(),
+            next.clone(),
+            errors.clone(),
+            latencies.clone(),
+            seen.clone(),
+        );
         let n = args.requests;
         set.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
@@ -149,7 +188,9 @@ async fn main() -> anyhow::Result<()> {
                     Ok(r) if r.status() == 200 => r.json::<serde_json::Value>().await.ok(),
                     _ => None,
                 };
-                latencies.lock().push(start.elapsed().as_secs_f64() * 1000.0);
+                latencies
+                    .lock()
+                    .push(start.elapsed().as_secs_f64() * 1000.0);
                 match ok.and_then(|v| v["task_id"].as_str().map(str::to_owned)) {
                     Some(id) => {
                         seen.lock().sent_at.insert(id, start);
@@ -168,7 +209,10 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let done = {
             let s = seen.lock();
-            s.sent_at.keys().filter(|k| s.delivered.contains_key(*k)).count()
+            s.sent_at
+                .keys()
+                .filter(|k| s.delivered.contains_key(*k))
+                .count()
         };
         if done >= accepted || Instant::now() > deadline {
             break;
@@ -186,7 +230,11 @@ async fn main() -> anyhow::Result<()> {
     let mut e2e: Vec<f64> = s
         .sent_at
         .iter()
-        .filter_map(|(id, sent)| s.delivered.get(id).map(|d| d.duration_since(*sent).as_secs_f64() * 1000.0))
+        .filter_map(|(id, sent)| {
+            s.delivered
+                .get(id)
+                .map(|d| d.duration_since(*sent).as_secs_f64() * 1000.0)
+        })
         .collect();
     e2e.sort_by(f64::total_cmp);
     let delivered = e2e.len();
@@ -208,17 +256,49 @@ async fn main() -> anyhow::Result<()> {
     if args.json {
         println!("{report}");
     } else {
-        println!("requests {} at concurrency {}", args.requests, args.concurrency);
-        println!("  accepted            {accepted} ({:.0}/s)", report["accepted_per_sec"].as_f64().unwrap_or(0.0));
-        println!("  delivered           {delivered} ({:.0}/s end to end)", report["delivered_per_sec_end_to_end"].as_f64().unwrap_or(0.0));
-        println!("  API latency ms      p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", pct(&api, 0.5), pct(&api, 0.9), pct(&api, 0.99), api.last().copied().unwrap_or(0.0));
-        println!("  create->delivered   p50 {:.1} ms  p99 {:.1} ms", pct(&e2e, 0.5), pct(&e2e, 0.99));
-        println!("  dispatcher          {:.2} CPU s, peak RSS {:.1} MiB", cpu1 - cpu0, rss_kb as f64 / 1024.0);
-        println!("  errors {}  duplicates {}  bad signatures {}", report["errors"], s.duplicates, s.bad_signatures);
+        println!(
+            "requests {} at concurrency {}",
+            args.requests, args.concurrency
+        );
+        println!(
+            "  accepted            {accepted} ({:.0}/s)",
+            report["accepted_per_sec"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  delivered           {delivered} ({:.0}/s end to end)",
+            report["delivered_per_sec_end_to_end"]
+                .as_f64()
+                .unwrap_or(0.0)
+        );
+        println!(
+            "  API latency ms      p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            pct(&api, 0.5),
+            pct(&api, 0.9),
+            pct(&api, 0.99),
+            api.last().copied().unwrap_or(0.0)
+        );
+        println!(
+            "  create->delivered   p50 {:.1} ms  p99 {:.1} ms",
+            pct(&e2e, 0.5),
+            pct(&e2e, 0.99)
+        );
+        println!(
+            "  dispatcher          {:.2} CPU s, peak RSS {:.1} MiB",
+            cpu1 - cpu0,
+            rss_kb as f64 / 1024.0
+        );
+        println!(
+            "  errors {}  duplicates {}  bad signatures {}",
+            report["errors"], s.duplicates, s.bad_signatures
+        );
         println!("{report}");
     }
     if delivered < accepted || s.bad_signatures > 0 {
-        anyhow::bail!("{} accepted tasks were not delivered, {} bad signatures", accepted - delivered, s.bad_signatures);
+        anyhow::bail!(
+            "{} accepted tasks were not delivered, {} bad signatures",
+            accepted - delivered,
+            s.bad_signatures
+        );
     }
     Ok(())
 }

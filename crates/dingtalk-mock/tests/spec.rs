@@ -79,7 +79,11 @@ async fn access_token_success_and_failures() {
         .unwrap();
     assert_eq!(old["errcode"], 0);
     assert_eq!(old["expires_in"], 7200);
-    assert_eq!(mock.token_requests(), 4, "every request counts, refused ones too");
+    assert_eq!(
+        mock.token_requests(),
+        4,
+        "every request counts, refused ones too"
+    );
 }
 
 #[tokio::test]

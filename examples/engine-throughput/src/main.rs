@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use workflow_core::{
-    AttemptContext, Engine, EngineConfig, EnqueueLimits, Handler, HandlerOutcome, MemoryStore, NewTask, Priority,
-    SqliteStore, Store, Task,
+    AttemptContext, Engine, EngineConfig, EnqueueLimits, Handler, HandlerOutcome, MemoryStore,
+    NewTask, Priority, SqliteStore, Store, Task,
 };
 
 struct Instant0 {
@@ -21,8 +21,13 @@ struct Instant0 {
 #[async_trait]
 impl Handler for Instant0 {
     async fn handle(&self, task: &Task, _ctx: AttemptContext) -> HandlerOutcome {
-        let waited = (chrono::Utc::now() - task.created_at).num_microseconds().unwrap_or(0);
-        self.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(waited);
+        let waited = (chrono::Utc::now() - task.created_at)
+            .num_microseconds()
+            .unwrap_or(0);
+        self.latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(waited);
         HandlerOutcome::success()
     }
 }
@@ -65,19 +70,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for chunk in (0..preload).collect::<Vec<_>>().chunks(1000) {
             let batch = chunk.iter().map(|i| task(*i, "old")).collect();
             store.enqueue_batch(batch, EnqueueLimits::default()).await?;
-            let claimed = store.claim_due("preload", chrono::Utc::now(), Duration::from_secs(60), 1000, &[]).await?;
+            let claimed = store
+                .claim_due(
+                    "preload",
+                    chrono::Utc::now(),
+                    Duration::from_secs(60),
+                    1000,
+                    &[],
+                )
+                .await?;
             for t in claimed {
                 store
-                    .finish_attempt(&workflow_core::Fence::of(&t), Default::default(), workflow_core::Completion::Succeeded { result: None }, chrono::Utc::now())
+                    .finish_attempt(
+                        &workflow_core::Fence::of(&t),
+                        Default::default(),
+                        workflow_core::Completion::Succeeded { result: None },
+                        chrono::Utc::now(),
+                    )
                     .await?;
             }
         }
-        println!("preloaded {preload} final tasks in {:.1}s", t.elapsed().as_secs_f64());
+        println!(
+            "preloaded {preload} final tasks in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
     }
-    let handler = Arc::new(Instant0 { latencies: std::sync::Mutex::new(Vec::with_capacity(n)) });
+    let handler = Arc::new(Instant0 {
+        latencies: std::sync::Mutex::new(Vec::with_capacity(n)),
+    });
     let engine = Engine::builder(store.clone())
         .handler("bench", handler.clone())
-        .config(EngineConfig { batch_size: 256, max_in_flight: 1024, per_target_in_flight: 1024, gauge_interval: Duration::from_secs(3600), ..EngineConfig::default() })
+        .config(EngineConfig {
+            batch_size: 256,
+            max_in_flight: 1024,
+            per_target_in_flight: 1024,
+            gauge_interval: Duration::from_secs(3600),
+            ..EngineConfig::default()
+        })
         .start();
     let started = Instant::now();
     let producers = 4;
@@ -87,7 +116,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         set.spawn(async move {
             let ids: Vec<usize> = (0..n).filter(|i| i % producers == p).collect();
             for chunk in ids.chunks(100) {
-                engine.enqueue_batch(chunk.iter().map(|i| task(*i, "t")).collect()).await.expect("enqueue");
+                engine
+                    .enqueue_batch(chunk.iter().map(|i| task(*i, "t")).collect())
+                    .await
+                    .expect("enqueue");
             }
         });
     }
@@ -96,7 +128,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let enqueued_in = started.elapsed();
     loop {
-        let done = handler.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+        let done = handler
+            .latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
         if done >= n {
             break;
         }
@@ -107,13 +143,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut finished = 0;
     for _ in 0..2000 {
         let counts = store.counts().await?;
-        finished = counts.by_status_priority.iter().filter(|(s, _, _)| *s == workflow_core::TaskStatus::Completed).map(|(_, _, c)| *c).sum::<u64>();
+        finished = counts
+            .by_status_priority
+            .iter()
+            .filter(|(s, _, _)| *s == workflow_core::TaskStatus::Completed)
+            .map(|(_, _, c)| *c)
+            .sum::<u64>();
         if finished as usize >= n + preload {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut lat = handler.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let mut lat = handler
+        .latencies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     lat.sort_unstable();
     println!(
         "{backend}: {n} tasks (+{preload} stored) enqueued in {:.2}s, all completed in {:.2}s -> {:.0} tasks/s end to end; enqueue-to-start p50 {:.1} ms, p99 {:.1} ms; completed rows {finished}",

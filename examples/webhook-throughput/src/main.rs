@@ -16,7 +16,12 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -36,29 +41,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let attempts: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50_000);
     let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
-    let mut child = Command::new(std::env::current_exe()?).arg("serve").stdout(Stdio::piped()).spawn()?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .spawn()?;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     let url = format!("http://{}/hook", line.trim());
 
-    let client = WebhookClient::builder().allow_cidrs(vec!["127.0.0.0/8".parse()?]).build()?;
+    let client = WebhookClient::builder()
+        .allow_cidrs(vec!["127.0.0.0/8".parse()?])
+        .build()?;
     let secrets = Arc::new(vec![SigningSecret::generate()]);
     let body = bytes::Bytes::from(vec![b'x'; 1024]);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Warm the connection pool.
     for _ in 0..concurrency {
-        let r = WebhookRequest { url: &url, msg_id: "warmup", body: body.clone(), secrets: &secrets, headers: &[] };
+        let r = WebhookRequest {
+            url: &url,
+            msg_id: "warmup",
+            body: body.clone(),
+            secrets: &secrets,
+            headers: &[],
+        };
         client.send_webhook(&r).await;
     }
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, secrets, body, url, next) = (client.clone(), secrets.clone(), body.clone(), url.clone(), next.clone());
+        let (client, secrets, body, url, next) = (
+            client.clone(),
+            secrets.clone(),
+            body.clone(),
+            url.clone(),
+            next.clone(),
+        );
         set.spawn(async move {
             let mut ok = 0usize;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < attempts {
-                let r = WebhookRequest { url: &url, msg_id: "wf_1_00000000", body: body.clone(), secrets: &secrets, headers: &[] };
+                let r = WebhookRequest {
+                    url: &url,
+                    msg_id: "wf_1_00000000",
+                    body: body.clone(),
+                    secrets: &secrets,
+                    headers: &[],
+                };
                 if client.send_webhook(&r).await.outcome.is_success() {
                     ok += 1;
                 }

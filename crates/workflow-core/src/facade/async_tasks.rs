@@ -116,8 +116,16 @@ impl AsyncTaskManager {
     }
 
     /// A manager sharing `stats` with whoever records durations (e.g. the job handler).
-    pub fn with_stats(engine: Engine, config: AsyncTaskConfig, stats: DurationStats) -> AsyncTaskManager {
-        AsyncTaskManager { engine, config, stats }
+    pub fn with_stats(
+        engine: Engine,
+        config: AsyncTaskConfig,
+        stats: DurationStats,
+    ) -> AsyncTaskManager {
+        AsyncTaskManager {
+            engine,
+            config,
+            stats,
+        }
     }
 
     /// The duration statistics.
