@@ -8,7 +8,7 @@
 //! Build both, then run: `cargo build --release -p dispatcher -p bench && target/release/bench -n 50000 -c 32`
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +35,10 @@ struct Args {
     /// Print JSON only.
     #[arg(long)]
     json: bool,
+    /// Run the dispatcher inside this process instead of the binary (for the CI smoke test;
+    /// CPU and RSS then include the load generator).
+    #[arg(long)]
+    in_process: bool,
 }
 
 fn proc_stats(pid: u32) -> (f64, u64) {
@@ -110,39 +114,61 @@ async fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let exe = match args.dispatcher.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("dispatcher"),
-    };
-    let mut child = Command::new(&exe)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--api-keys",
-            KEY,
-            "--signing-secret",
-            SECRET,
-        ])
-        .args([
-            "--allowed-target-cidrs",
-            "127.0.0.0/8",
-            "--per-target-in-flight",
-            "256",
-            "--max-in-flight",
-            "512",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "while starting {} (build it with cargo build --release -p dispatcher)",
-                exe.display()
-            )
-        })?;
-    let pid = child.id();
+    let mut child = None;
+    let mut in_process = None;
+    if args.in_process {
+        let config = dispatcher::Config {
+            listen: format!("127.0.0.1:{port}").parse()?,
+            data_dir: dir.path().to_path_buf(),
+            api_keys: dispatcher::config::List(vec![KEY.into()]),
+            signing_secret: dispatcher::config::List(vec![SECRET.into()]),
+            allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".into()]),
+            per_target_in_flight: 256,
+            ..dispatcher::Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(dispatcher::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        in_process = Some((stop, task));
+    } else {
+        let exe = match args.dispatcher.clone() {
+            Some(p) => p,
+            None => std::env::current_exe()?.with_file_name("dispatcher"),
+        };
+        child = Some(
+            Command::new(&exe)
+                .args([
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--api-keys",
+                    KEY,
+                    "--signing-secret",
+                    SECRET,
+                ])
+                .args([
+                    "--allowed-target-cidrs",
+                    "127.0.0.0/8",
+                    "--per-target-in-flight",
+                    "256",
+                    "--max-in-flight",
+                    "512",
+                ])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| {
+                    format!(
+                        "while starting {} (build it with cargo build --release -p dispatcher)",
+                        exe.display()
+                    )
+                })?,
+        );
+    }
+    let pid = child.as_ref().map_or_else(std::process::id, Child::id);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -221,8 +247,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let total = t0.elapsed().as_secs_f64();
     let (cpu1, rss_kb) = proc_stats(pid);
-    child.kill().ok();
-    child.wait().ok();
+    if let Some(mut c) = child {
+        c.kill().ok();
+        c.wait().ok();
+    }
+    if let Some((stop, task)) = in_process {
+        let _ = stop.send(());
+        task.await??;
+    }
 
     let mut api = latencies.lock().clone();
     api.sort_by(f64::total_cmp);
