@@ -115,9 +115,9 @@ async fn a_group_request_is_pushed_to_the_group_and_long_results_arrive_in_parts
     let dir = tempfile::tempdir().unwrap();
     let bot = start(config(&mock, dir.path()));
     connected(&mock).await;
-    let body: String = (0..1500).map(|i| format!("第{i}条数据。")).collect();
+    let body: String = (0..4000).map(|i| format!("第{i}条数据。")).collect();
     let text = format!("生成报告 {body}");
-    assert!(text.chars().count() > 10_000);
+    assert!(text.chars().count() >= 30_000);
     mock.say(MockMessage::group("u2", "cidTeam==", &text)).await;
     // Wait for the last part, "(n/n) ...".
     let last_part = |e: &OutboxEntry| {
