@@ -13,7 +13,8 @@ use tokio::time::Instant;
 pub struct BreakerConfig {
     /// The sliding window: the outcomes of the last `window` calls.
     pub window: u32,
-    /// The failure rate only counts once the window holds this many calls.
+    /// The failure rate only counts once the window holds this many calls (so a value above
+    /// `window` turns the rate rule off).
     pub min_calls: u32,
     /// Trip when the window's failure rate reaches this (0.0 to 1.0).
     pub failure_rate: f64,
@@ -21,7 +22,8 @@ pub struct BreakerConfig {
     pub consecutive_failures: u32,
     /// How long the first trip stays open.
     pub open_wait: Duration,
-    /// The longest open wait: it doubles on each trip that follows a failed probe.
+    /// The longest open wait: the wait doubles on each trip that follows a failed probe, and a
+    /// `Retry-After` is capped by it too.
     pub max_open_wait: Duration,
     /// How many probe calls half-open lets through at once.
     pub half_open_probes: u32,
@@ -115,6 +117,9 @@ struct Inner {
     open_until: Instant,
     probes_in_flight: u32,
     last_used: Instant,
+    /// Bumped on every state change: a permit from an older epoch reports into a state that no
+    /// longer exists, so its outcome (and its probe slot) is ignored.
+    epoch: u64,
 }
 
 /// A circuit breaker: closed, open, half-open.
@@ -143,6 +148,7 @@ impl fmt::Debug for CircuitBreaker {
 #[derive(Debug)]
 pub struct Permit {
     breaker: Arc<CircuitBreaker>,
+    epoch: u64,
     probe: bool,
     reported: bool,
 }
@@ -151,20 +157,21 @@ impl Permit {
     /// The call succeeded.
     pub fn success(mut self) {
         self.reported = true;
-        self.breaker.record(true, self.probe, None);
+        self.breaker.record(self.epoch, true, self.probe, None);
     }
 
     /// The call failed.
     pub fn failure(mut self) {
         self.reported = true;
-        self.breaker.record(false, self.probe, None);
+        self.breaker.record(self.epoch, false, self.probe, None);
     }
 
-    /// The call failed and the target asked to wait (`Retry-After`): the breaker opens at once
-    /// for that long (capped by `max_open_wait`).
+    /// The call failed and the target asked to wait (`Retry-After`): the breaker opens at once,
+    /// and stays open exactly that long (capped by `max_open_wait`) instead of its own wait.
     pub fn failure_with_retry_after(mut self, retry_after: Duration) {
         self.reported = true;
-        self.breaker.record(false, self.probe, Some(retry_after));
+        self.breaker
+            .record(self.epoch, false, self.probe, Some(retry_after));
     }
 
     /// Whether this call is a half-open probe.
@@ -177,7 +184,9 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if !self.reported && self.probe {
             let mut inner = self.breaker.inner.lock();
-            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+            if inner.epoch == self.epoch {
+                inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+            }
         }
     }
 }
@@ -204,6 +213,7 @@ impl CircuitBreaker {
                 open_until: now,
                 probes_in_flight: 0,
                 last_used: now,
+                epoch: 0,
             }),
             listener,
         }
@@ -223,10 +233,10 @@ impl CircuitBreaker {
     pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
         let now = Instant::now();
         let mut change = None;
-        let probe = {
+        let (probe, epoch) = {
             let mut inner = self.inner.lock();
             inner.last_used = now;
-            match inner.state {
+            let probe = match inner.state {
                 State::Closed => false,
                 State::Open if now < inner.open_until => {
                     return Err(CircuitOpen {
@@ -235,6 +245,7 @@ impl CircuitBreaker {
                 }
                 State::Open => {
                     inner.state = State::HalfOpen;
+                    inner.epoch = inner.epoch.wrapping_add(1);
                     inner.probes_in_flight = 1;
                     change = Some((State::Open, State::HalfOpen));
                     true
@@ -249,11 +260,13 @@ impl CircuitBreaker {
                         retry_in: self.config.open_wait.min(Duration::from_secs(1)),
                     });
                 }
-            }
+            };
+            (probe, inner.epoch)
         };
         self.notify(change);
         Ok(Permit {
             breaker: self.clone(),
+            epoch,
             probe,
             reported: false,
         })
@@ -303,27 +316,34 @@ impl CircuitBreaker {
             .min(self.config.max_open_wait)
     }
 
-    fn record(&self, ok: bool, probe: bool, retry_after: Option<Duration>) {
+    fn record(&self, epoch: u64, ok: bool, probe: bool, retry_after: Option<Duration>) {
         let now = Instant::now();
         let change = {
             let mut inner = self.inner.lock();
+            if inner.epoch != epoch {
+                // A call made before the last state change: it says nothing about the target
+                // as the breaker now sees it.
+                return;
+            }
             if probe {
                 inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
             }
             let before = inner.state;
             match (inner.state, ok) {
-                (State::HalfOpen, true) if probe => {
+                (State::HalfOpen, true) => {
                     inner.state = State::Closed;
+                    inner.epoch = inner.epoch.wrapping_add(1);
                     inner.window.clear();
                     inner.failures = 0;
                     inner.consecutive = 0;
                     inner.trips = 0;
                 }
-                (State::HalfOpen, false) if probe => {
+                (State::HalfOpen, false) => {
                     self.trip(&mut inner, now, retry_after);
                 }
                 (State::Closed, _) => {
-                    if inner.window.len() >= self.config.window.max(1) as usize
+                    let window = self.config.window.max(1);
+                    if inner.window.len() >= window as usize
                         && let Some(old) = inner.window.pop_front()
                         && !old
                     {
@@ -345,8 +365,8 @@ impl CircuitBreaker {
                         }
                     }
                 }
-                // Late results of calls made before the state changed: ignore.
-                _ => {}
+                // Same epoch while open cannot happen: opening bumps the epoch.
+                (State::Open, _) => {}
             }
             (before != inner.state).then_some((before, inner.state))
         };
@@ -355,11 +375,14 @@ impl CircuitBreaker {
 
     fn trip(&self, inner: &mut Inner, now: Instant, retry_after: Option<Duration>) {
         inner.trips = inner.trips.saturating_add(1);
-        let mut wait = self.open_wait(inner.trips);
-        if let Some(ra) = retry_after {
-            wait = wait.max(ra).min(self.config.max_open_wait);
-        }
+        let wait = match retry_after {
+            // The target said when to come back: pin the wait to that.
+            Some(ra) => ra.min(self.config.max_open_wait),
+            None => self.open_wait(inner.trips),
+        };
         inner.state = State::Open;
+        inner.epoch = inner.epoch.wrapping_add(1);
+        inner.probes_in_flight = 0;
         inner.open_until = now + wait;
         inner.window.clear();
         inner.failures = 0;

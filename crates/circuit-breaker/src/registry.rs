@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::breaker::{BreakerConfig, CircuitBreaker, CircuitOpen, Permit, State};
+use crate::breaker::{BreakerConfig, CircuitBreaker, CircuitOpen, Permit, Snapshot, State};
 
 /// A breaker changed state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +25,16 @@ pub struct StateChange<K> {
 
 /// One breaker per key (e.g. per target `scheme://host:port`).
 ///
-/// Memory is bounded: past `max_entries`, breakers that are closed, clean and idle for
-/// `idle_ttl` are dropped (they hold nothing worth keeping), oldest first.
+/// Memory is bounded. A breaker that is closed, has no failure streak and is not held by anyone
+/// holds nothing worth keeping, so it may be evicted. When a new key would exceed
+/// `max_entries`, every such breaker idle for `idle_ttl` goes, and then the longest-idle ones
+/// until the map is down to 7/8 of `max_entries` (so the scan is amortized over many inserts).
+/// Open and half-open breakers are never evicted: forgetting them would reopen the target to
+/// traffic. [`BreakerRegistry::purge_idle`] drops idle ones on demand (e.g. from a periodic task).
+///
+/// Every breaker's state changes are published on one broadcast channel
+/// ([`BreakerRegistry::subscribe`]); a slow subscriber lags (and is told so) rather than
+/// slowing callers.
 pub struct BreakerRegistry<K> {
     config: BreakerConfig,
     breakers: Mutex<HashMap<K, Arc<CircuitBreaker>>>,
@@ -49,7 +57,8 @@ impl<K> BreakerRegistry<K>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
 {
-    /// A registry whose breakers use `config`; at most 10,000 idle entries kept, idle after 10 min.
+    /// A registry whose breakers use `config`; at most 10,000 entries (plus open ones), idle
+    /// after 10 min.
     pub fn new(config: BreakerConfig) -> BreakerRegistry<K> {
         BreakerRegistry::with_limits(config, 10_000, Duration::from_secs(600))
     }
@@ -77,7 +86,8 @@ where
             return b.clone();
         }
         if map.len() >= self.max_entries {
-            Self::evict(&mut map, self.max_entries, self.idle_ttl);
+            let target = self.max_entries - self.max_entries / 8 - 1;
+            Self::evict(&mut map, target, self.idle_ttl);
         }
         let events = self.events.clone();
         let k = key.clone();
@@ -127,7 +137,38 @@ where
         self.len() == 0
     }
 
-    fn evict(map: &mut HashMap<K, Arc<CircuitBreaker>>, max: usize, idle_ttl: Duration) {
+    /// The configuration every breaker here uses.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// Every breaker's state and counts, e.g. for a metrics scrape or a status endpoint.
+    pub fn snapshot(&self) -> Vec<(K, Snapshot)> {
+        let breakers: Vec<(K, Arc<CircuitBreaker>)> = self
+            .breakers
+            .lock()
+            .iter()
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect();
+        // Each breaker is locked after the map lock is released: no lock nesting.
+        breakers
+            .into_iter()
+            .map(|(k, b)| (k, b.snapshot()))
+            .collect()
+    }
+
+    /// Drops every evictable breaker idle for at least the registry's idle time; returns how
+    /// many were dropped.
+    pub fn purge_idle(&self) -> usize {
+        let mut map = self.breakers.lock();
+        let before = map.len();
+        Self::evict(&mut map, usize::MAX, self.idle_ttl);
+        before - map.len()
+    }
+
+    /// Removes evictable breakers idle past `idle_ttl`, then the longest-idle ones until at
+    /// most `target` entries remain (if enough are evictable).
+    fn evict(map: &mut HashMap<K, Arc<CircuitBreaker>>, target: usize, idle_ttl: Duration) {
         let now = Instant::now();
         let mut idle: Vec<(Duration, K)> = map
             .iter()
@@ -139,7 +180,7 @@ where
             })
             .collect();
         idle.sort_by_key(|entry| std::cmp::Reverse(entry.0));
-        let over = (map.len() + 1).saturating_sub(max);
+        let over = map.len().saturating_sub(target);
         for (i, (age, key)) in idle.into_iter().enumerate() {
             if i >= over && age < idle_ttl {
                 break;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use circuit_breaker::{
     BreakerConfig, BreakerRegistry, CircuitBreaker, CircuitBreakerLayer, CircuitOpen, State,
 };
-use tower::{Service, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt, service_fn};
 
 fn breaker(config: BreakerConfig) -> Arc<CircuitBreaker> {
     Arc::new(CircuitBreaker::new(config))
@@ -221,4 +221,214 @@ async fn tower_layer_fails_fast_while_open() {
         3,
         "inner not called while open"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_retry_after_pins_the_wait_below_the_default() {
+    let b = breaker(BreakerConfig::default());
+    b.try_acquire()
+        .unwrap()
+        .failure_with_retry_after(Duration::from_secs(5));
+    assert_eq!(b.retry_in(), Some(Duration::from_secs(5)));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(b.try_acquire().unwrap().is_probe());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_capped_by_the_max_open_wait() {
+    let b = breaker(BreakerConfig {
+        max_open_wait: Duration::from_secs(60),
+        ..BreakerConfig::default()
+    });
+    b.try_acquire()
+        .unwrap()
+        .failure_with_retry_after(Duration::from_secs(3600));
+    assert_eq!(b.retry_in(), Some(Duration::from_secs(60)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_of_calls_started_before_a_trip_are_ignored() {
+    let b = breaker(BreakerConfig::default());
+    let slow_success = b.try_acquire().unwrap();
+    let slow_failure = b.try_acquire().unwrap();
+    fail(&b, 5);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probe = b.try_acquire().unwrap();
+    assert_eq!(b.state(), State::HalfOpen);
+    // A late success from the closed era must not close the breaker behind the probe's back,
+    // and a late failure must not reopen it.
+    slow_success.success();
+    slow_failure.failure();
+    assert_eq!(b.state(), State::HalfOpen);
+    assert!(b.try_acquire().is_err(), "the probe slot is still taken");
+    probe.failure();
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_probe_dropped_later_does_not_free_a_new_slot() {
+    let b = breaker(BreakerConfig {
+        half_open_probes: 2,
+        ..BreakerConfig::default()
+    });
+    fail(&b, 5);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let failing = b.try_acquire().unwrap();
+    let stale = b.try_acquire().unwrap();
+    failing.failure(); // reopens for 60 s; `stale` now belongs to a finished episode
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let p1 = b.try_acquire().unwrap();
+    let p2 = b.try_acquire().unwrap();
+    drop(stale);
+    assert!(
+        b.try_acquire().is_err(),
+        "both new slots are still taken after the stale probe is dropped"
+    );
+    drop(p1);
+    assert!(b.try_acquire().is_ok(), "a current probe frees its slot");
+    drop(p2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_admits_at_most_the_configured_probes() {
+    let b = breaker(BreakerConfig {
+        half_open_probes: 3,
+        ..BreakerConfig::default()
+    });
+    fail(&b, 5);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let probes: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+    assert!(probes.iter().all(|p| p.is_probe()));
+    assert!(b.try_acquire().is_err(), "a fourth probe is refused");
+    let mut probes = probes.into_iter();
+    probes.next().unwrap().success();
+    assert_eq!(b.state(), State::Closed, "one success closes");
+    // The other probes' outcomes belong to the half-open episode and change nothing now.
+    for p in probes {
+        p.failure();
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.snapshot().failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_resets_the_growing_wait() {
+    let b = breaker(BreakerConfig::default());
+    fail(&b, 5);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    b.try_acquire().unwrap().failure(); // second trip: 60 s
+    assert_eq!(b.retry_in(), Some(Duration::from_secs(60)));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), State::Closed);
+    fail(&b, 5);
+    assert_eq!(
+        b.retry_in(),
+        Some(Duration::from_secs(30)),
+        "back to the base wait"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_reports_counts() {
+    let b = breaker(BreakerConfig::default());
+    b.try_acquire().unwrap().success();
+    fail(&b, 2);
+    let s = b.snapshot();
+    assert_eq!(
+        (
+            s.state,
+            s.calls,
+            s.failures,
+            s.consecutive_failures,
+            s.retry_in
+        ),
+        (State::Closed, 3, 2, 2, None)
+    );
+    fail(&b, 3);
+    let s = b.snapshot();
+    assert_eq!((s.state, s.trips), (State::Open, 1));
+    assert_eq!(s.retry_in, Some(Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_publishes_the_whole_cycle() {
+    let reg: BreakerRegistry<&'static str> = BreakerRegistry::new(BreakerConfig {
+        consecutive_failures: 1,
+        ..BreakerConfig::default()
+    });
+    let mut events = reg.subscribe();
+    reg.try_acquire(&"t").unwrap().failure();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    reg.try_acquire(&"t").unwrap().success();
+    let mut seen = vec![];
+    while let Ok(e) = events.try_recv() {
+        seen.push((e.key, e.from, e.to));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("t", State::Closed, State::Open),
+            ("t", State::Open, State::HalfOpen),
+            ("t", State::HalfOpen, State::Closed),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_snapshot_and_purge_idle() {
+    let reg: BreakerRegistry<u32> = BreakerRegistry::with_limits(
+        BreakerConfig {
+            consecutive_failures: 1,
+            ..BreakerConfig::default()
+        },
+        100,
+        Duration::from_secs(60),
+    );
+    reg.try_acquire(&1).unwrap().success();
+    reg.try_acquire(&2).unwrap().failure();
+    let held = reg.get(&3);
+    let mut snap = reg.snapshot();
+    snap.sort_by_key(|(k, _)| *k);
+    let states: Vec<_> = snap.iter().map(|(k, s)| (*k, s.state)).collect();
+    assert_eq!(
+        states,
+        [(1, State::Closed), (2, State::Open), (3, State::Closed)]
+    );
+    assert_eq!(reg.purge_idle(), 0, "nothing idle yet");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(
+        reg.purge_idle(),
+        1,
+        "only the idle, closed, unheld breaker goes"
+    );
+    assert!(reg.peek(&1).is_none());
+    assert_eq!(reg.peek(&2).unwrap().state(), State::Open);
+    assert!(Arc::ptr_eq(&reg.peek(&3).unwrap(), &held));
+}
+
+#[tokio::test(start_paused = true)]
+async fn tower_layer_probes_and_recovers() {
+    let b = breaker(BreakerConfig {
+        consecutive_failures: 1,
+        ..BreakerConfig::default()
+    });
+    let mut svc = CircuitBreakerLayer::new(b.clone()).layer(service_fn(|fail: bool| async move {
+        if fail {
+            Err(std::io::Error::other("down"))
+        } else {
+            Ok(7)
+        }
+    }));
+    let err = svc.ready().await.unwrap().call(true).await.unwrap_err();
+    assert!(
+        err.downcast_ref::<std::io::Error>().is_some(),
+        "inner error kept: {err}"
+    );
+    let open = svc.ready().await.unwrap().call(false).await.unwrap_err();
+    let open = open.downcast_ref::<CircuitOpen>().expect("fails fast");
+    assert_eq!(open.retry_in, Duration::from_secs(30));
+    tokio::time::advance(open.retry_in).await;
+    assert_eq!(svc.ready().await.unwrap().call(false).await.unwrap(), 7);
+    assert_eq!(b.state(), State::Closed);
 }

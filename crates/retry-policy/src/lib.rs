@@ -6,7 +6,17 @@
 //!
 //! [`Classifier`] turns an HTTP status or a transport failure into an [`Outcome`]: success,
 //! retryable (with the server's `Retry-After`, if any) or permanent. The default is the seed's
-//! rule: retry every non-2xx, timeouts and connection errors.
+//! rule: retry every non-2xx, timeouts and connection errors. [`parse_retry_after`] reads a
+//! `Retry-After` header (delta seconds or HTTP date) and [`RetryPolicy::next_delay`] lets it
+//! raise, never lower, the next delay, still capped by `max_delay`.
+//!
+//! [`ExponentialBackoff`] is the schedule alone, with a checked constructor
+//! ([`ExponentialBackoff::try_new`]) in the style of tower's and linkerd's.
+//!
+//! Why not `backoff` / `backon`: they are retry *executors* with their own jitter formulas; we
+//! need the seed's exact schedule as pure arithmetic (the engine persists `next_run_at` instead
+//! of sleeping), `Retry-After` handling and the status classifier, which they do not provide.
+//! The whole crate is a few hundred lines with no runtime dependency.
 //!
 //! # Example
 //!
@@ -33,7 +43,7 @@
 //!
 //! # Feature flags
 //!
-//! None.
+//! None (no tower `Policy` yet: the engine schedules retries itself).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -41,18 +51,111 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 
 /// How random the delays are.
+///
+/// Every strategy keeps the seed's guarantee that retry `n` waits at least the un-jittered step
+/// `min(base · 2ⁿ, max)`: jitter only ever adds time. (Classic "full jitter", `U(0, step)`,
+/// would break that floor, so [`Jitter::Full`] spreads over the step's full width above it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Jitter {
     /// Exactly `base · 2ⁿ` (capped).
     None,
     /// The seed's rule: `base · 2ⁿ + U(0, max_extra)`, then capped.
     Additive(Duration),
-    /// "Full jitter": `U(base, base · 2ⁿ)`, spreading retries of many clients evenly while
-    /// never going below the base delay.
+    /// Proportional jitter: `U(step, 2 · step)`, then capped, where `step = base · 2ⁿ`. The
+    /// spread grows with the delay, so many clients that failed together drift apart.
     Full,
 }
 
-/// A retry schedule.
+/// An exponential backoff: `min(min · 2ⁿ + jitter, max)`, without a retry limit.
+///
+/// [`RetryPolicy`] adds the limit; build one from the other with [`RetryPolicy::backoff`] /
+/// [`ExponentialBackoff::with_max_retries`]. [`ExponentialBackoff::try_new`] checks the numbers
+/// (like tower's and linkerd's `ExponentialBackoff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExponentialBackoff {
+    min: Duration,
+    max: Duration,
+    jitter: Jitter,
+}
+
+impl ExponentialBackoff {
+    /// A checked backoff starting at `min`, doubling, capped at `max`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidBackoff`] when `max` is zero or below `min`.
+    pub fn try_new(
+        min: Duration,
+        max: Duration,
+        jitter: Jitter,
+    ) -> Result<ExponentialBackoff, InvalidBackoff> {
+        if max.is_zero() {
+            return Err(InvalidBackoff::ZeroMax);
+        }
+        if min > max {
+            return Err(InvalidBackoff::BaseAboveMax { base: min, max });
+        }
+        Ok(ExponentialBackoff { min, max, jitter })
+    }
+
+    /// The first (smallest) step.
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
+    /// The cap.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// The jitter strategy.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// A [`RetryPolicy`] allowing `max_retries` retries on this schedule.
+    pub fn with_max_retries(self, max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            base_delay: self.min,
+            max_delay: self.max,
+            jitter: self.jitter,
+        }
+    }
+
+    /// The un-jittered delay before retry `n` (0-based): `min(min · 2ⁿ, max)`.
+    pub fn base_step(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.min(31));
+        self.min.saturating_mul(factor).min(self.max)
+    }
+
+    /// The delay before retry `n` (0-based), with jitter drawn from `rng`: never above `max`
+    /// and never below [`ExponentialBackoff::base_step`].
+    pub fn delay(&self, n: u32, rng: &mut impl Rng) -> Duration {
+        let step = self.base_step(n);
+        let extra = match self.jitter {
+            Jitter::None => Duration::ZERO,
+            Jitter::Additive(extra) => uniform_up_to(extra, rng),
+            Jitter::Full => uniform_up_to(step, rng),
+        };
+        step.saturating_add(extra).min(self.max)
+    }
+}
+
+/// `U(0, upper)` at millisecond resolution (sub-millisecond bounds give zero).
+fn uniform_up_to(upper: Duration, rng: &mut impl Rng) -> Duration {
+    let upper_ms = u64::try_from(upper.as_millis()).unwrap_or(u64::MAX);
+    if upper_ms == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(rng.random_range(0..=upper_ms))
+    }
+}
+
+/// A retry schedule: how many retries, and the backoff between them.
+///
+/// The fields are public for struct-literal configuration; [`RetryPolicy::try_new`] checks them.
+/// A policy with `base_delay > max_delay` behaves as if every step were `max_delay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (the seed's `max_retries`).
@@ -77,14 +180,14 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A policy whose numbers make no sense.
+/// A backoff whose numbers make no sense. The crate's only error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidBackoff {
-    /// `max_delay` is zero.
+    /// The maximum delay is zero.
     #[error("max delay must be greater than zero")]
     ZeroMax,
-    /// `base_delay` is greater than `max_delay`.
+    /// The base (minimum) delay is greater than the maximum.
     #[error("base delay ({base:?}) must not exceed max delay ({max:?})")]
     BaseAboveMax {
         /// The base.
@@ -93,6 +196,12 @@ pub enum InvalidBackoff {
         max: Duration,
     },
 }
+
+/// The crate's error type: only [`InvalidBackoff`] can go wrong here.
+pub type Error = InvalidBackoff;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl RetryPolicy {
     /// A checked policy.
@@ -105,22 +214,18 @@ impl RetryPolicy {
         base_delay: Duration,
         max_delay: Duration,
         jitter: Jitter,
-    ) -> Result<RetryPolicy, InvalidBackoff> {
-        if max_delay.is_zero() {
-            return Err(InvalidBackoff::ZeroMax);
+    ) -> Result<RetryPolicy> {
+        ExponentialBackoff::try_new(base_delay, max_delay, jitter)
+            .map(|b| b.with_max_retries(max_retries))
+    }
+
+    /// The schedule without the retry limit.
+    pub fn backoff(&self) -> ExponentialBackoff {
+        ExponentialBackoff {
+            min: self.base_delay,
+            max: self.max_delay,
+            jitter: self.jitter,
         }
-        if base_delay > max_delay {
-            return Err(InvalidBackoff::BaseAboveMax {
-                base: base_delay,
-                max: max_delay,
-            });
-        }
-        Ok(RetryPolicy {
-            max_retries,
-            base_delay,
-            max_delay,
-            jitter,
-        })
     }
 
     /// Attempts in total: the first one plus the retries.
@@ -130,39 +235,13 @@ impl RetryPolicy {
 
     /// The un-jittered delay before retry `retry_index` (0-based): `min(base · 2ⁿ, max)`.
     pub fn base_step(&self, retry_index: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry_index.min(31));
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+        self.backoff().base_step(retry_index)
     }
 
     /// The delay before retry `retry_index` (0-based), with jitter drawn from `rng`, never above
     /// `max_delay` and never below [`RetryPolicy::base_step`].
     pub fn delay(&self, retry_index: u32, rng: &mut impl Rng) -> Duration {
-        let step = self.base_step(retry_index);
-        let jittered = match self.jitter {
-            Jitter::None => step,
-            Jitter::Additive(extra) => {
-                let extra_ms = u64::try_from(extra.as_millis()).unwrap_or(u64::MAX);
-                let add = if extra_ms == 0 {
-                    0
-                } else {
-                    rng.random_range(0..=extra_ms)
-                };
-                step.saturating_add(Duration::from_millis(add))
-            }
-            Jitter::Full => {
-                let lo = u64::try_from(self.base_delay.min(step).as_millis()).unwrap_or(u64::MAX);
-                let hi = u64::try_from(step.as_millis()).unwrap_or(u64::MAX);
-                // Full jitter never drops below the base step's floor: draw within [step, step]
-                // when base == step, otherwise in [lo, hi] then lifted to at least the step.
-                let ms = if hi > lo {
-                    rng.random_range(lo..=hi)
-                } else {
-                    hi
-                };
-                Duration::from_millis(ms).max(step)
-            }
-        };
-        jittered.min(self.max_delay)
+        self.backoff().delay(retry_index, rng)
     }
 
     /// The delay before the next attempt after `retries_done` retries (0 after the first
@@ -263,10 +342,31 @@ impl TransportErrorKind {
     }
 }
 
+impl TransportErrorKind {
+    const fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
 /// Turns attempt results into [`Outcome`]s.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// The default is the seed's rule: 2xx is success, every other status and every transport
+/// failure is retryable, except a target refused by the SSRF guard
+/// ([`TransportErrorKind::Blocked`]), which stays refused. Statuses and transport kinds can be
+/// made permanent.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classifier {
     permanent: BTreeSet<u16>,
+    permanent_kinds: u16,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Classifier {
+            permanent: BTreeSet::new(),
+            permanent_kinds: TransportErrorKind::Blocked.bit(),
+        }
+    }
 }
 
 impl Classifier {
@@ -287,14 +387,37 @@ impl Classifier {
         self
     }
 
+    /// Adds transport failures that are never retried (e.g. [`TransportErrorKind::Redirect`]
+    /// when a redirecting target means a misconfigured URL).
+    pub fn with_permanent_transport(
+        mut self,
+        kinds: impl IntoIterator<Item = TransportErrorKind>,
+    ) -> Self {
+        for kind in kinds {
+            self.permanent_kinds |= kind.bit();
+        }
+        self
+    }
+
+    /// Makes transport failures retryable again (including
+    /// [`TransportErrorKind::Blocked`], which is permanent by default).
+    pub fn with_retryable_transport(
+        mut self,
+        kinds: impl IntoIterator<Item = TransportErrorKind>,
+    ) -> Self {
+        for kind in kinds {
+            self.permanent_kinds &= !kind.bit();
+        }
+        self
+    }
+
     /// The statuses that are never retried.
     pub fn permanent_statuses(&self) -> impl Iterator<Item = u16> + '_ {
         self.permanent.iter().copied()
     }
 
     /// Classifies an HTTP status: 2xx success; a configured permanent status permanent;
-    /// anything else retryable, with `retry_after` kept for 429 and 503 (and any other status
-    /// that sent one).
+    /// anything else retryable, keeping the server's `retry_after`.
     pub fn classify_status(&self, status: u16, retry_after: Option<Duration>) -> Outcome {
         if (200..300).contains(&status) {
             Outcome::Success
@@ -305,13 +428,14 @@ impl Classifier {
         }
     }
 
-    /// Classifies a failure without a response: a blocked target is permanent (it will stay
-    /// blocked); timeouts, connection, DNS, TLS, oversized bodies and redirects are retryable,
-    /// as the seed retries every failure.
+    /// Classifies a failure without a response: a configured permanent kind (by default only
+    /// [`TransportErrorKind::Blocked`]) is permanent; timeouts, connection, DNS, TLS, oversized
+    /// bodies and redirects are retryable, as the seed retries every failure.
     pub fn classify_transport(&self, kind: TransportErrorKind) -> Outcome {
-        match kind {
-            TransportErrorKind::Blocked => Outcome::Permanent,
-            _ => Outcome::Retryable { retry_after: None },
+        if self.permanent_kinds & kind.bit() != 0 {
+            Outcome::Permanent
+        } else {
+            Outcome::Retryable { retry_after: None }
         }
     }
 }
@@ -451,6 +575,64 @@ mod tests {
         ] {
             assert!(c.classify_transport(k).is_retryable(), "{k:?}");
         }
+    }
+
+    #[test]
+    fn transport_kinds_are_configurable() {
+        let c = Classifier::default().with_permanent_transport([TransportErrorKind::Redirect]);
+        assert_eq!(
+            c.classify_transport(TransportErrorKind::Redirect),
+            Outcome::Permanent
+        );
+        assert!(
+            c.classify_transport(TransportErrorKind::Timeout)
+                .is_retryable()
+        );
+        let c = c.with_retryable_transport([TransportErrorKind::Blocked]);
+        assert!(
+            c.classify_transport(TransportErrorKind::Blocked)
+                .is_retryable()
+        );
+        assert!(
+            Classifier::default()
+                .classify_transport(TransportErrorKind::Redirect)
+                .is_retryable(),
+            "the seed retries redirects"
+        );
+    }
+
+    #[test]
+    fn full_jitter_spreads_over_one_step_above_the_floor() {
+        let p = RetryPolicy {
+            jitter: Jitter::Full,
+            ..RetryPolicy::default()
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        let delays: Vec<_> = (0..200).map(|_| p.delay(1, &mut rng)).collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_secs(60) && *d <= Duration::from_secs(120))
+        );
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 100, "full jitter must actually vary");
+    }
+
+    #[test]
+    fn exponential_backoff_checks_its_bounds() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            ExponentialBackoff::try_new(s(1), Duration::ZERO, Jitter::None),
+            Err(InvalidBackoff::ZeroMax)
+        );
+        assert!(matches!(
+            ExponentialBackoff::try_new(s(10), s(5), Jitter::None),
+            Err(InvalidBackoff::BaseAboveMax { .. })
+        ));
+        let b = ExponentialBackoff::try_new(s(1), s(5), Jitter::None).unwrap();
+        let steps: Vec<_> = (0..5).map(|n| b.base_step(n).as_secs()).collect();
+        assert_eq!(steps, [1, 2, 4, 5, 5]);
+        assert_eq!(b.with_max_retries(2).backoff(), b);
     }
 
     #[test]

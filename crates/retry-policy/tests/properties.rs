@@ -5,7 +5,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use retry_policy::{Jitter, RetryPolicy};
+use retry_policy::{ExponentialBackoff, Jitter, RetryPolicy};
 
 fn policy() -> impl Strategy<Value = RetryPolicy> {
     (
@@ -51,9 +51,25 @@ proptest! {
     }
 
     #[test]
-    fn retry_after_never_exceeds_the_cap(p in policy(), ra in 0u64..100_000_000) {
-        if let Some(d) = p.next_delay(0, Some(Duration::from_millis(ra))) {
-            prop_assert!(d <= p.max_delay);
+    fn retry_after_raises_the_delay_up_to_the_cap(
+        p in policy(),
+        n in 0u32..10,
+        ra in 0u64..100_000_000,
+        seed in any::<u64>(),
+    ) {
+        let ra = Duration::from_millis(ra);
+        let mut rng = StdRng::seed_from_u64(seed);
+        if let Some(d) = p.next_delay_with(n, Some(ra), &mut rng) {
+            prop_assert!(d <= p.max_delay, "{d:?} above cap");
+            prop_assert!(d >= ra.min(p.max_delay), "{d:?} below Retry-After {ra:?}");
+            prop_assert!(d >= p.base_step(n), "{d:?} below base step");
         }
+    }
+
+    #[test]
+    fn checked_backoffs_are_exactly_the_sane_ones(min in 0u64..10_000, max in 0u64..10_000) {
+        let (min, max) = (Duration::from_millis(min), Duration::from_millis(max));
+        let built = ExponentialBackoff::try_new(min, max, Jitter::Full);
+        prop_assert_eq!(built.is_ok(), !max.is_zero() && min <= max);
     }
 }

@@ -6,36 +6,63 @@
 use std::time::{Duration, SystemTime};
 
 use rand::SeedableRng;
-use retry_policy::{Classifier, Jitter, RetryPolicy, TransportErrorKind, parse_retry_after};
+use retry_policy::{
+    Classifier, ExponentialBackoff, Jitter, RetryPolicy, TransportErrorKind, parse_retry_after,
+};
 
 fn main() {
-    let policy = RetryPolicy::default();
+    let seed_policy = RetryPolicy::default();
     println!(
         "seed policy: {} retries, base {:?}, cap {:?}, jitter {:?}",
-        policy.max_retries, policy.base_delay, policy.max_delay, policy.jitter
+        seed_policy.max_retries, seed_policy.base_delay, seed_policy.max_delay, seed_policy.jitter
     );
-    for seed in 0..3 {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let delays: Vec<String> = (0..5)
-            .map(|n| format!("{:.1}s", policy.delay(n, &mut rng).as_secs_f64()))
-            .collect();
-        println!("  schedule (seed {seed}): {}", delays.join(", "));
+    // The seed's schedule stretched to 5 retries, once per jitter strategy.
+    let five = RetryPolicy {
+        max_retries: 5,
+        ..seed_policy
+    };
+    for (name, jitter) in [
+        ("none", Jitter::None),
+        ("additive (seed)", seed_policy.jitter),
+        ("full", Jitter::Full),
+    ] {
+        let policy = RetryPolicy { jitter, ..five };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+        let mut delays = Vec::new();
+        while let Some(d) = policy.next_delay_with(delays.len() as u32, None, &mut rng) {
+            delays.push(format!("{:.1}s", d.as_secs_f64()));
+        }
+        println!(
+            "  {name:<16} {} -> then give up ({} attempts)",
+            delays.join(", "),
+            policy.max_attempts()
+        );
     }
     let exact = RetryPolicy {
         jitter: Jitter::None,
-        ..policy
+        ..seed_policy
     };
-    let mut n = 0;
-    while let Some(d) = exact.next_delay(n, None) {
-        println!("  retry {} after {:?}", n + 1, d);
-        n += 1;
-    }
-    println!("  then: exhausted after {} attempts", exact.max_attempts());
 
     let ra = parse_retry_after("120", SystemTime::now());
     println!(
         "\nRetry-After: 120 -> {ra:?}; next delay becomes {:?}",
         exact.next_delay(0, ra)
+    );
+    let now = SystemTime::now();
+    let date = httpdate::fmt_http_date(now + Duration::from_secs(7200));
+    println!(
+        "Retry-After: {date} -> {:?}; capped at {:?}",
+        parse_retry_after(&date, now),
+        exact.next_delay(0, parse_retry_after(&date, now))
+    );
+    println!(
+        "ExponentialBackoff::try_new(60s, 10s, none) -> {:?}\n",
+        ExponentialBackoff::try_new(
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+            Jitter::None
+        )
+        .map_err(|e| e.to_string())
     );
 
     let seed = Classifier::seed();
