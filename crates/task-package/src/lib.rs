@@ -10,8 +10,16 @@
 //! - `competitor_alert` (竞品监控告警): `source_meta.competitor_name` and `source_meta.alert_type`;
 //! - any other snake_case name is a custom type with no extra rule.
 //!
+//! These scenario fields live in `source_meta` (a free JSON object) rather than in typed
+//! per-scenario structs, so the package keeps the seed's exact shape; validation checks them
+//! per task type and [`EvidenceData::source_engagement`] / [`EvidenceData::competitor_alert`]
+//! read them back typed.
+//!
 //! Validation reports every invalid field at once, with its JSON path, so an API can answer
-//! one 400 that lists them all.
+//! one 400 that lists them all ([`ValidationErrors`] serialises as `{"errors": [{"field",
+//! "reason"}]}`). Limits are in [`limits`]; `null` counts as absent; unknown fields are ignored
+//! (forward compatible). [`create_task_package`] stamps `metadata.created_at` and fills the
+//! delivery defaults; [`TaskId::generate`] gives ids `wf_<unix seconds>_<8 lowercase hex>`.
 //!
 //! # Example
 //!
@@ -42,16 +50,27 @@
 //! # Feature flags
 //!
 //! None: this crate is types only (serde), with no I/O and no runtime.
+//!
+//! # Why not a validation crate
+//!
+//! Derive-based validators (`validator`, `garde`) run on an already deserialised struct, so a
+//! wrong type or a missing field stops serde at the first error and the client learns about
+//! one problem per request. We walk the `serde_json::Value` instead, which reports wrong types,
+//! missing fields and rule violations together, with exact JSON paths, and costs about 300
+//! lines. Ids need a seed-specific format (`wf_<secs>_<hex>`), so `uuid` does not fit either.
 
+mod error;
 mod id;
 mod package;
 mod priority;
 mod validate;
 
+pub use error::{Error, Result};
 pub use id::TaskId;
 pub use package::{
-    CreateTaskRequest, DeliveryFormat, DeliveryInstructions, EvidenceData, Metadata,
-    PACKAGE_VERSION, RiskLevel, TaskPackage, TaskType, create_task_package,
+    CompetitorAlert, CreateTaskRequest, DeliveryFormat, DeliveryInstructions, EvidenceData,
+    Metadata, PACKAGE_VERSION, RiskLevel, SourceEngagement, TaskPackage, TaskType,
+    UnknownRiskLevel, UnknownTaskType, create_task_package,
 };
 pub use priority::{Priority, UnknownPriority};
 pub use validate::{FieldError, ValidationErrors, check_url, limits};

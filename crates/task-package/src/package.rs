@@ -1,11 +1,12 @@
 //! The standard task package and the request that creates it.
 
 use std::fmt;
+use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::Priority;
+use crate::{Error, Priority};
 
 /// The package format version written into [`Metadata::version`].
 pub const PACKAGE_VERSION: &str = "1.0";
@@ -56,12 +57,27 @@ impl TaskType {
     }
 }
 
-fn is_snake_case(s: &str) -> bool {
+pub(crate) fn is_snake_case(s: &str) -> bool {
     let mut chars = s.chars();
     s.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
+
+impl FromStr for TaskType {
+    type Err = UnknownTaskType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskType::parse(s).ok_or_else(|| UnknownTaskType(s.to_owned()))
+    }
+}
+
+/// Error returned when a string is not a task type name (not snake_case).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown task type {0:?} (expected a snake_case name such as negative_evidence_intervention)"
+)]
+pub struct UnknownTaskType(pub String);
 
 impl fmt::Display for TaskType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,11 +94,7 @@ impl Serialize for TaskType {
 impl<'de> Deserialize<'de> for TaskType {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        TaskType::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown task type {s:?} (expected a snake_case name)"
-            ))
-        })
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -127,6 +139,19 @@ impl RiskLevel {
     }
 }
 
+impl FromStr for RiskLevel {
+    type Err = UnknownRiskLevel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RiskLevel::parse(s).ok_or_else(|| UnknownRiskLevel(s.to_owned()))
+    }
+}
+
+/// Error returned when a string names no [`RiskLevel`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown risk level {0:?} (expected low, medium, high or critical)")]
+pub struct UnknownRiskLevel(pub String);
+
 impl fmt::Display for RiskLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -136,11 +161,7 @@ impl fmt::Display for RiskLevel {
 impl<'de> Deserialize<'de> for RiskLevel {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        RiskLevel::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown risk level {s:?} (expected low, medium, high or critical)"
-            ))
-        })
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -162,6 +183,54 @@ pub struct EvidenceData {
     /// Anything else about the source (author, followers, scenario fields).
     #[serde(default = "empty_object")]
     pub source_meta: serde_json::Value,
+}
+
+// === impl EvidenceData ===
+
+impl EvidenceData {
+    /// A string field of `source_meta`, if present, a string and not blank.
+    pub fn meta_str(&self, key: &str) -> Option<&str> {
+        self.source_meta
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+    }
+
+    /// The 信源攻坚 fields (`source_meta.contact`, `source_meta.engagement_goal`), if both
+    /// are present, whatever the task type.
+    pub fn source_engagement(&self) -> Option<SourceEngagement<'_>> {
+        Some(SourceEngagement {
+            contact: self.meta_str("contact")?,
+            engagement_goal: self.meta_str("engagement_goal")?,
+        })
+    }
+
+    /// The 竞品监控告警 fields (`source_meta.competitor_name`, `source_meta.alert_type`), if
+    /// both are present, whatever the task type.
+    pub fn competitor_alert(&self) -> Option<CompetitorAlert<'_>> {
+        Some(CompetitorAlert {
+            competitor_name: self.meta_str("competitor_name")?,
+            alert_type: self.meta_str("alert_type")?,
+        })
+    }
+}
+
+/// The scenario fields of a [`TaskType::SourceEngagement`] task (信源攻坚).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceEngagement<'a> {
+    /// How to reach the source (e-mail, account handle, phone).
+    pub contact: &'a str,
+    /// What the engagement should achieve (a correction, an interview...).
+    pub engagement_goal: &'a str,
+}
+
+/// The scenario fields of a [`TaskType::CompetitorAlert`] task (竞品监控告警).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompetitorAlert<'a> {
+    /// The competitor concerned.
+    pub competitor_name: &'a str,
+    /// What happened, as a short snake_case kind (`product_launch`, `price_cut`...).
+    pub alert_type: &'a str,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -188,6 +257,22 @@ impl DeliveryFormat {
     }
 }
 
+impl From<&str> for DeliveryFormat {
+    fn from(s: &str) -> Self {
+        if s == "standard_payload" {
+            DeliveryFormat::StandardPayload
+        } else {
+            DeliveryFormat::Other(s.to_owned())
+        }
+    }
+}
+
+impl fmt::Display for DeliveryFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Serialize for DeliveryFormat {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -196,12 +281,8 @@ impl Serialize for DeliveryFormat {
 
 impl<'de> Deserialize<'de> for DeliveryFormat {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(if s == "standard_payload" {
-            DeliveryFormat::StandardPayload
-        } else {
-            DeliveryFormat::Other(s)
-        })
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(DeliveryFormat::from(&*s))
     }
 }
 
@@ -245,6 +326,13 @@ impl Metadata {
             version: PACKAGE_VERSION.to_owned(),
         }
     }
+
+    /// `created_at` as a UTC time, if it is a valid RFC 3339 timestamp.
+    pub fn created_at_utc(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.created_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
 }
 
 /// The standard task package delivered to receivers.
@@ -261,18 +349,25 @@ pub struct TaskPackage {
 }
 
 impl TaskPackage {
-    /// The package as JSON bytes.
+    /// The package as compact JSON bytes, fields in the seed's order.
     pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Strings, bools and a `serde_json::Value` with string keys: serialising cannot fail.
         serde_json::to_vec(self).expect("a task package always serialises")
     }
 
-    /// Parses a package from JSON.
+    /// Parses a package from JSON and [validates](TaskPackage::validate) it, as a receiver would.
+    ///
+    /// Unknown fields are ignored. For a lenient parse without the checks, use
+    /// `serde_json::from_slice` directly.
     ///
     /// # Errors
     ///
-    /// Malformed JSON or wrong field types.
-    pub fn from_json_slice(bytes: &[u8]) -> Result<TaskPackage, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    /// [`Error::Json`] for malformed JSON, a missing field or a wrong type; [`Error::Invalid`]
+    /// listing every invalid field otherwise.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<TaskPackage, Error> {
+        let package: TaskPackage = serde_json::from_slice(bytes)?;
+        package.validate()?;
+        Ok(package)
     }
 }
 
@@ -296,6 +391,10 @@ pub struct CreateTaskRequest {
 
 /// Builds the standard package from a request: the request's evidence, its webhook URL, the
 /// default delivery format, `callback_required = true`, and metadata stamped `now`.
+///
+/// A request that names only a `channel` gives an empty `webhook_url`: the caller resolves the
+/// channel and sets [`DeliveryInstructions::webhook_url`] (and the chat `delivery_format`)
+/// before delivery. The dispatcher also fills `callback_url` and `callback_token`.
 pub fn create_task_package(request: &CreateTaskRequest, now: DateTime<Utc>) -> TaskPackage {
     TaskPackage {
         task_type: request.task_type.clone(),

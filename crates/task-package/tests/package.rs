@@ -3,8 +3,8 @@
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use task_package::{
-    CreateTaskRequest, DeliveryFormat, Priority, RiskLevel, TaskPackage, TaskType,
-    create_task_package, limits,
+    CreateTaskRequest, DeliveryFormat, Error, Priority, RiskLevel, TaskPackage, TaskType,
+    check_url, create_task_package, limits,
 };
 
 fn golden(name: &str) -> String {
@@ -228,6 +228,262 @@ fn package_validation_checks_urls_and_metadata() {
     );
 }
 
+#[test]
+fn null_means_absent_for_optional_fields() {
+    let mut body = json(&golden("seed_request.json"));
+    body["priority"] = serde_json::Value::Null;
+    body["channel"] = serde_json::Value::Null;
+    body["evidence_data"]["source_meta"] = serde_json::Value::Null;
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(req.priority, Priority::Medium);
+    assert_eq!(req.channel, None);
+    assert_eq!(req.evidence_data.source_meta, serde_json::json!({}));
+    // A null required field is missing.
+    body["evidence_data"]["brand_name"] = serde_json::Value::Null;
+    assert_eq!(fields(&body), ["evidence_data.brand_name"]);
+}
+
+#[test]
+fn blank_strings_are_refused_even_when_optional() {
+    let mut body = json(&golden("seed_request.json"));
+    body["channel"] = "  ".into();
+    body["evidence_data"]["source_name"] = " ".into();
+    let err = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+    let got: Vec<_> = err
+        .iter()
+        .map(|e| (e.field.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("evidence_data.source_name", "must not be empty"),
+            ("channel", "must not be empty")
+        ]
+    );
+}
+
+#[test]
+fn urls_must_be_absolute_http_without_credentials() {
+    for (url, ok) in [
+        ("https://api.example.com/hook?token=abc", true),
+        ("http://127.0.0.1:8080/x", true),
+        ("/relative/path", false),
+        ("ftp://example.com/x", false),
+        ("mailto:someone@example.com", false),
+        ("https://", false),
+        ("https://user:s3cret@example.com/x", false),
+        (" https://example.com/x", false),
+        ("", false),
+    ] {
+        assert_eq!(check_url(url).is_ok(), ok, "{url:?}");
+    }
+    let reason = check_url("https://user:s3cret@example.com/x").unwrap_err();
+    assert_eq!(reason, "must not contain credentials");
+    let mut body = json(&golden("seed_request.json"));
+    body["evidence_data"]["associated_url"] = "https://u:p@weibo.com/1".into();
+    let err = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+    assert!(!err.to_string().contains("u:p"), "{err}");
+}
+
+#[test]
+fn source_meta_must_be_a_small_object() {
+    let mut body = json(&golden("seed_request.json"));
+    body["evidence_data"]["source_meta"] = serde_json::json!(["author"]);
+    assert_eq!(fields(&body), ["evidence_data.source_meta"]);
+    body["evidence_data"]["source_meta"] =
+        serde_json::json!({"notes": "n".repeat(limits::SOURCE_META)});
+    assert_eq!(fields(&body), ["evidence_data.source_meta"]);
+}
+
+#[test]
+fn scenario_fields_must_be_short_strings() {
+    let mut body = json(&golden("competitor_alert_request.json"));
+    body["evidence_data"]["source_meta"]["competitor_name"] = 7.into();
+    body["evidence_data"]["source_meta"]["alert_type"] = "a".repeat(limits::NAME + 1).into();
+    let err = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+    let got: Vec<_> = err.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "evidence_data.source_meta.competitor_name: must be a string, not a number",
+            "evidence_data.source_meta.alert_type: must be at most 200 characters"
+        ]
+    );
+}
+
+#[test]
+fn scenario_fields_are_readable_as_typed_views() {
+    let req =
+        CreateTaskRequest::from_json_slice(golden("source_engagement_request.json").as_bytes())
+            .unwrap();
+    assert_eq!(req.task_type, TaskType::SourceEngagement);
+    let se = req.evidence_data.source_engagement().unwrap();
+    assert_eq!(se.contact, "author@example.com");
+    assert_eq!(se.engagement_goal, "更正不实数据");
+    assert_eq!(req.evidence_data.competitor_alert(), None);
+    let req =
+        CreateTaskRequest::from_json_slice(golden("competitor_alert_request.json").as_bytes())
+            .unwrap();
+    let ca = req.evidence_data.competitor_alert().unwrap();
+    assert_eq!(
+        (ca.competitor_name, ca.alert_type),
+        ("竞品A", "product_launch")
+    );
+}
+
+#[test]
+fn custom_task_types_need_snake_case() {
+    let mut body = json(&golden("seed_request.json"));
+    body["task_type"] = "kol_follow_up".into();
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(req.task_type, TaskType::Custom("kol_follow_up".into()));
+    assert_eq!(req.task_type.required_source_meta(), &[] as &[&str]);
+    for bad in ["KolFollowUp", "kol-follow-up", "1st_task", "_x", "中文"] {
+        body["task_type"] = bad.into();
+        assert_eq!(fields(&body), ["task_type"], "{bad}");
+    }
+    body["task_type"] = "x".repeat(65).into();
+    assert_eq!(fields(&body), ["task_type"]);
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let mut body = json(&golden("seed_request.json"));
+    body["client_version"] = "9.9".into();
+    body["evidence_data"]["sentiment_score"] = (-0.8).into();
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&req).unwrap(),
+        json(&golden("seed_request.json"))
+    );
+}
+
+#[test]
+fn validation_errors_serialise_for_an_http_400() {
+    let err = CreateTaskRequest::from_json_slice(br#"{"priority": "soon"}"#).unwrap_err();
+    assert_eq!(
+        serde_json::to_value(&err).unwrap(),
+        serde_json::json!({"errors": [
+            {"field": "task_type", "reason": "is required"},
+            {"field": "evidence_data", "reason": "is required"},
+            {"field": "webhook_url", "reason": "is required (or name a preset channel)"},
+            {"field": "priority", "reason": "unknown priority \"soon\" (expected critical, high, medium or low)"},
+        ]})
+    );
+    assert!(
+        err.to_string()
+            .starts_with("4 invalid field(s): task_type: is required; ")
+    );
+}
+
+#[test]
+fn package_validation_checks_delivery_and_size() {
+    let mut pkg = TaskPackage::from_json_slice(golden("seed_package.json").as_bytes()).unwrap();
+    pkg.delivery_instructions.delivery_format = DeliveryFormat::Other("Chat Card".into());
+    pkg.delivery_instructions.callback_token = Some(String::new());
+    pkg.metadata.created_at = "2026-11-24T16:00:00+08:00".into();
+    pkg.evidence_data.intervention_script = "s".repeat(limits::SCRIPT);
+    pkg.evidence_data.evidence_fragment = "f".repeat(limits::FRAGMENT);
+    pkg.evidence_data.source_meta =
+        serde_json::json!({"pad": "p".repeat(limits::SOURCE_META - 20)});
+    pkg.delivery_instructions.webhook_url = format!("https://a.example/{}", "w".repeat(2_000));
+    pkg.delivery_instructions.callback_url = Some(pkg.delivery_instructions.webhook_url.clone());
+    assert!(pkg.to_json_bytes().len() <= limits::BODY);
+    let big = pkg.to_json_bytes().len();
+    let err = pkg.validate().unwrap_err();
+    let got: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "delivery_instructions.delivery_format",
+            "delivery_instructions.callback_token",
+            "metadata.created_at"
+        ],
+        "{big} bytes"
+    );
+    pkg.delivery_instructions.callback_token = Some("t".repeat(limits::TOKEN + 1));
+    pkg.evidence_data.source_meta["more"] = "m".repeat(limits::BODY - big).into();
+    let got: Vec<_> = pkg
+        .validate()
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "",
+            "evidence_data.source_meta",
+            "delivery_instructions.delivery_format",
+            "delivery_instructions.callback_token",
+            "metadata.created_at"
+        ]
+    );
+}
+
+#[test]
+fn chat_delivery_formats_and_callbacks_round_trip() {
+    let mut pkg = TaskPackage::from_json_slice(golden("seed_package.json").as_bytes()).unwrap();
+    pkg.delivery_instructions.delivery_format = DeliveryFormat::from("dingtalk_markdown");
+    pkg.delivery_instructions.callback_url = Some("https://dispatcher.example/callback".into());
+    pkg.delivery_instructions.callback_token = Some("tok_abc".into());
+    let bytes = pkg.to_json_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        value["delivery_instructions"]["delivery_format"],
+        "dingtalk_markdown"
+    );
+    assert_eq!(value["delivery_instructions"]["callback_token"], "tok_abc");
+    assert_eq!(TaskPackage::from_json_slice(&bytes).unwrap(), pkg);
+    assert_eq!(
+        pkg.metadata.created_at_utc(),
+        Some(Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap())
+    );
+}
+
+#[test]
+fn package_parsing_separates_shape_from_rule_errors() {
+    let err = TaskPackage::from_json_slice(b"{}").unwrap_err();
+    assert!(err.is_json());
+    let mut value = json(&golden("seed_package.json"));
+    value["delivery_instructions"]["webhook_url"] = "nope".into();
+    let err = TaskPackage::from_json_slice(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)));
+    assert_eq!(
+        err.validation_errors().unwrap().errors[0].field,
+        "delivery_instructions.webhook_url"
+    );
+}
+
+#[test]
+fn channel_only_requests_leave_the_webhook_url_to_the_caller() {
+    let mut body = json(&golden("seed_request.json"));
+    body.as_object_mut().unwrap().remove("webhook_url");
+    body["channel"] = "pr-team".into();
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    let mut pkg = create_task_package(&req, Utc::now());
+    assert_eq!(pkg.delivery_instructions.webhook_url, "");
+    assert!(pkg.validate().is_err());
+    pkg.delivery_instructions.webhook_url =
+        "https://oapi.dingtalk.com/robot/send?access_token=x".into();
+    pkg.validate().unwrap();
+}
+
+#[test]
+fn risk_levels_and_task_types_parse_from_str() {
+    assert_eq!(
+        "CRITICAL".parse::<RiskLevel>().unwrap(),
+        RiskLevel::Critical
+    );
+    assert!(RiskLevel::Critical > RiskLevel::High && RiskLevel::Medium > RiskLevel::Low);
+    assert!("severe".parse::<RiskLevel>().is_err());
+    assert_eq!(
+        "competitor_alert".parse::<TaskType>().unwrap(),
+        TaskType::CompetitorAlert
+    );
+    assert!("Competitor Alert".parse::<TaskType>().is_err());
+}
+
 fn text(max: usize) -> impl Strategy<Value = String> {
     proptest::string::string_regex(&format!("[a-zA-Z0-9 中文测试，。!?]{{1,{max}}}"))
         .unwrap()
@@ -241,20 +497,38 @@ prop_compose! {
         brand in text(30),
         script in text(200),
         risk in prop::sample::select(RiskLevel::ALL.to_vec()),
-        kind in prop::sample::select(vec!["negative_evidence_intervention", "custom_review_task"]),
+        kind in prop::sample::select(vec![
+            "negative_evidence_intervention", "source_engagement", "competitor_alert", "custom_review_task",
+        ]),
+        format in prop::sample::select(vec!["standard_payload", "dingtalk_markdown", "wecom_text"]),
         path in "[a-z0-9]{1,20}",
         secs in 0i64..4_000_000_000,
         followers in any::<u32>(),
+        extra in text(40),
         callback in any::<bool>(),
+        token in proptest::option::of("[A-Za-z0-9_-]{1,64}"),
     ) -> TaskPackage {
+        let mut delivery = serde_json::json!({
+            "webhook_url": format!("https://hooks.example.com/{path}"),
+            "delivery_format": format,
+            "callback_required": callback,
+        });
+        if let Some(token) = token {
+            delivery["callback_url"] = format!("https://dispatcher.example.com/cb/{path}").into();
+            delivery["callback_token"] = token.into();
+        }
         let json = serde_json::json!({
             "task_type": kind,
             "evidence_data": {
                 "evidence_fragment": fragment, "associated_url": format!("https://example.com/{path}"),
                 "source_name": source, "risk_level": risk, "brand_name": brand,
-                "intervention_script": script, "source_meta": {"followers": followers}
+                "intervention_script": script,
+                "source_meta": {
+                    "followers": followers, "contact": extra, "engagement_goal": extra,
+                    "competitor_name": extra, "alert_type": "price_cut",
+                }
             },
-            "delivery_instructions": {"webhook_url": format!("https://hooks.example.com/{path}"), "callback_required": callback},
+            "delivery_instructions": delivery,
             "metadata": {
                 "created_at": Utc.timestamp_opt(secs, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "version": "1.0"
@@ -270,7 +544,9 @@ proptest! {
     #[test]
     fn any_valid_package_survives_serialize_and_parse(pkg in valid_package()) {
         prop_assert!(pkg.validate().is_ok(), "{:?}", pkg.validate());
-        let back = TaskPackage::from_json_slice(&pkg.to_json_bytes()).unwrap();
-        prop_assert_eq!(back, pkg);
+        let bytes = pkg.to_json_bytes();
+        let back = TaskPackage::from_json_slice(&bytes).unwrap();
+        prop_assert_eq!(&back, &pkg);
+        prop_assert_eq!(back.to_json_bytes(), bytes);
     }
 }
