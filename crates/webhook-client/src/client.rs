@@ -34,7 +34,9 @@ pub struct WebhookRequest<'a> {
 /// What one attempt did.
 #[derive(Debug)]
 pub struct AttemptReport {
-    /// Whether a request went out (false when the breaker was open or the target refused).
+    /// Whether the attempt was made. False when the URL is invalid, the SSRF guard refused the
+    /// target or its breaker is open: nothing was sent and no attempt should be counted. A
+    /// connect failure or a timeout is an attempt made.
     pub sent: bool,
     /// Success, retryable or permanent.
     pub outcome: Outcome,
@@ -289,6 +291,23 @@ fn classify_reqwest(e: &reqwest::Error) -> TransportErrorKind {
     }
 }
 
+/// A transport error without the URL: reqwest's message plus its causes (hyper, io), which
+/// name the failure ("Connection refused", "operation timed out") but never the URL.
+fn transport_error(kind: TransportErrorKind, e: reqwest::Error) -> Error {
+    use std::fmt::Write as _;
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            let _ = write!(message, ": {text}");
+        }
+        source = s.source();
+    }
+    Error::transport(kind, message)
+}
+
 impl WebhookClient {
     /// A builder with the defaults.
     pub fn builder() -> WebhookClientBuilder {
@@ -377,6 +396,7 @@ impl WebhookClient {
             Err(e) => {
                 let kind = classify_reqwest(&e);
                 let outcome = inner.classifier.classify_transport(kind);
+                tracing::debug!(target_key = %key, kind = kind.as_str(), outcome = outcome.as_str(), "webhook attempt failed");
                 if kind == TransportErrorKind::Blocked {
                     drop(permit); // never sent: neither success nor failure for the target
                 } else {
@@ -388,7 +408,7 @@ impl WebhookClient {
                     status: None,
                     duration: started.elapsed(),
                     response_body: None,
-                    error: Some(Error::transport(kind, e.without_url().to_string())),
+                    error: Some(transport_error(kind, e)),
                     breaker_retry_in: None,
                 };
             }
@@ -430,10 +450,7 @@ impl WebhookClient {
         }
         let error = match (&outcome, body_error) {
             (Outcome::Success, _) | (_, None) => None,
-            (_, Some(e)) => Some(Error::transport(
-                classify_reqwest(&e),
-                e.without_url().to_string(),
-            )),
+            (_, Some(e)) => Some(transport_error(classify_reqwest(&e), e)),
         };
         let error = error.or_else(|| {
             (300..400).contains(&status).then(|| {
@@ -443,6 +460,7 @@ impl WebhookClient {
                 )
             })
         });
+        tracing::debug!(target_key = %key, status, outcome = outcome.as_str(), ?duration, "webhook attempt");
         AttemptReport {
             sent: true,
             outcome,

@@ -2,7 +2,10 @@
 
 use retry_policy::TransportErrorKind;
 
-/// Errors building the client or making an attempt. Never contains secrets or URL queries.
+use crate::signing::InvalidSecret;
+
+/// Errors building the client or making an attempt. Never contains secrets, credentials or
+/// URL queries: transport messages are built from errors stripped of their URL.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -12,6 +15,9 @@ pub enum Error {
     /// The client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
+    /// A signing secret is not `whsec_` + base64.
+    #[error(transparent)]
+    InvalidSecret(#[from] InvalidSecret),
     /// The attempt failed without a usable response.
     #[error("{kind_name} error: {message}", kind_name = kind.as_str())]
     Transport {
@@ -30,16 +36,18 @@ impl Error {
         }
     }
 
-    /// The kind of transport failure (`Other` for build and URL errors).
+    /// The kind of transport failure ([`TransportErrorKind::Other`] for errors that are not
+    /// about transport: invalid URL, secret or builder settings).
     pub fn kind(&self) -> TransportErrorKind {
         match self {
             Error::Transport { kind, .. } => *kind,
-            Error::InvalidUrl(_) => TransportErrorKind::Blocked,
-            Error::Build(_) => TransportErrorKind::Other,
+            Error::InvalidUrl(_) | Error::Build(_) | Error::InvalidSecret(_) => {
+                TransportErrorKind::Other
+            }
         }
     }
 
-    /// Whether the attempt timed out.
+    /// Whether the attempt timed out (connect or total timeout).
     pub fn is_timeout(&self) -> bool {
         self.kind() == TransportErrorKind::Timeout
     }
@@ -49,7 +57,8 @@ impl Error {
         self.kind() == TransportErrorKind::Blocked
     }
 
-    /// Whether trying again later may work.
+    /// Whether trying again later may work: every transport failure except a refused target.
+    /// (The [`Classifier`](retry_policy::Classifier) in the attempt report has the final say.)
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Transport { kind, .. } if *kind != TransportErrorKind::Blocked)
     }

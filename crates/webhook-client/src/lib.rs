@@ -13,6 +13,11 @@
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
 //!
+//! Why our own rather than a crate: the `standardwebhooks` crate signs and verifies but does not
+//! send, and svix's sender lives inside svix-server. What we need around reqwest (the SSRF
+//! resolver, the body cap, per-target breakers and the retry classification in one report) is
+//! a few hundred lines; the signature itself is an HMAC pinned to the spec's published vector.
+//!
 //! # Example
 //!
 //! ```no_run

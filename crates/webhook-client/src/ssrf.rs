@@ -24,9 +24,16 @@ impl SsrfPolicy {
         SsrfPolicy { enabled, allow }
     }
 
-    /// Whether `ip` may be connected to.
+    /// Whether `ip` may be connected to. The allowlist also matches the IPv4-mapped IPv6 form
+    /// of an allowed IPv4 address (`::ffff:127.0.0.1` is `127.0.0.1`).
     pub fn permits(&self, ip: IpAddr) -> bool {
-        !self.enabled || self.allow.iter().any(|n| n.contains(&ip)) || !is_non_public(ip)
+        let canonical = ip.to_canonical();
+        !self.enabled
+            || self
+                .allow
+                .iter()
+                .any(|n| n.contains(&ip) || n.contains(&canonical))
+            || !is_non_public(ip)
     }
 }
 
@@ -191,6 +198,11 @@ mod tests {
     fn allowlist_opens_a_range_and_disabled_guard_allows_all() {
         let p = SsrfPolicy::new(true, vec!["127.0.0.0/8".parse().unwrap()]);
         assert!(p.permits(ip("127.0.0.1")));
+        assert!(
+            p.permits(ip("::ffff:127.0.0.1")),
+            "mapped form of an allowed address"
+        );
+        assert!(!p.permits(ip("::1")));
         assert!(!p.permits(ip("10.0.0.1")));
         assert!(SsrfPolicy::new(false, vec![]).permits(ip("10.0.0.1")));
     }

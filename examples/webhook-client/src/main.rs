@@ -1,8 +1,9 @@
 //! Run with: cargo run -p example-webhook-client
 //!
-//! Starts a receiver on loopback that verifies Standard Webhooks signatures, sends it one signed
-//! delivery, and prints the attempt report. Then shows the SSRF guard refusing the same target
-//! when loopback is not allowlisted.
+//! Starts a receiver on loopback that verifies Standard Webhooks signatures with
+//! [`webhook_client::verify_headers`], sends it one signed delivery (two secrets, as during a key
+//! rotation, of which the receiver knows only the new one), and prints the attempt report. Then
+//! shows the default SSRF guard refusing the same loopback target, and a refused connection.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,8 +13,9 @@ use webhook_client::{SigningSecret, WebhookClient, WebhookRequest, verify_header
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secret = SigningSecret::generate();
-    let receiver_secret = secret.clone();
+    let old_secret = SigningSecret::generate();
+    let new_secret = SigningSecret::generate();
+    let receiver_secret = new_secret.clone();
     let app = Router::new().route(
         "/hook",
         post(move |headers: HeaderMap, body: Bytes| {
@@ -24,7 +26,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map_or(0, |d| d.as_secs() as i64);
                 match verify_headers(&[secret], &headers, &body, now) {
                     Ok(()) => {
-                        println!("receiver: verified delivery {:?}", headers["webhook-id"]);
+                        println!(
+                            "receiver: verified delivery {:?} ({} bytes, signatures {:?})",
+                            headers["webhook-id"],
+                            body.len(),
+                            headers["webhook-signature"]
+                        );
                         (StatusCode::OK, "received")
                     }
                     Err(e) => {
@@ -36,31 +43,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hook", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}/hook");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    // Local development opens loopback explicitly: the guard refuses it by default.
     let client = WebhookClient::builder()
         .allow_cidrs(vec!["127.0.0.0/8".parse()?])
         .build()?;
     let body =
         Bytes::from_static(br#"{"task_type":"negative_evidence_intervention","evidence_data":{}}"#);
+    let secrets = [old_secret, new_secret];
     let request = WebhookRequest {
         url: &url,
         msg_id: "wf_1732435200_0a1b2c3d",
         body,
-        secrets: std::slice::from_ref(&secret),
-        headers: &[],
+        secrets: &secrets,
+        headers: &[("x-tenant".to_owned(), "demo".to_owned())],
     };
     let report = client.send_webhook(&request).await;
-    println!(
-        "sender: {:?}, status {:?}, body {:?}, took {:?}",
-        report.outcome, report.status, report.response_body, report.duration
-    );
+    println!("sender: {report:#?}");
 
     let guarded = WebhookClient::builder().build()?;
     let report = guarded.send_webhook(&request).await;
     println!(
-        "with the default SSRF guard: {:?} ({})",
+        "with the default SSRF guard: sent={}, {:?} ({})",
+        report.sent,
+        report.outcome,
+        report.error_message().unwrap_or_default()
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let refused_url = format!("http://{closed}/hook?token=never-printed");
+    let report = client
+        .send_webhook(&WebhookRequest {
+            url: &refused_url,
+            ..request
+        })
+        .await;
+    println!(
+        "nothing listening: {:?} ({})",
         report.outcome,
         report.error_message().unwrap_or_default()
     );
