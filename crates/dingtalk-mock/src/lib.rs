@@ -1,263 +1,151 @@
-//! A faithful local DingTalk for tests, examples and benchmarks.
+//! A faithful local DingTalk on one loopback port, for tests, examples and benchmarks.
 //!
-//! One loopback port serves, with the success and error bodies of the protocol reference
-//! (`shared/reference/dingtalk-protocol.md`, §13):
-//! - `POST /v1.0/oauth2/accessToken`, `GET /gettoken` (bad credentials refused);
-//! - `POST /v1.0/robot/oToMessages/batchSend` and `POST /v1.0/robot/groupMessages/send`
-//!   (token checked, ≤ 20 users, `msgParam` must be a JSON string, `msgKey` checked, robot code
-//!   checked, group `msgParam` < 15,000 bytes, QPS limit answered with the real 403 body,
-//!   flow-controlled and invalid users reported in the lists);
-//! - `POST /robot/sendBySession?session=` (expired: HTTP 200 `errcode` 300001);
-//! - `POST /robot/send?access_token=&timestamp=&sign=` (custom robot: signature, 20/minute then
-//!   blocked 10 minutes with 130101);
-//! - `POST /v1.0/gateway/connections/open` + WebSocket `/connect?ticket=` (single-use tickets,
-//!   CALLBACK frames with string headers and JSON-string `data`, SYSTEM `ping` and `disconnect`,
-//!   ACK tracking, redelivery of un-ACKed callbacks with a new `messageId` and the same `msgId`);
-//! - fault knobs: disconnect, drop, zombie, reject registration, expire sessions and tokens;
-//! - a control API under `/_mock/`: `POST /_mock/messages` says a message as a user,
-//!   `GET /_mock/outbox` reads back everything the bot sent, in order, whatever the channel.
+//! It speaks the wire protocol of `shared/reference/dingtalk-protocol.md` (its §13 lists the
+//! endpoints), with the success **and** error bodies DingTalk sends:
 //!
-//! Time is tokio's: TTLs follow paused time in tests.
+//! - `POST /v1.0/oauth2/accessToken` and `GET /gettoken` (bad credentials refused, JSON body
+//!   required);
+//! - `POST /v1.0/robot/oToMessages/batchSend` and `POST /v1.0/robot/groupMessages/send`: token
+//!   checked, ≤ 20 users, `msgParam` a JSON string, documented `msgKey`s only, `robotCode`
+//!   checked, group `msgParam` < 15,000 bytes and known groups only, the per-app per-API QPS limit
+//!   answered with the real `403`, throttled and invalid users reported in the lists;
+//! - `POST /robot/sendBySession?session=`: until `sessionWebhookExpiredTime`, then HTTP 200 with
+//!   `errcode` 300001;
+//! - `POST /robot/send?access_token=&timestamp=&sign=`: the custom group robot with its
+//!   signature, keywords, and 20-a-minute limit (then blocked 10 minutes, `130101`);
+//! - `POST /v1.0/gateway/connections/open` + WebSocket `GET /connect?ticket=`: single-use
+//!   tickets, CALLBACK frames with string headers and JSON-string `data`, SYSTEM `ping` expecting
+//!   its echo and `disconnect`, ACK tracking, redelivery of un-ACKed callbacks with a new
+//!   `messageId` and the same `msgId`;
+//! - HTTP mode: messages POSTed to the bot with valid `timestamp`/`sign` headers;
+//! - fault knobs: disconnect, TCP drop, zombie, refused registration, expired sessions and
+//!   tokens, QPS limit, injected error bodies;
+//! - a control API under `/_mock/` (say a message, read the outbox, turn the knobs).
+//!
+//! Lifetimes (tokens, tickets, sessions, rate windows, grace periods, redelivery, pings) run
+//! on tokio's clock, so they follow paused time; the epoch-millisecond fields on the wire
+//! (`createAt`, `sessionWebhookExpiredTime`, `time`) are wall-clock, as DingTalk's are.
 //!
 //! # Example
 //!
-//! ```no_run
+//! ```
 //! use dingtalk_mock::{DingTalkMock, MockConfig, MockMessage};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mock = DingTalkMock::start(MockConfig::default()).await?;
-//! println!("DingTalk at {}", mock.base_url());
-//! mock.say(MockMessage::single("user1", "分析公司 ACME")).await;
+//! // Point the bot at mock.base_url() for both the api and the oapi host, then:
+//! let said = mock.say(MockMessage::single("user1", "分析公司 ACME")).await;
+//! println!("{} delivered: {}", said.msg_id, said.delivered);
 //! for entry in mock.outbox() {
 //!     println!("{} -> {:?}: {}", entry.channel, entry.to, entry.text);
 //! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Why our own
+//!
+//! The official SDKs test against `nock` stubs or the live service, and no Rust crate mocks
+//! DingTalk. We need the failure paths (expired sessions, QPS 403s, throttled users, zombie
+//! sockets, redelivered callbacks) on demand and on any machine, without credentials.
+//!
+//! # Feature flags
+//!
+//! None.
 
+mod config;
+mod control;
+mod error;
+mod http_mode;
+mod message;
 mod oapi;
 mod openapi;
 mod state;
 mod stream;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State as AxState;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use tokio::time::Instant;
 
+pub use config::{CustomRobotConfig, MockConfig};
+pub use error::{Error, Result};
+pub use message::{Conversation, MockMessage, MsgType, Said};
 pub use oapi::custom_robot_sign;
-pub use state::OutboxEntry;
-use state::{Session, State, now_ms};
+pub use state::{Api, MockFault, OutboxEntry, PingRecord};
 
-/// How the mock behaves.
-#[derive(Debug, Clone)]
-pub struct MockConfig {
-    /// Accepted app key.
-    pub client_id: String,
-    /// Accepted app secret.
-    pub client_secret: String,
-    /// The robot code sends must carry (default: the client id).
-    pub robot_code: String,
-    /// Calls per second per API before 403 QpsLimit (default 20; `None`: unlimited).
-    pub qps_limit: Option<u32>,
-    /// Session webhook lifetime (5,400 s).
-    pub session_ttl: Duration,
-    /// Access token lifetime (7,200 s).
-    pub token_ttl: Duration,
-    /// Stream ticket lifetime (90 s).
-    pub ticket_ttl: Duration,
-    /// Redeliver un-ACKed callbacks after this long (`None`: never).
-    pub redelivery_after: Option<Duration>,
-    /// Send SYSTEM pings this often (`None`: never).
-    pub ping_interval: Option<Duration>,
-    /// After `disconnect`, how long before the socket is dropped (10 s).
-    pub disconnect_grace: Duration,
-    /// Users reported in `flowControlledStaffIdList` on their next send.
-    pub flow_controlled_users: HashSet<String>,
-    /// Users reported in `invalidStaffIdList`.
-    pub invalid_users: HashSet<String>,
-    /// Deliver said messages by HTTP POST to this URL (HTTP mode) instead of over Stream.
-    pub http_callback_url: Option<String>,
-    /// The custom robot's access token.
-    pub custom_robot_token: String,
-    /// The custom robot's `SEC...` signing secret (`None`: unsigned).
-    pub custom_robot_secret: Option<String>,
-}
+use message::{Envelope, callback_payload};
+use state::{Session, State, now_ms, random_hex};
 
-impl Default for MockConfig {
-    fn default() -> Self {
-        MockConfig {
-            client_id: "dingmockclientid".into(),
-            client_secret: "mock-client-secret".into(),
-            robot_code: "dingmockclientid".into(),
-            qps_limit: Some(20),
-            session_ttl: Duration::from_secs(5400),
-            token_ttl: Duration::from_secs(7200),
-            ticket_ttl: Duration::from_secs(90),
-            redelivery_after: None,
-            ping_interval: None,
-            disconnect_grace: Duration::from_secs(10),
-            flow_controlled_users: HashSet::new(),
-            invalid_users: HashSet::new(),
-            http_callback_url: None,
-            custom_robot_token: "mock-robot-token".into(),
-            custom_robot_secret: Some("SECmockrobotsecret".into()),
-        }
-    }
-}
-
-/// A message a user says to the bot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MockMessage {
-    /// What the user writes.
-    pub text: String,
-    /// The user's staff id (`senderStaffId`).
-    pub sender_staff_id: String,
-    /// The user's display name.
-    #[serde(default = "default_nick")]
-    pub sender_nick: String,
-    /// `single` or `group`.
-    #[serde(default = "default_single")]
-    pub conversation_type: String,
-    /// The conversation id (generated when absent).
-    #[serde(default)]
-    pub conversation_id: Option<String>,
-    /// The group title.
-    #[serde(default)]
-    pub conversation_title: Option<String>,
-    /// The message id (generated when absent); repeat one to simulate a duplicate.
-    #[serde(default)]
-    pub msg_id: Option<String>,
-}
-
-fn default_nick() -> String {
-    "测试用户".into()
-}
-
-fn default_single() -> String {
-    "single".into()
-}
-
-impl MockMessage {
-    /// A one-to-one message.
-    pub fn single(staff_id: &str, text: &str) -> MockMessage {
-        MockMessage {
-            text: text.into(),
-            sender_staff_id: staff_id.into(),
-            sender_nick: default_nick(),
-            conversation_type: "single".into(),
-            conversation_id: None,
-            conversation_title: None,
-            msg_id: None,
-        }
-    }
-
-    /// An @-message in a group.
-    pub fn group(staff_id: &str, conversation_id: &str, text: &str) -> MockMessage {
-        MockMessage {
-            conversation_type: "group".into(),
-            conversation_id: Some(conversation_id.into()),
-            conversation_title: Some("测试群".into()),
-            ..MockMessage::single(staff_id, text)
-        }
-    }
-}
-
-/// What [`DingTalkMock::say`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Said {
-    /// The message's `msgId`.
-    pub msg_id: String,
-    /// The session webhook it carried.
-    pub session_webhook: String,
-    /// Whether it reached the bot (a live Stream connection, or an HTTP 2xx in HTTP mode).
-    pub delivered: bool,
-}
-
-/// A running mock. Dropping it stops the server.
+/// A running mock DingTalk. Dropping it stops the server and closes its connections.
 #[derive(Debug)]
 pub struct DingTalkMock {
     addr: SocketAddr,
     state: Arc<State>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
-
-impl Drop for DingTalkMock {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockState")
-            .field("client_id", &self.config.client_id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The mock could not start.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start the DingTalk mock: {0}")]
-pub struct StartError(#[from] std::io::Error);
 
 impl DingTalkMock {
-    /// Starts on `127.0.0.1:0`.
+    /// Starts on `127.0.0.1:0` (a free port).
     ///
     /// # Errors
     ///
-    /// The port cannot be bound.
-    pub async fn start(config: MockConfig) -> Result<DingTalkMock, StartError> {
-        DingTalkMock::start_on("127.0.0.1:0".parse().expect("valid address"), config).await
+    /// [`Error::Bind`] when no port can be bound.
+    pub async fn start(config: MockConfig) -> Result<DingTalkMock> {
+        DingTalkMock::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
     }
 
     /// Starts on `addr`.
     ///
     /// # Errors
     ///
-    /// The port cannot be bound.
-    pub async fn start_on(
-        addr: SocketAddr,
-        config: MockConfig,
-    ) -> Result<DingTalkMock, StartError> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let state = Arc::new(State::new(config));
-        *state.base_url.lock() = format!("http://{addr}");
+    /// [`Error::Bind`] when `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr, config: MockConfig) -> Result<DingTalkMock> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(Error::Bind)?;
+        let addr = listener.local_addr().map_err(Error::Bind)?;
+        let state = Arc::new(State::new(config, format!("http://{addr}")));
+        if let Some(every) = state.config.ping_interval {
+            state.spawn(stream::ping_loop(state.clone(), every));
+        }
         let app = router(state.clone());
-        let mut tasks = vec![tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        })];
-        let s = state.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let mut last_ping = tokio::time::Instant::now();
-            loop {
-                tick.tick().await;
-                stream::redeliver_due(&s);
-                if let Some(every) = s.config.ping_interval
-                    && last_ping.elapsed() >= every
-                {
-                    last_ping = tokio::time::Instant::now();
-                    stream::ping_all(&s);
-                }
+        let stop = state.shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "dingtalk mock server stopped");
             }
-        }));
-        Ok(DingTalkMock { addr, state, tasks })
+        });
+        tracing::debug!(%addr, "dingtalk mock listening");
+        Ok(DingTalkMock {
+            addr,
+            state,
+            server: Some(server),
+        })
     }
 
-    /// `http://127.0.0.1:PORT`: use it as both the api and the oapi base URL.
+    /// Stops the server and waits for it: Stream sockets get a close frame, idle HTTP
+    /// connections are closed.
+    pub async fn shutdown(mut self) {
+        self.state.shutdown.cancel();
+        self.state.tasks.lock().abort_all();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the base URL for both the api and the oapi host.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.state.base_url.clone()
     }
 
     /// The bound address.
@@ -265,64 +153,99 @@ impl DingTalkMock {
         self.addr
     }
 
-    /// The configuration.
+    /// The configuration it was started with (knobs may have changed the live values since).
     pub fn config(&self) -> &MockConfig {
         &self.state.config
     }
 
-    /// Says a message as a user: over the newest live Stream connection, or by HTTP POST in
-    /// HTTP mode (with valid `timestamp`/`sign` headers).
+    /// Says a message as a user.
+    ///
+    /// In Stream mode it goes as a CALLBACK frame to the newest live connection; in HTTP mode
+    /// ([`MockConfig::http_callback_url`]) it is POSTed with `timestamp`/`sign` headers (and a
+    /// message in the bot's response body lands in the outbox). The payload carries a
+    /// `sessionWebhook` on this mock, valid for [`MockConfig::session_ttl`]. A group
+    /// message makes its group known to `groupMessages/send`.
     pub async fn say(&self, message: MockMessage) -> Said {
         say(&self.state, message).await
     }
 
-    /// Everything the bot sent, in order.
+    /// Everything the bot sent, in order, whatever the channel.
     pub fn outbox(&self) -> Vec<OutboxEntry> {
         self.state.outbox.lock().clone()
     }
 
-    /// Upstream frames received (ACKs and ping answers), in order.
+    /// Forgets the outbox.
+    pub fn clear_outbox(&self) {
+        self.state.outbox.lock().clear();
+    }
+
+    /// The upstream frames that answered one of the mock's frames (callback ACKs, ping echoes,
+    /// disconnect ACKs), in order, as JSON.
     pub fn acks(&self) -> Vec<serde_json::Value> {
         self.state.acks.lock().clone()
     }
 
-    /// How many access tokens were requested.
-    pub fn token_requests(&self) -> usize {
+    /// The SYSTEM pings sent so far and whether each was echoed.
+    pub fn pings(&self) -> Vec<PingRecord> {
         self.state
-            .token_requests
-            .load(std::sync::atomic::Ordering::SeqCst)
+            .pings
+            .lock()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
-    /// Live Stream connections.
+    /// Sends a SYSTEM `ping` to every live connection now; returns how many got one.
+    pub fn ping_now(&self) -> usize {
+        stream::ping_all(&self.state)
+    }
+
+    /// How many access tokens were requested (both token endpoints, refused requests too).
+    pub fn token_requests(&self) -> usize {
+        self.state.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Open Stream connections (draining and zombie ones included).
     pub fn connections(&self) -> usize {
-        self.state.conn_count()
+        self.state.conns.lock().len()
     }
 
-    /// Sends SYSTEM `disconnect` to every connection (dropped after the grace period).
-    pub fn disconnect_all(&self) {
-        stream::disconnect_all(&self.state);
+    /// Sends SYSTEM `disconnect` to every connection, stops delivering to them at once, and
+    /// drops them after [`MockConfig::disconnect_grace`]. Returns how many.
+    pub fn disconnect_all(&self) -> usize {
+        stream::disconnect_all(&self.state)
     }
 
-    /// Drops every connection without a close frame.
-    pub fn drop_connections(&self) {
-        stream::drop_all(&self.state);
+    /// Drops every connection at the TCP level, without a close frame. Returns how many.
+    pub fn drop_connections(&self) -> usize {
+        stream::drop_all(&self.state)
     }
 
-    /// Turns every current connection into a zombie (open, silent, answers no pings).
+    /// Zombie mode: current and new connections stay open but deliver nothing, read nothing and
+    /// so answer no WebSocket pings. `false` brings them back.
+    pub fn set_zombie(&self, on: bool) {
+        stream::set_zombie(&self.state, on);
+    }
+
+    /// Turns the current connections into zombies; connections opened later are healthy.
     pub fn zombify_connections(&self) {
-        stream::zombify_all(&self.state);
+        stream::zombify_current(&self.state);
     }
 
-    /// Refuses gateway registration with `status` (`None`: accept again).
+    /// Refuses `gateway/connections/open` with `status` (401, 503, ...) until called with
+    /// `None`.
     pub fn reject_open(&self, status: Option<u16>) {
         *self.state.reject_open.lock() = status;
     }
 
-    /// Expires every session webhook now.
-    pub fn expire_sessions(&self) {
-        for s in self.state.sessions.lock().values_mut() {
-            s.expires_ms = 0;
-        }
+    /// Expires every session webhook now (they answer `errcode` 300001). Returns how many.
+    pub fn expire_sessions(&self) -> usize {
+        expire_sessions(&self.state)
+    }
+
+    /// Expires one access token now; returns whether it existed.
+    pub fn expire_token(&self, token: &str) -> bool {
+        self.state.tokens.lock().remove(token).is_some()
     }
 
     /// Expires every access token now.
@@ -330,141 +253,117 @@ impl DingTalkMock {
         self.state.tokens.lock().clear();
     }
 
-    /// Sets the QPS limit.
+    /// Changes the per-app per-API QPS limit (`None`: unlimited).
     pub fn set_qps_limit(&self, limit: Option<u32>) {
         *self.state.qps_limit.lock() = limit;
     }
 
-    /// Throttles `user` on their next send (reported in `flowControlledStaffIdList`).
+    /// Throttles `user` on their next `batchSend` (reported in `flowControlledStaffIdList`).
     pub fn flow_control(&self, user: &str) {
         self.state.flow_controlled.lock().insert(user.to_owned());
     }
 
-    /// Registers a group the robot is in (groups are also registered by [`DingTalkMock::say`]).
+    /// Registers a group the robot is in (group messages said through the mock register
+    /// theirs too).
     pub fn add_group(&self, conversation_id: &str) {
         self.state.groups.lock().insert(conversation_id.to_owned());
     }
+
+    /// Makes the next `times` calls of `api` fail with `fault` (after the token and QPS
+    /// checks), e.g. `400 send.too.fast` or a `503`.
+    pub fn fail_next(&self, api: Api, fault: &MockFault, times: u32) {
+        push_faults(&self.state, api, fault, times);
+    }
 }
 
-fn random_hex(n: usize) -> String {
-    uuid::Uuid::new_v4()
-        .simple()
-        .to_string()
-        .chars()
-        .cycle()
-        .take(n)
-        .collect()
+impl Drop for DingTalkMock {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+        self.state.tasks.lock().abort_all();
+    }
 }
 
-async fn say(state: &Arc<State>, m: MockMessage) -> Said {
-    let group = m.conversation_type.eq_ignore_ascii_case("group");
-    let conversation_id = m
-        .conversation_id
-        .clone()
-        .unwrap_or_else(|| format!("cid{}==", random_hex(24)));
-    if group {
+pub(crate) fn push_faults(state: &State, api: Api, fault: &MockFault, times: u32) {
+    let mut faults = state.faults.lock();
+    let queue = faults.entry(api).or_default();
+    for _ in 0..times {
+        queue.push_back(fault.clone());
+    }
+}
+
+pub(crate) fn expire_sessions(state: &State) -> usize {
+    let now = Instant::now();
+    let mut sessions = state.sessions.lock();
+    for s in sessions.values_mut() {
+        s.deadline = now;
+    }
+    sessions.len()
+}
+
+pub(crate) async fn say(state: &Arc<State>, m: MockMessage) -> Said {
+    let conversation_id = m.conversation_id();
+    if matches!(m.conversation, Conversation::Group { .. }) {
         state.groups.lock().insert(conversation_id.clone());
     }
     let session = random_hex(32);
     let create_at = now_ms();
-    let expires =
-        create_at + i64::try_from(state.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    let ttl = state.config.session_ttl;
+    let expires_ms = create_at.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     state.sessions.lock().insert(
         session.clone(),
         Session {
-            expires_ms: expires,
+            deadline: Instant::now() + ttl,
             conversation_id: conversation_id.clone(),
         },
     );
-    let base = state.base_url.lock().clone();
-    let session_webhook = format!("{base}/robot/sendBySession?session={session}");
+    let session_webhook = format!("{}/robot/sendBySession?session={session}", state.base_url);
     let msg_id = m
         .msg_id
         .clone()
         .unwrap_or_else(|| format!("msg{}==", random_hex(20)));
-    let text = if group {
-        format!(" {}", m.text)
-    } else {
-        m.text.clone()
-    };
-    let mut data = json!({
-        "msgId": msg_id,
-        "msgtype": "text",
-        "text": {"content": text},
-        "createAt": create_at,
-        "conversationType": if group { "2" } else { "1" },
-        "conversationId": conversation_id,
-        "senderId": format!("$:LWCP_v1:${}", random_hex(16)),
-        "senderNick": m.sender_nick,
-        "senderStaffId": m.sender_staff_id,
-        "senderCorpId": "dingmockcorp",
-        "chatbotCorpId": "dingmockcorp",
-        "chatbotUserId": "$:LWCP_v1:$mockbot",
-        "robotCode": state.config.robot_code,
-        "isAdmin": false,
-        "sessionWebhook": session_webhook,
-        "sessionWebhookExpiredTime": expires,
-        "openThreadId": conversation_id,
-    });
-    if group {
-        data["conversationTitle"] = json!(m.conversation_title.unwrap_or_else(|| "测试群".into()));
-        data["isInAtList"] = json!(true);
-    }
-    let data = data.to_string();
-    let delivered = match state.config.http_callback_url.clone() {
-        Some(url) => post_callback(state, &url, &data).await,
+    let data = callback_payload(
+        &m,
+        &Envelope {
+            msg_id: &msg_id,
+            conversation_id: &conversation_id,
+            create_at,
+            session_webhook: &session_webhook,
+            expires_ms,
+            robot_code: &state.config.robot_code,
+        },
+    )
+    .to_string();
+    let delivered = match &state.config.http_callback_url {
+        Some(url) => http_mode::post_callback(state, url, data, &conversation_id).await,
         None => stream::push_callback(state, data),
     };
     Said {
         msg_id,
+        conversation_id,
         session_webhook,
+        session_webhook_expired_time: expires_ms,
         delivered,
     }
 }
 
-async fn post_callback(state: &State, url: &str, data: &str) -> bool {
-    let ts = now_ms().to_string();
-    let sign = oapi::custom_robot_sign(&ts, &state.config.client_secret);
-    let Ok(client) = reqwest_like::client() else {
-        return false;
-    };
-    client.post(url, &ts, &sign, data).await
-}
-
-/// A tiny HTTP client for HTTP-mode delivery, on hyper-util, so the mock does not need reqwest.
-mod reqwest_like {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-
-    pub(crate) struct Poster(
-        Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
-    );
-
-    pub(crate) fn client() -> Result<Poster, ()> {
-        Ok(Poster(Client::builder(TokioExecutor::new()).build_http()))
-    }
-
-    impl Poster {
-        pub(crate) async fn post(&self, url: &str, ts: &str, sign: &str, body: &str) -> bool {
-            let Ok(req) = http::Request::post(url)
-                .header("content-type", "application/json; charset=utf-8")
-                .header("timestamp", ts)
-                .header("sign", sign)
-                .body(Full::new(bytes::Bytes::from(body.to_owned())))
-            else {
-                return false;
-            };
-            match self.0.request(req).await {
-                Ok(resp) => {
-                    let ok = resp.status().is_success();
-                    let _ = resp.into_body().collect().await;
-                    ok
-                }
-                Err(_) => false,
-            }
+/// api.dingtalk.com answers carry `x-acs-request-id`, `x-acs-trace-id` and
+/// `Server: DingTalk/1.0.0` (§2.4).
+async fn acs_headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/v1.0/");
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert("server", HeaderValue::from_static("DingTalk/1.0.0"));
+    if api {
+        if !headers.contains_key("x-acs-request-id")
+            && let Ok(v) = HeaderValue::from_str(&openapi::request_id())
+        {
+            headers.insert("x-acs-request-id", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&random_hex(30)) {
+            headers.insert("x-acs-trace-id", v);
         }
     }
+    resp
 }
 
 fn router(state: Arc<State>) -> Router {
@@ -480,55 +379,69 @@ fn router(state: Arc<State>) -> Router {
         .route("/robot/send", post(oapi::robot_send))
         .route("/v1.0/gateway/connections/open", post(stream::open))
         .route("/connect", get(stream::connect))
-        .route("/_mock/messages", post(control_say))
-        .route("/_mock/outbox", get(control_outbox))
-        .route("/_mock/acks", get(control_acks))
-        .route("/_mock/disconnect", post(control_disconnect))
-        .route("/_mock/drop", post(control_drop))
-        .route("/_mock/zombie", post(control_zombie))
-        .route("/_mock/expire-sessions", post(control_expire_sessions))
-        .route("/_mock/expire-tokens", post(control_expire_tokens))
+        .merge(control::routes())
+        .layer(axum::middleware::from_fn(acs_headers))
         .with_state(state)
 }
 
-async fn control_say(
-    AxState(state): AxState<Arc<State>>,
-    axum::Json(m): axum::Json<MockMessage>,
-) -> axum::Json<Said> {
-    axum::Json(say(&state, m).await)
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
 
-async fn control_outbox(AxState(state): AxState<Arc<State>>) -> axum::Json<Vec<OutboxEntry>> {
-    axum::Json(state.outbox.lock().clone())
-}
+    use axum::extract::{Query, State as AxState};
+    use http_body_util::BodyExt;
+    use serde_json::Value;
 
-async fn control_acks(AxState(state): AxState<Arc<State>>) -> axum::Json<Vec<serde_json::Value>> {
-    axum::Json(state.acks.lock().clone())
-}
+    use super::*;
 
-async fn control_disconnect(AxState(state): AxState<Arc<State>>) -> &'static str {
-    stream::disconnect_all(&state);
-    "ok"
-}
-
-async fn control_drop(AxState(state): AxState<Arc<State>>) -> &'static str {
-    stream::drop_all(&state);
-    "ok"
-}
-
-async fn control_zombie(AxState(state): AxState<Arc<State>>) -> &'static str {
-    stream::zombify_all(&state);
-    "ok"
-}
-
-async fn control_expire_sessions(AxState(state): AxState<Arc<State>>) -> &'static str {
-    for s in state.sessions.lock().values_mut() {
-        s.expires_ms = 0;
+    fn state() -> Arc<State> {
+        Arc::new(State::new(MockConfig::default(), "http://mock".into()))
     }
-    "ok"
-}
 
-async fn control_expire_tokens(AxState(state): AxState<Arc<State>>) -> &'static str {
-    state.tokens.lock().clear();
-    "ok"
+    async fn body(resp: Response) -> Value {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_live_for_their_ttl_on_tokio_time() {
+        let s = state();
+        let t = s.issue_token();
+        tokio::time::advance(Duration::from_secs(7199)).await;
+        assert!(s.token_valid(&t));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!s.token_valid(&t));
+        assert_ne!(s.issue_token(), t, "a new one after expiry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_webhooks_expire_after_the_session_ttl_on_tokio_time() {
+        let s = state();
+        let said = say(&s, MockMessage::single("u1", "hi")).await;
+        let session = said.session_webhook.split("session=").nth(1).unwrap();
+        let send = |s: &Arc<State>| {
+            oapi::send_by_session(
+                AxState(s.clone()),
+                Query(HashMap::from([("session".to_owned(), session.to_owned())])),
+                r#"{"msgtype":"text","text":{"content":"x"}}"#.to_owned(),
+            )
+        };
+        tokio::time::advance(Duration::from_secs(5399)).await;
+        assert_eq!(body(send(&s).await).await["errcode"], 0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(body(send(&s).await).await["errcode"], 300001);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_qps_window_is_one_second_of_tokio_time() {
+        let s = state();
+        *s.qps_limit.lock() = Some(2);
+        assert!(s.within_qps(Api::BatchSend));
+        assert!(s.within_qps(Api::BatchSend));
+        assert!(!s.within_qps(Api::BatchSend));
+        assert!(s.within_qps(Api::GroupSend), "per API");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(s.within_qps(Api::BatchSend));
+    }
 }

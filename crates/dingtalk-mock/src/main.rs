@@ -1,6 +1,11 @@
 //! `dingtalk-mock`: run the local DingTalk by hand.
+//!
+//! `dingtalk-mock --listen 127.0.0.1:9090 --client-id ID --client-secret SECRET`
+
+use std::time::Duration;
 
 use clap::Parser;
+use dingtalk_mock::{DingTalkMock, MockConfig};
 
 /// A local DingTalk (OpenAPI, session webhooks, custom robot, Stream gateway) on one port.
 #[derive(Debug, Parser)]
@@ -9,18 +14,29 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: std::net::SocketAddr,
-    /// Accepted client id (app key).
-    #[arg(long, default_value = "dingmockclientid")]
+    /// Accepted Client ID (app key); also the robot code.
+    #[arg(long, env = "DINGTALK_CLIENT_ID", default_value = "dingmockclientid")]
     client_id: String,
-    /// Accepted client secret.
-    #[arg(long, default_value = "mock-client-secret")]
+    /// Accepted Client Secret.
+    #[arg(
+        long,
+        env = "DINGTALK_CLIENT_SECRET",
+        hide_env_values = true,
+        default_value = "mock-client-secret"
+    )]
     client_secret: String,
-    /// Deliver said messages by HTTP POST to this URL (HTTP mode) instead of over Stream.
+    /// HTTP mode: POST said messages to this URL instead of delivering them over Stream.
     #[arg(long)]
     http_callback_url: Option<String>,
+    /// Per-app per-API calls per second before 403 (0: unlimited).
+    #[arg(long, default_value_t = 20)]
+    qps_limit: u32,
     /// Seconds between SYSTEM pings (0: none).
     #[arg(long, default_value_t = 30)]
     ping_interval: u64,
+    /// Redeliver un-ACKed callbacks after this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    redelivery_after: u64,
 }
 
 #[tokio::main]
@@ -29,33 +45,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    let config = dingtalk_mock::MockConfig {
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let default_secret = args.client_secret == MockConfig::default().client_secret;
+    let config = MockConfig {
         robot_code: args.client_id.clone(),
         client_id: args.client_id,
         client_secret: args.client_secret,
         http_callback_url: args.http_callback_url,
-        ping_interval: (args.ping_interval > 0)
-            .then(|| std::time::Duration::from_secs(args.ping_interval)),
-        ..dingtalk_mock::MockConfig::default()
+        qps_limit: (args.qps_limit > 0).then_some(args.qps_limit),
+        ping_interval: secs(args.ping_interval),
+        redelivery_after: secs(args.redelivery_after),
+        ..MockConfig::default()
     };
-    let mock = dingtalk_mock::DingTalkMock::start_on(args.listen, config.clone()).await?;
+    let mock = DingTalkMock::start_on(args.listen, config).await?;
+    let base = mock.base_url();
+    println!("dingtalk-mock on {base} (use it as both the api and the oapi base URL)");
+    // Only the well-known default secrets are printed; a secret you passed stays yours.
+    if default_secret {
+        let robot = &mock.config().custom_robot;
+        println!("  default client secret: {}", mock.config().client_secret);
+        println!(
+            "  custom robot: access_token={} secret={}",
+            robot.access_token,
+            robot.secret.as_deref().unwrap_or("-")
+        );
+    }
+    println!("  {:#?}", mock.config());
     println!(
-        "dingtalk-mock listening on {} (use it as DINGTALK_API_BASE and DINGTALK_OAPI_BASE)",
-        mock.base_url()
+        "  say:    curl -XPOST {base}/_mock/messages -H 'content-type: application/json' \\\n            -d '{{\"text\":\"你好\",\"sender_staff_id\":\"user1\"}}'"
     );
-    println!(
-        "  client id {:?}, client secret {:?}, robot code {:?}",
-        config.client_id, config.client_secret, config.robot_code
-    );
-    println!(
-        "  custom robot token {:?}, secret {:?}",
-        config.custom_robot_token, config.custom_robot_secret
-    );
-    println!(
-        "  say:    curl -XPOST {}/_mock/messages -H 'content-type: application/json' -d '{{\"text\":\"你好\",\"sender_staff_id\":\"user1\"}}'",
-        mock.base_url()
-    );
-    println!("  outbox: curl {}/_mock/outbox", mock.base_url());
+    println!("  outbox: curl {base}/_mock/outbox");
     tokio::signal::ctrl_c().await?;
+    mock.shutdown().await;
     Ok(())
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::state::{OutboxEntry, State, now_ms};
 
-fn errcode(code: i64, msg: &str) -> Response {
+pub(crate) fn errcode(code: i64, msg: &str) -> Response {
     Json(json!({"errcode": code, "errmsg": msg})).into_response()
 }
 
@@ -28,19 +28,16 @@ pub(crate) async fn gettoken(
     if q.get("appkey") != Some(&state.config.client_id)
         || q.get("appsecret") != Some(&state.config.client_secret)
     {
+        // The errcode is [UNVERIFIED] in the reference (legacy corpid/corpsecret error).
         return errcode(40089, "不合法的corpid或corpsecret");
     }
-    let token = format!("mock{}", uuid::Uuid::new_v4().simple());
-    state
-        .tokens
-        .lock()
-        .insert(token.clone(), Instant::now() + state.config.token_ttl);
+    let token = state.issue_token();
     Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": state.config.token_ttl.as_secs()}))
         .into_response()
 }
 
-/// The message part of a webhook body, and its readable text.
-fn message(body: &Value) -> Option<(String, Value, String)> {
+/// A webhook message body parsed for the outbox: `(msgtype, content, text, atUserIds, isAtAll)`.
+pub(crate) fn webhook_message(body: &Value, channel: &str, to: Vec<String>) -> Option<OutboxEntry> {
     let kind = body.get("msgtype")?.as_str()?.to_owned();
     let content = body.get(&kind).cloned().unwrap_or(Value::Null);
     let text = content
@@ -49,7 +46,31 @@ fn message(body: &Value) -> Option<(String, Value, String)> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    Some((kind, content, text))
+    let at = body.get("at");
+    let at_user_ids = at
+        .and_then(|a| a.get("atUserIds"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let is_at_all = at
+        .and_then(|a| a.get("isAtAll"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Some(OutboxEntry {
+        channel: channel.to_owned(),
+        to,
+        kind,
+        content,
+        text,
+        at_user_ids,
+        is_at_all,
+        at_ms: now_ms(),
+    })
 }
 
 pub(crate) async fn send_by_session(
@@ -57,71 +78,83 @@ pub(crate) async fn send_by_session(
     Query(q): Query<HashMap<String, String>>,
     body: String,
 ) -> Response {
-    let session = q.get("session").cloned().unwrap_or_default();
+    let session = q.get("session").map(String::as_str).unwrap_or_default();
     let conversation = {
         let sessions = state.sessions.lock();
-        match sessions.get(&session) {
-            Some(s) if now_ms() < s.expires_ms => s.conversation_id.clone(),
+        match sessions.get(session) {
+            Some(s) if Instant::now() < s.deadline => s.conversation_id.clone(),
             _ => return errcode(300001, "session 不存在"),
         }
     };
-    let Some((kind, content, text)) = serde_json::from_str::<Value>(&body)
+    let Some(entry) = serde_json::from_str::<Value>(&body)
         .ok()
-        .as_ref()
-        .and_then(message)
+        .and_then(|b| webhook_message(&b, "session_webhook", vec![conversation]))
     else {
         return errcode(40035, "缺少参数 msgtype");
     };
-    state.record(OutboxEntry {
-        channel: "session_webhook".into(),
-        to: vec![conversation],
-        kind,
-        content,
-        text,
-        at_ms: now_ms(),
-    });
+    state.record(entry);
     errcode(0, "ok")
 }
 
-/// `base64(HMAC-SHA256(secret, timestamp + "\n" + secret))`, the custom robot signature.
+/// `base64(HMAC-SHA256(key = secret, msg = timestamp + "\n" + secret))`: the custom robot's
+/// `sign` (§8, before URL-encoding) and the HTTP-mode callback's `sign` header (§7, with the
+/// app secret).
 pub fn custom_robot_sign(timestamp_ms: &str, secret: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(format!("{timestamp_ms}\n{secret}").as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
+
+const SEND_TOO_FAST: &str = "send too fast, exceed 20 times per minute";
 
 pub(crate) async fn robot_send(
     AxState(state): AxState<Arc<State>>,
     Query(q): Query<HashMap<String, String>>,
     body: String,
 ) -> Response {
+    let robot = &state.config.custom_robot;
     let Some(token) = q.get("access_token") else {
         return errcode(40035, "缺少参数 access_token");
     };
-    if *token != state.config.custom_robot_token {
+    if *token != robot.access_token {
         return errcode(300005, "token is not exist");
     }
-    if let Some(secret) = &state.config.custom_robot_secret {
+    if let Some(secret) = &robot.secret {
         let (Some(ts), Some(sign)) = (q.get("timestamp"), q.get("sign")) else {
             return errcode(310000, "sign not match");
         };
         let fresh = ts
             .parse::<i64>()
             .is_ok_and(|t| (now_ms() - t).abs() <= 3_600_000);
-        // The query parser has already percent-decoded the signature.
-        if !fresh || custom_robot_sign(ts, secret) != *sign {
+        // The query extractor has already percent-decoded the signature.
+        let expected = custom_robot_sign(ts, secret);
+        if !fresh || !subtle_eq(expected.as_bytes(), sign.as_bytes()) {
             return errcode(310000, "sign not match");
         }
     }
-    let now = Instant::now();
-    if state
-        .robot_blocked_until
-        .lock()
-        .is_some_and(|until| now < until)
-    {
-        return errcode(130101, "send too fast, exceed 20 times per minute");
+    let Some(entry) = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|b| webhook_message(&b, "custom_robot", vec!["custom-robot".to_owned()]))
+    else {
+        return errcode(40035, "缺少参数 msgtype");
+    };
+    if !robot.keywords.is_empty() {
+        let body_text = entry.content.to_string();
+        if !robot
+            .keywords
+            .iter()
+            .any(|k| body_text.contains(k.as_str()))
+        {
+            return errcode(310000, "keywords not in content");
+        }
     }
+    let now = Instant::now();
     {
+        let mut blocked = state.robot_blocked_until.lock();
+        if blocked.is_some_and(|until| now < until) {
+            return errcode(130101, SEND_TOO_FAST);
+        }
         let mut sends = state.robot_sends.lock();
         while sends
             .front()
@@ -129,27 +162,18 @@ pub(crate) async fn robot_send(
         {
             sends.pop_front();
         }
-        if sends.len() >= 20 {
-            // Exceeding 20 a minute blocks the robot for 10 minutes.
-            *state.robot_blocked_until.lock() = Some(now + Duration::from_secs(600));
-            return errcode(130101, "send too fast, exceed 20 times per minute");
+        if sends.len() >= robot.per_minute as usize {
+            // Exceeding the rate blocks the robot (10 minutes by default).
+            *blocked = Some(now + robot.block_for);
+            return errcode(130101, SEND_TOO_FAST);
         }
         sends.push_back(now);
     }
-    let Some((kind, content, text)) = serde_json::from_str::<Value>(&body)
-        .ok()
-        .as_ref()
-        .and_then(message)
-    else {
-        return errcode(40035, "缺少参数 msgtype");
-    };
-    state.record(OutboxEntry {
-        channel: "custom_robot".into(),
-        to: vec![token.clone()],
-        kind,
-        content,
-        text,
-        at_ms: now_ms(),
-    });
+    state.record(entry);
     errcode(0, "ok")
+}
+
+/// Constant-time comparison of two signatures.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

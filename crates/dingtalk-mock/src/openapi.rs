@@ -1,40 +1,62 @@
 //! `api.dingtalk.com` endpoints: access token and robot sends (protocol reference §2, §3).
 
-// Handlers return ready responses as errors; boxing them would only add noise here.
+// Handlers short-circuit with ready responses as the error side; boxing them buys nothing.
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State as AxState;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::state::{OutboxEntry, State, now_ms};
+use crate::state::{Api, MockFault, OutboxEntry, State, now_ms};
 
-/// The documented error body: `{"code","message","requestid"}` with lowercase `requestid`.
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+const JSON_UTF8: &str = "application/json;charset=utf-8";
+
+/// A JSON response with the content type api.dingtalk.com uses.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
-        [
-            ("x-acs-request-id", request_id.clone()),
-            ("server", "DingTalk/1.0.0".to_owned()),
-        ],
-        Json(json!({"code": code, "message": message, "requestid": request_id})),
+        [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8))],
+        body.to_string(),
     )
         .into_response()
 }
 
-fn parse_body(body: &str) -> Result<Value, Response> {
+/// A request id shaped like DingTalk's (`30EE8654-1AA2-7D88-8248-9518547248AA`).
+pub(crate) fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string().to_uppercase()
+}
+
+/// The documented error body `{"code","message","requestid"}` (lowercase `requestid`), with
+/// the same id in `x-acs-request-id`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let id = request_id();
+    let mut resp = json_response(
+        status,
+        &json!({"code": code, "message": message, "requestid": id}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-acs-request-id", v);
+    }
+    resp
+}
+
+pub(crate) fn fault_response(fault: &MockFault) -> Response {
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, &fault.code, &fault.message)
+}
+
+/// The new-style APIs take a JSON object body (a form body gets this, §2.1).
+pub(crate) fn parse_body(body: &str) -> Result<Value, Response> {
     serde_json::from_str::<Value>(body)
         .ok()
         .filter(Value::is_object)
         .ok_or_else(|| {
             error(
                 StatusCode::BAD_REQUEST,
-                "MissingParameter",
+                "MissingBody",
                 "body is mandatory for this action",
             )
         })
@@ -42,36 +64,31 @@ fn parse_body(body: &str) -> Result<Value, Response> {
 
 pub(crate) async fn access_token(AxState(state): AxState<Arc<State>>, body: String) -> Response {
     state.bump_tokens();
+    if let Some(f) = state.take_fault(Api::AccessToken) {
+        return fault_response(&f);
+    }
     let body = match parse_body(&body) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let key = body
-        .get("appKey")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let secret = body
-        .get("appSecret")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if key != state.config.client_id || secret != state.config.client_secret {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
+    if field("appKey") != state.config.client_id || field("appSecret") != state.config.client_secret
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "invalidClientIdOrSecret",
             "无效的clientId或者clientSecret",
         );
     }
-    let token = format!("mock{}", uuid::Uuid::new_v4().simple());
-    state.tokens.lock().insert(
-        token.clone(),
-        tokio::time::Instant::now() + state.config.token_ttl,
-    );
-    state.log("accessToken".into());
-    Json(json!({"accessToken": token, "expireIn": state.config.token_ttl.as_secs()}))
-        .into_response()
+    let token = state.issue_token();
+    json_response(
+        StatusCode::OK,
+        &json!({"accessToken": token, "expireIn": state.config.token_ttl.as_secs()}),
+    )
 }
 
-const MSG_KEYS: [&str; 15] = [
+/// The documented `msgKey`s (§3.3); there is no `sampleActionCard1`, `sampleImage`, ...
+pub(crate) const MSG_KEYS: [&str; 13] = [
     "sampleText",
     "sampleMarkdown",
     "sampleImageMsg",
@@ -85,46 +102,44 @@ const MSG_KEYS: [&str; 15] = [
     "sampleAudio",
     "sampleFile",
     "sampleVideo",
-    "sampleImage0",
-    "sampleImage1",
 ];
 
-/// The checks both robot sends share: token, QPS, robotCode, msgKey, msgParam.
+fn bad(code: &str, message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// The checks both robot sends share, in the order a gateway would apply them: token, QPS,
+/// injected faults, body, robotCode, msgKey, msgParam.
 fn check_send(
     state: &State,
     headers: &HeaderMap,
-    body: &Value,
-    api: &'static str,
-) -> Result<(String, Value), Response> {
+    body: &str,
+    api: Api,
+) -> Result<(Value, String, Value), Response> {
     let token = headers
         .get("x-acs-dingtalk-access-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if !state.token_valid(token) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "InvalidAuthentication",
-            "不合法的access_token",
-        ));
+        return Err(bad("InvalidAuthentication", "不合法的access_token"));
     }
     if !state.within_qps(api) {
         return Err(error(
             StatusCode::FORBIDDEN,
             "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
-            "调用频率超过限制",
+            "调用该接口触发了限流，请降低调用频率",
         ));
     }
+    if let Some(f) = state.take_fault(api) {
+        return Err(fault_response(&f));
+    }
+    let body = parse_body(body)?;
     match body.get("robotCode").and_then(Value::as_str) {
         None | Some("") => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalidParameter.robotCode.empty",
-                "robotCode is empty",
-            ));
+            return Err(bad("invalidParameter.robotCode.empty", "robotCode不能为空"));
         }
         Some(code) if code != state.config.robot_code => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
+            return Err(bad(
                 "invalidParameter.robotCode.auth",
                 "This app's appkey does not match the bot's robotCode",
             ));
@@ -132,19 +147,9 @@ fn check_send(
         Some(_) => {}
     }
     let key = match body.get("msgKey").and_then(Value::as_str) {
-        None | Some("") => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalidParameter.msgKey.empty",
-                "msgKey is empty",
-            ));
-        }
-        Some(k) if !MSG_KEYS[..13].contains(&k) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalidParameter.msgKey.invalid",
-                "msgKey is invalid",
-            ));
+        None | Some("") => return Err(bad("invalidParameter.msgKey.empty", "msgKey不能为空")),
+        Some(k) if !MSG_KEYS.contains(&k) => {
+            return Err(bad("invalidParameter.msgKey.invalid", "msgKey is invalid"));
         }
         Some(k) => k.to_owned(),
     };
@@ -154,16 +159,16 @@ fn check_send(
         .and_then(|s| serde_json::from_str::<Value>(s).ok())
         .filter(Value::is_object)
         .ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
+            bad(
                 "invalidParameter.msgParam.invalid",
                 "msgParam must be in JSON format",
             )
         })?;
-    Ok((key, param))
+    Ok((body, key, param))
 }
 
-fn readable(param: &Value) -> String {
+/// What a user reads of a `msgParam`.
+pub(crate) fn readable(param: &Value) -> String {
     param
         .get("content")
         .or_else(|| param.get("text"))
@@ -172,16 +177,17 @@ fn readable(param: &Value) -> String {
         .to_owned()
 }
 
+fn process_query_key() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
 pub(crate) async fn batch_send(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let body = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (key, param) = match check_send(&state, &headers, &body, "batchSend") {
+    let (body, key, param) = match check_send(&state, &headers, &body, Api::BatchSend) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -196,15 +202,10 @@ pub(crate) async fn batch_send(
         })
         .unwrap_or_default();
     if users.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalidParameter.userIds.empty",
-            "userIds is empty",
-        );
+        return bad("invalidParameter.userIds.empty", "userIds不能为空");
     }
     if users.len() > 20 {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return bad(
             "invalidParameter.userIds.overMax",
             "userIds exceeds the maximum of 20",
         );
@@ -216,12 +217,12 @@ pub(crate) async fn batch_send(
         .collect();
     let flow: Vec<String> = {
         let mut fc = state.flow_controlled.lock();
-        // A user is throttled once, then the next send gets through (as real throttling clears).
-        let hit: Vec<String> = users.iter().filter(|u| fc.contains(*u)).cloned().collect();
-        for u in &hit {
-            fc.remove(u);
-        }
-        hit
+        // Throttled once, then the user clears, as real per-user throttling does.
+        users
+            .iter()
+            .filter(|u| !invalid.contains(u) && fc.remove(*u))
+            .cloned()
+            .collect()
     };
     let delivered: Vec<String> = users
         .iter()
@@ -235,40 +236,43 @@ pub(crate) async fn batch_send(
             kind: key,
             text: readable(&param),
             content: param,
+            at_user_ids: Vec::new(),
+            is_at_all: false,
             at_ms: now_ms(),
         });
     }
-    Json(json!({
-        "processQueryKey": uuid::Uuid::new_v4().simple().to_string(),
-        "invalidStaffIdList": invalid,
-        "flowControlledStaffIdList": flow,
-        "filteredStaffIdList": [],
-    }))
-    .into_response()
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "processQueryKey": process_query_key(),
+            "invalidStaffIdList": invalid,
+            "flowControlledStaffIdList": flow,
+            "filteredStaffIdList": [],
+        }),
+    )
 }
+
+/// `msgParam` of a group message must stay under 15,000 bytes (§3.2).
+pub(crate) const GROUP_MSG_PARAM_MAX: usize = 15_000;
 
 pub(crate) async fn group_send(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let body = match parse_body(&body) {
-        Ok(b) => b,
+    let (body, key, param) = match check_send(&state, &headers, &body, Api::GroupSend) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let raw_len = body
         .get("msgParam")
         .and_then(Value::as_str)
         .map_or(0, str::len);
-    let (key, param) = match check_send(&state, &headers, &body, "groupSend") {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if raw_len >= 15_000 {
-        return error(
-            StatusCode::BAD_REQUEST,
+    if raw_len >= GROUP_MSG_PARAM_MAX {
+        // The real code is undocumented (§13); this one follows the family's naming.
+        return bad(
             "invalidParameter.msgParam.length",
-            "msgParam length must not exceed 15000",
+            "msgParam length must not exceed 15000 bytes",
         );
     }
     let conversation = body
@@ -277,8 +281,7 @@ pub(crate) async fn group_send(
         .unwrap_or_default()
         .to_owned();
     if !state.groups.lock().contains(&conversation) {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return bad(
             "invalidParameter.openConversationId.invalid",
             "openConversationId is invalid",
         );
@@ -289,7 +292,12 @@ pub(crate) async fn group_send(
         kind: key,
         text: readable(&param),
         content: param,
+        at_user_ids: Vec::new(),
+        is_at_all: false,
         at_ms: now_ms(),
     });
-    Json(json!({"processQueryKey": uuid::Uuid::new_v4().simple().to_string()})).into_response()
+    json_response(
+        StatusCode::OK,
+        &json!({"processQueryKey": process_query_key()}),
+    )
 }

@@ -1,31 +1,106 @@
-//! The mock's state: credentials, tokens, sessions, connections, the outbox and fault knobs.
+//! The mock's shared state: tokens, sessions, connections, the outbox and the fault knobs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::MockConfig;
 
 /// Something the bot sent, whatever the channel.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct OutboxEntry {
-    /// `session_webhook`, `batch_send`, `group_send` or `custom_robot`.
+    /// `session_webhook`, `batch_send`, `group_send`, `custom_robot` or `http_callback_reply`
+    /// (a message returned as the body of an HTTP-mode callback response).
     pub channel: String,
-    /// Recipients: user ids, the conversation id, or the session's conversation.
+    /// Recipients: the delivered user ids (`batch_send`), the `openConversationId`
+    /// (`group_send`), the session's or callback's conversation id, or `custom-robot` (never
+    /// the robot's access token: it is a credential).
     pub to: Vec<String>,
     /// `msgKey` (OpenAPI) or `msgtype` (webhooks).
     pub kind: String,
-    /// The message content as JSON (`msgParam` parsed, or the webhook body's message part).
-    pub content: serde_json::Value,
-    /// The text a user would read (content / text field).
+    /// The message itself: `msgParam` parsed (OpenAPI) or the body's `<msgtype>` object.
+    pub content: Value,
+    /// The text a user reads: `content` or `text` of the message (empty when it has neither).
     pub text: String,
-    /// Milliseconds since the epoch.
+    /// `at.atUserIds` of a webhook message.
+    pub at_user_ids: Vec<String>,
+    /// `at.isAtAll` of a webhook message.
+    pub is_at_all: bool,
+    /// When it arrived, epoch ms.
     pub at_ms: i64,
+}
+
+/// A SYSTEM `ping` the mock sent and what came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PingRecord {
+    /// The ping frame's `headers.messageId`.
+    pub message_id: String,
+    /// The connection's `connectionId`.
+    pub connection_id: String,
+    /// The random `opaque` sent in `data`.
+    pub opaque: String,
+    /// Whether a frame with the same `messageId` came back.
+    pub answered: bool,
+    /// Whether that frame's `data` parsed to the same JSON as the ping's (the echo DingTalk
+    /// expects; bytes may differ, e.g. Python adds a space).
+    pub echo_matches: bool,
+}
+
+/// An API whose next calls can be made to fail with [`DingTalkMock::fail_next`](crate::DingTalkMock::fail_next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Api {
+    /// `POST /v1.0/oauth2/accessToken`.
+    AccessToken,
+    /// `POST /v1.0/robot/oToMessages/batchSend`.
+    BatchSend,
+    /// `POST /v1.0/robot/groupMessages/send`.
+    GroupSend,
+    /// `POST /v1.0/gateway/connections/open`.
+    GatewayOpen,
+}
+
+/// An injected failure: the status and the `{"code","message","requestid"}` body to answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockFault {
+    /// HTTP status.
+    pub status: u16,
+    /// `code` of the body.
+    pub code: String,
+    /// `message` of the body.
+    pub message: String,
+}
+
+impl MockFault {
+    /// A fault with this status, code and message.
+    pub fn new(status: u16, code: &str, message: &str) -> MockFault {
+        MockFault {
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// `400 send.too.fast`, the robot-send throttle seen in production.
+    pub fn send_too_fast() -> MockFault {
+        MockFault::new(400, "send.too.fast", "发送速度太快")
+    }
+
+    /// `503 ServiceUnavailable`.
+    pub fn unavailable() -> MockFault {
+        MockFault::new(503, "ServiceUnavailable", "服务暂时不可用")
+    }
 }
 
 /// A frame for a connection's writer, or an instruction.
@@ -33,68 +108,91 @@ pub struct OutboxEntry {
 pub(crate) enum ConnCommand {
     /// Send this text frame.
     Frame(String),
-    /// Close without a close frame (TCP drop).
+    /// Close the TCP connection without a close frame.
     Drop,
 }
 
 pub(crate) struct Conn {
     pub(crate) id: u64,
+    pub(crate) connection_id: String,
     pub(crate) tx: mpsc::UnboundedSender<ConnCommand>,
     /// False after a `disconnect` was sent: nothing more is delivered here.
     pub(crate) delivering: bool,
-    /// Set by the zombie knob: the connection neither reads nor writes.
-    pub(crate) zombie: std::sync::Arc<AtomicBool>,
+    /// True: the connection neither reads nor writes (no frames, no pongs).
+    pub(crate) zombie: watch::Sender<bool>,
 }
 
-/// A callback waiting for its ACK (for redelivery).
+impl Conn {
+    pub(crate) fn live(&self) -> bool {
+        self.delivering && !*self.zombie.borrow()
+    }
+}
+
+/// A callback waiting for its ACK.
 pub(crate) struct Pending {
     pub(crate) message_id: String,
-    pub(crate) data: String,
-    pub(crate) sent: Instant,
-    pub(crate) redeliveries: u32,
 }
 
 pub(crate) struct Session {
-    pub(crate) expires_ms: i64,
+    pub(crate) deadline: Instant,
     pub(crate) conversation_id: String,
 }
 
 pub(crate) struct State {
     pub(crate) config: MockConfig,
-    pub(crate) base_url: Mutex<String>,
+    pub(crate) app_id: String,
+    pub(crate) base_url: String,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) tokens: Mutex<HashMap<String, Instant>>,
     pub(crate) token_requests: AtomicUsize,
     pub(crate) tickets: Mutex<HashMap<String, Instant>>,
     pub(crate) sessions: Mutex<HashMap<String, Session>>,
     pub(crate) groups: Mutex<HashSet<String>>,
     pub(crate) outbox: Mutex<Vec<OutboxEntry>>,
-    pub(crate) acks: Mutex<Vec<serde_json::Value>>,
+    pub(crate) acks: Mutex<Vec<Value>>,
+    pub(crate) pings: Mutex<Vec<(PingRecord, Value)>>,
     pub(crate) conns: Mutex<Vec<Conn>>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) pending: Mutex<Vec<Pending>>,
-    pub(crate) qps: Mutex<HashMap<&'static str, (Instant, u32)>>,
+    pub(crate) qps: Mutex<HashMap<Api, (Instant, u32)>>,
     pub(crate) qps_limit: Mutex<Option<u32>>,
     pub(crate) robot_sends: Mutex<VecDeque<Instant>>,
     pub(crate) robot_blocked_until: Mutex<Option<Instant>>,
     pub(crate) reject_open: Mutex<Option<u16>>,
+    pub(crate) zombie_mode: Mutex<bool>,
     pub(crate) flow_controlled: Mutex<HashSet<String>>,
-    pub(crate) request_log: Mutex<Vec<String>>,
+    pub(crate) faults: Mutex<HashMap<Api, VecDeque<MockFault>>>,
+    pub(crate) poster: crate::http_mode::Poster,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("base_url", &self.base_url)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {
-    pub(crate) fn new(config: MockConfig) -> State {
+    pub(crate) fn new(config: MockConfig, base_url: String) -> State {
         State {
             qps_limit: Mutex::new(config.qps_limit),
             flow_controlled: Mutex::new(config.flow_controlled_users.clone()),
+            groups: Mutex::new(config.groups.clone()),
             config,
-            base_url: Mutex::new(String::new()),
+            app_id: uuid::Uuid::new_v4().to_string(),
+            base_url,
+            shutdown: CancellationToken::new(),
+            tasks: Mutex::new(JoinSet::new()),
             tokens: Mutex::new(HashMap::new()),
             token_requests: AtomicUsize::new(0),
             tickets: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
-            groups: Mutex::new(HashSet::new()),
             outbox: Mutex::new(Vec::new()),
             acks: Mutex::new(Vec::new()),
+            pings: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
@@ -102,12 +200,21 @@ impl State {
             robot_sends: Mutex::new(VecDeque::new()),
             robot_blocked_until: Mutex::new(None),
             reject_open: Mutex::new(None),
-            request_log: Mutex::new(Vec::new()),
+            zombie_mode: Mutex::new(false),
+            faults: Mutex::new(HashMap::new()),
+            poster: crate::http_mode::poster(),
         }
     }
 
+    /// Runs `fut` as a task owned by the mock (aborted when it stops).
+    pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(fut);
+    }
+
     /// Counts a call against the per-app, per-API QPS limit; `false` when over it.
-    pub(crate) fn within_qps(&self, api: &'static str) -> bool {
+    pub(crate) fn within_qps(&self, api: Api) -> bool {
         let Some(limit) = *self.qps_limit.lock() else {
             return true;
         };
@@ -117,8 +224,16 @@ impl State {
         if now.duration_since(entry.0) >= Duration::from_secs(1) {
             *entry = (now, 0);
         }
-        entry.1 += 1;
+        entry.1 = entry.1.saturating_add(1);
         entry.1 <= limit
+    }
+
+    /// The next injected failure for `api`, if any.
+    pub(crate) fn take_fault(&self, api: Api) -> Option<MockFault> {
+        self.faults
+            .lock()
+            .get_mut(&api)
+            .and_then(VecDeque::pop_front)
     }
 
     pub(crate) fn token_valid(&self, token: &str) -> bool {
@@ -128,16 +243,24 @@ impl State {
             .is_some_and(|exp| Instant::now() < *exp)
     }
 
+    /// DingTalk returns the same token while it is valid, and renews its lifetime; after it
+    /// expired (or was expired by a knob), a new one.
+    pub(crate) fn issue_token(&self) -> String {
+        let now = Instant::now();
+        let deadline = now + self.config.token_ttl;
+        let mut tokens = self.tokens.lock();
+        tokens.retain(|_, exp| now < *exp);
+        if let Some((token, exp)) = tokens.iter_mut().next() {
+            *exp = deadline;
+            return token.clone();
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        tokens.insert(token.clone(), deadline);
+        token
+    }
+
     pub(crate) fn record(&self, entry: OutboxEntry) {
         self.outbox.lock().push(entry);
-    }
-
-    pub(crate) fn log(&self, what: String) {
-        self.request_log.lock().push(what);
-    }
-
-    pub(crate) fn conn_count(&self) -> usize {
-        self.conns.lock().len()
     }
 
     pub(crate) fn bump_tokens(&self) {
@@ -145,8 +268,19 @@ impl State {
     }
 }
 
+/// Wall-clock epoch milliseconds (what DingTalk puts in `createAt`, `time`, expiry fields).
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `n` random lowercase hex digits.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut s = String::with_capacity(n + 32);
+    while s.len() < n {
+        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(n);
+    s
 }

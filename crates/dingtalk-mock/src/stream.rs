@@ -3,41 +3,47 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State as AxState};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::openapi::error;
-use crate::state::{Conn, ConnCommand, Pending, State, now_ms};
+use crate::openapi::{error, fault_response, json_response, parse_body};
+use crate::state::{Api, Conn, ConnCommand, Pending, PingRecord, State, now_ms, random_hex};
+
+/// The robot message topic.
+pub(crate) const BOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
 
 pub(crate) async fn open(AxState(state): AxState<Arc<State>>, body: String) -> Response {
     if let Some(status) = *state.reject_open.lock() {
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return error(code, "MockRejected", "connection refused by the mock");
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let code = if status == StatusCode::UNAUTHORIZED {
+            "InvalidAuthentication"
+        } else if status.is_server_error() {
+            "ServiceUnavailable"
+        } else {
+            "Forbidden"
+        };
+        return error(status, code, "connection refused by the mock");
     }
-    let Ok(body) = serde_json::from_str::<Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "MissingParameter",
-            "body is mandatory for this action",
-        );
+    if let Some(f) = state.take_fault(Api::GatewayOpen) {
+        return fault_response(&f);
+    }
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
     };
-    let id = body
-        .get("clientId")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let secret = body
-        .get("clientSecret")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if id != state.config.client_id || secret != state.config.client_secret {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
+    if field("clientId") != state.config.client_id
+        || field("clientSecret") != state.config.client_secret
+    {
+        // The real body is undocumented (§5.1, §12); SDKs only look at the status.
         return error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthentication",
@@ -51,17 +57,22 @@ pub(crate) async fn open(AxState(state): AxState<Arc<State>>, body: String) -> R
     {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalidParameter.subscriptions",
+            "invalidParameter.subscriptions.empty",
             "subscriptions is required",
         );
     }
     let ticket = uuid::Uuid::new_v4().to_string();
-    state
-        .tickets
-        .lock()
-        .insert(ticket.clone(), Instant::now() + state.config.ticket_ttl);
-    let base = state.base_url.lock().replacen("http://", "ws://", 1);
-    axum::Json(json!({"endpoint": format!("{base}/connect"), "ticket": ticket})).into_response()
+    let now = Instant::now();
+    {
+        let mut tickets = state.tickets.lock();
+        tickets.retain(|_, exp| now < *exp);
+        tickets.insert(ticket.clone(), now + state.config.ticket_ttl);
+    }
+    let endpoint = format!("{}/connect", state.base_url.replacen("http://", "ws://", 1));
+    json_response(
+        StatusCode::OK,
+        &json!({"endpoint": endpoint, "ticket": ticket}),
+    )
 }
 
 pub(crate) async fn connect(
@@ -69,18 +80,18 @@ pub(crate) async fn connect(
     Query(q): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ticket = q.get("ticket").cloned().unwrap_or_default();
-    // Single use: taken out of the map whether or not it is still fresh.
+    let ticket = q.get("ticket").map(String::as_str).unwrap_or_default();
+    // Single use: taken out whether or not it is still fresh.
     let valid = state
         .tickets
         .lock()
-        .remove(&ticket)
+        .remove(ticket)
         .is_some_and(|exp| Instant::now() < exp);
     if !valid {
         return error(
             StatusCode::UNAUTHORIZED,
             "InvalidTicket",
-            "ticket is invalid or already used",
+            "ticket is invalid, expired or already used",
         );
     }
     ws.on_upgrade(move |socket| run_connection(state, socket))
@@ -88,25 +99,37 @@ pub(crate) async fn connect(
 
 async fn run_connection(state: Arc<State>, socket: WebSocket) {
     let id = state.next_conn.fetch_add(1, Ordering::SeqCst) + 1;
+    let connection_id = uuid::Uuid::new_v4().to_string();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let zombie = Arc::new(AtomicBool::new(false));
+    let (zombie, mut zombie_rx) = watch::channel(*state.zombie_mode.lock());
     state.conns.lock().push(Conn {
         id,
+        connection_id: connection_id.clone(),
         tx,
         delivering: true,
-        zombie: zombie.clone(),
+        zombie,
     });
+    tracing::debug!(connection_id, "stream connection open");
     let (mut sink, mut stream) = socket.split();
     loop {
-        if zombie.load(Ordering::SeqCst) {
-            // A zombie keeps the socket open but neither reads nor writes: no frames, no pongs.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            if rx.is_closed() {
-                break;
+        if *zombie_rx.borrow_and_update() {
+            // A zombie neither reads (so no pongs) nor writes; only a drop or shutdown ends it.
+            tokio::select! {
+                () = state.shutdown.cancelled() => break,
+                changed = zombie_rx.changed() => if changed.is_err() { break },
+                cmd = rx.recv() => match cmd {
+                    Some(ConnCommand::Frame(_)) => {}
+                    Some(ConnCommand::Drop) | None => break,
+                },
             }
             continue;
         }
         tokio::select! {
+            () = state.shutdown.cancelled() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
+            changed = zombie_rx.changed() => if changed.is_err() { break },
             cmd = rx.recv() => match cmd {
                 Some(ConnCommand::Frame(text)) => {
                     if sink.send(Message::Text(text.into())).await.is_err() {
@@ -117,39 +140,63 @@ async fn run_connection(state: Arc<State>, socket: WebSocket) {
             },
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(text))) => on_upstream(&state, text.as_str()),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }
     }
     state.conns.lock().retain(|c| c.id != id);
+    tracing::debug!(connection_id, "stream connection closed");
 }
 
-/// An upstream frame: an ACK of a callback, a ping answer, anything else is ignored.
+/// An upstream frame: an ACK of a callback, a ping echo, or something else answering one of
+/// our frames. Frames that are not JSON or carry no `headers.messageId` are ignored.
 fn on_upstream(state: &State, text: &str) {
     let Ok(frame) = serde_json::from_str::<Value>(text) else {
         return;
     };
-    let message_id = frame["headers"]["messageId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let Some(message_id) = frame["headers"]["messageId"].as_str().map(str::to_owned) else {
+        return;
+    };
     state.pending.lock().retain(|p| p.message_id != message_id);
+    for (ping, sent) in state.pings.lock().iter_mut() {
+        if ping.message_id == message_id {
+            let echoed = frame["data"]
+                .as_str()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok());
+            ping.answered = true;
+            ping.echo_matches = echoed.as_ref() == Some(sent);
+        }
+    }
     state.acks.lock().push(frame);
 }
 
-fn message_id() -> String {
-    format!("{}_{}", uuid::Uuid::new_v4().simple(), now_ms())
+/// A `headers.messageId` shaped like DingTalk's (`bbb43a7_fc9_19ce26ebc01_2925aa2`).
+pub(crate) fn message_id() -> String {
+    format!(
+        "{}_{}_{:x}_{}",
+        random_hex(7),
+        random_hex(3),
+        now_ms(),
+        random_hex(7)
+    )
 }
 
-/// A downstream frame: string headers, JSON-string data.
-pub(crate) fn frame(kind: &str, topic: &str, message_id: &str, data: &str) -> String {
+/// A downstream frame: every header value a string, `data` a JSON string.
+pub(crate) fn frame(
+    state: &State,
+    connection_id: &str,
+    kind: &str,
+    topic: &str,
+    message_id: &str,
+    data: &str,
+) -> String {
     json!({
         "specVersion": "1.0",
         "type": kind,
         "headers": {
-            "appId": "mock-app",
-            "connectionId": "mock-connection",
+            "appId": state.app_id,
+            "connectionId": connection_id,
             "contentType": "application/json",
             "messageId": message_id,
             "time": now_ms().to_string(),
@@ -160,117 +207,179 @@ pub(crate) fn frame(kind: &str, topic: &str, message_id: &str, data: &str) -> St
     .to_string()
 }
 
-/// Sends a frame to the newest connection still delivering. Returns whether one was there.
-pub(crate) fn deliver(state: &State, text: String) -> bool {
+/// Sends a CALLBACK to the newest live connection (DingTalk picks one of an app's connections
+/// per message; the newest makes make-before-break switches deterministic). Returns whether
+/// there was one.
+fn deliver_callback(state: &State, message_id: &str, data: &str) -> bool {
     let conns = state.conns.lock();
-    match conns
-        .iter()
-        .rev()
-        .find(|c| c.delivering && !c.zombie.load(Ordering::SeqCst))
-    {
-        Some(c) => c.tx.send(ConnCommand::Frame(text)).is_ok(),
-        None => false,
-    }
-}
-
-/// Delivers a robot message as a CALLBACK frame and tracks it for redelivery.
-pub(crate) fn push_callback(state: &State, data: String) -> bool {
-    let id = message_id();
-    let sent = deliver(
+    let Some(conn) = conns.iter().rev().find(|c| c.live()) else {
+        return false;
+    };
+    let text = frame(
         state,
-        frame("CALLBACK", "/v1.0/im/bot/messages/get", &id, &data),
+        &conn.connection_id,
+        "CALLBACK",
+        BOT_TOPIC,
+        message_id,
+        data,
     );
-    if sent && state.config.redelivery_after.is_some() {
-        state.pending.lock().push(Pending {
-            message_id: id,
-            data,
-            sent: Instant::now(),
-            redeliveries: 0,
-        });
-    }
-    sent
+    conn.tx.send(ConnCommand::Frame(text)).is_ok()
 }
 
-/// Redelivers callbacks that were not ACKed in time: new `messageId`, same data (same `msgId`).
-pub(crate) fn redeliver_due(state: &State) {
+/// Delivers a robot message as a CALLBACK frame; with redelivery on, tracks it until ACKed
+/// (and queues it when no connection is live).
+pub(crate) fn push_callback(state: &Arc<State>, data: String) -> bool {
+    let id = message_id();
+    let delivered = deliver_callback(state, &id, &data);
+    if state.config.redelivery_after.is_some() {
+        state.pending.lock().push(Pending {
+            message_id: id.clone(),
+        });
+        let s = state.clone();
+        state.spawn(redeliver(s, id, data, delivered));
+    }
+    delivered
+}
+
+/// Redelivers one callback while it stays un-ACKed: new `messageId`, same `data` (so the same
+/// `msgId`), at most `max_redeliveries` times after its first delivery.
+async fn redeliver(state: Arc<State>, mut id: String, data: String, delivered: bool) {
     let Some(after) = state.config.redelivery_after else {
         return;
     };
-    let now = Instant::now();
-    let due: Vec<(String, u32)> = {
-        let mut pending = state.pending.lock();
-        let (due, keep): (Vec<Pending>, Vec<Pending>) = pending
-            .drain(..)
-            .partition(|p| now.duration_since(p.sent) >= after && p.redeliveries < 3);
-        *pending = keep;
-        due.into_iter()
-            .map(|p| (p.data, p.redeliveries + 1))
-            .collect()
-    };
-    for (data, n) in due {
-        let id = message_id();
-        if deliver(
+    let mut deliveries = u32::from(delivered);
+    // Bounded so a message nobody connects for does not keep a task forever.
+    for _ in 0..1000 {
+        tokio::time::sleep(after).await;
+        if !state.pending.lock().iter().any(|p| p.message_id == id) {
+            return;
+        }
+        if deliveries > state.config.max_redeliveries {
+            break;
+        }
+        let new_id = message_id();
+        if deliver_callback(&state, &new_id, &data) {
+            deliveries += 1;
+            for p in state.pending.lock().iter_mut() {
+                if p.message_id == id {
+                    p.message_id.clone_from(&new_id);
+                }
+            }
+            id = new_id;
+        }
+    }
+    state.pending.lock().retain(|p| p.message_id != id);
+}
+
+/// Sends a SYSTEM `ping` with a random `opaque` to every live connection; returns how many.
+pub(crate) fn ping_all(state: &Arc<State>) -> usize {
+    let mut sent = Vec::new();
+    for c in state.conns.lock().iter().filter(|c| c.live()) {
+        let message_id = message_id();
+        let opaque = uuid::Uuid::new_v4().to_string();
+        let data = json!({"opaque": opaque});
+        let text = frame(
             state,
-            frame("CALLBACK", "/v1.0/im/bot/messages/get", &id, &data),
-        ) {
-            state.pending.lock().push(Pending {
-                message_id: id,
+            &c.connection_id,
+            "SYSTEM",
+            "ping",
+            &message_id,
+            &data.to_string(),
+        );
+        if c.tx.send(ConnCommand::Frame(text)).is_ok() {
+            state.pings.lock().push((
+                PingRecord {
+                    message_id: message_id.clone(),
+                    connection_id: c.connection_id.clone(),
+                    opaque,
+                    answered: false,
+                    echo_matches: false,
+                },
                 data,
-                sent: now,
-                redeliveries: n,
+            ));
+            sent.push((message_id, c.tx.clone()));
+        }
+    }
+    let n = sent.len();
+    if let Some(timeout) = state.config.ping_timeout {
+        for (message_id, tx) in sent {
+            let s = state.clone();
+            state.spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let answered = s
+                    .pings
+                    .lock()
+                    .iter()
+                    .any(|(p, _)| p.message_id == message_id && p.answered);
+                if !answered {
+                    let _ = tx.send(ConnCommand::Drop);
+                }
             });
         }
     }
+    n
 }
 
-/// Sends a SYSTEM ping with a random opaque to every delivering connection.
-pub(crate) fn ping_all(state: &State) {
-    let opaque = uuid::Uuid::new_v4().to_string();
-    let data = json!({"opaque": opaque}).to_string();
-    for c in state.conns.lock().iter().filter(|c| c.delivering) {
-        let _ = c.tx.send(ConnCommand::Frame(frame(
-            "SYSTEM",
-            "ping",
-            &message_id(),
-            &data,
-        )));
-    }
-}
-
-/// Sends SYSTEM `disconnect` to every connection, stops delivering to them, and drops them
-/// after the grace period (DingTalk: 10 s).
-pub(crate) fn disconnect_all(state: &Arc<State>) {
+/// Sends SYSTEM `disconnect` to every delivering connection, stops delivering to them, and
+/// drops them after the grace period. Returns how many.
+pub(crate) fn disconnect_all(state: &Arc<State>) -> usize {
     let data = json!({"reason": "persistent connection is timeout"}).to_string();
     let mut doomed = Vec::new();
     for c in state.conns.lock().iter_mut().filter(|c| c.delivering) {
-        let _ = c.tx.send(ConnCommand::Frame(frame(
+        let text = frame(
+            state,
+            &c.connection_id,
             "SYSTEM",
             "disconnect",
             &message_id(),
             &data,
-        )));
+        );
+        let _ = c.tx.send(ConnCommand::Frame(text));
         c.delivering = false;
         doomed.push(c.tx.clone());
     }
+    let n = doomed.len();
     let grace = state.config.disconnect_grace;
-    tokio::spawn(async move {
+    state.spawn(async move {
         tokio::time::sleep(grace).await;
         for tx in doomed {
             let _ = tx.send(ConnCommand::Drop);
         }
     });
+    n
 }
 
-/// Drops every connection without a close frame.
-pub(crate) fn drop_all(state: &State) {
-    for c in state.conns.lock().iter() {
+/// Drops every connection without a close frame; returns how many.
+pub(crate) fn drop_all(state: &State) -> usize {
+    let conns = state.conns.lock();
+    for c in conns.iter() {
         let _ = c.tx.send(ConnCommand::Drop);
+    }
+    conns.len()
+}
+
+/// Zombie mode on: current and new connections stay open but go silent and deaf. Off: they
+/// come back to life.
+pub(crate) fn set_zombie(state: &State, on: bool) {
+    *state.zombie_mode.lock() = on;
+    for c in state.conns.lock().iter() {
+        c.zombie.send_replace(on);
     }
 }
 
-/// Makes every current connection a zombie: open, but silent and deaf.
-pub(crate) fn zombify_all(state: &State) {
+/// Makes the current connections zombies; new ones are healthy.
+pub(crate) fn zombify_current(state: &State) {
     for c in state.conns.lock().iter() {
-        c.zombie.store(true, Ordering::SeqCst);
+        c.zombie.send_replace(true);
+    }
+}
+
+/// Pings every live connection every `every` (first after one period).
+pub(crate) async fn ping_loop(state: Arc<State>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        ping_all(&state);
     }
 }

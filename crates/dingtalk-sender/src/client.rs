@@ -1,27 +1,32 @@
-//! The sender: token cache, throttling, robot sends and session-webhook replies.
+//! The sender: builder, token handling, paced and retried OpenAPI calls, robot sends and
+//! session-webhook replies.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
 use retry_policy::{Jitter, RetryPolicy};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::split::{DEFAULT_PART_BYTES, split_message};
+use crate::split::{DEFAULT_PART_BYTES, MSG_PARAM_LIMIT, json_weight, split_weighted};
+use crate::throttle::TokenBucket;
+use crate::token::{AccessToken, TokenCache};
 
 /// The real OpenAPI host.
 pub const DEFAULT_API_BASE: &str = "https://api.dingtalk.com";
 /// The real old-style API host.
 pub const DEFAULT_OAPI_BASE: &str = "https://oapi.dingtalk.com";
-/// Most user ids in one `batchSend`.
+/// Most user ids in one `batchSend` (DingTalk refuses more with
+/// `invalidParameter.userIds.overMax`).
 pub const MAX_USERS_PER_CALL: usize = 20;
 
-/// Configures a [`DingTalkSender`].
+/// Longest title sent with a long markdown's parts (it is only the notification preview).
+const MAX_TITLE_CHARS: usize = 64;
+
+/// Configures a [`DingTalkSender`]. Setters never fail; [`SenderBuilder::build`] checks.
 #[derive(Clone)]
 pub struct SenderBuilder {
     client_id: String,
@@ -31,8 +36,11 @@ pub struct SenderBuilder {
     oapi_base: String,
     qps: u32,
     retry: RetryPolicy,
+    flow_control_retries: u32,
     timeout: Duration,
+    connect_timeout: Duration,
     refresh_margin: Duration,
+    part_bytes: usize,
 }
 
 impl fmt::Debug for SenderBuilder {
@@ -40,63 +48,102 @@ impl fmt::Debug for SenderBuilder {
         f.debug_struct("SenderBuilder")
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
+            .field("robot_code", &self.robot_code)
             .field("api_base", &self.api_base)
+            .field("oapi_base", &self.oapi_base)
+            .field("qps", &self.qps)
+            .field("retry", &self.retry)
+            .field("flow_control_retries", &self.flow_control_retries)
+            .field("timeout", &self.timeout)
+            .field("part_bytes", &self.part_bytes)
             .finish_non_exhaustive()
     }
 }
 
+// === impl SenderBuilder ===
+
 impl SenderBuilder {
-    /// App key (`DINGTALK_CLIENT_ID`).
+    /// The app's Client ID (AppKey; `DINGTALK_CLIENT_ID`). Required.
     pub fn client_id(mut self, v: impl Into<String>) -> Self {
         self.client_id = v.into();
         self
     }
 
-    /// App secret (`DINGTALK_CLIENT_SECRET`).
+    /// The app's Client Secret (`DINGTALK_CLIENT_SECRET`). Required. Never logged or printed.
     pub fn client_secret(mut self, v: impl Into<String>) -> Self {
         self.client_secret = v.into();
         self
     }
 
-    /// Robot code (default: the client id).
+    /// The robot code sends carry (default: the client id, as for an internal app's robot).
     pub fn robot_code(mut self, v: impl Into<String>) -> Self {
         self.robot_code = Some(v.into());
         self
     }
 
-    /// OpenAPI base URL.
+    /// The OpenAPI base URL (default [`DEFAULT_API_BASE`]); point it at a local mock in tests.
     pub fn api_base(mut self, v: impl Into<String>) -> Self {
         self.api_base = v.into().trim_end_matches('/').to_owned();
         self
     }
 
-    /// Old-style API base URL.
+    /// The old-style API base URL (default [`DEFAULT_OAPI_BASE`]). Session webhooks are full
+    /// URLs and do not use it.
     pub fn oapi_base(mut self, v: impl Into<String>) -> Self {
         self.oapi_base = v.into().trim_end_matches('/').to_owned();
         self
     }
 
-    /// Client-side limit of calls per second per API (default 20, DingTalk's per-app limit).
+    /// Client-side limit of calls per second, per API (default 20: DingTalk's per-app limit
+    /// for a standard-edition org). Calls are paced evenly, so no one-second window sees more.
     pub fn qps(mut self, qps: u32) -> Self {
         self.qps = qps.max(1);
         self
     }
 
-    /// Backoff for throttled calls (default: 3 retries from 1 s).
+    /// Backoff for throttled calls (`QpsLimit`, `send.too.fast`, 429) and connection failures.
+    /// Default: 5 retries from 1 s (DingTalk asks for at least a second), doubling to 30 s,
+    /// proportional jitter. Tests pass milliseconds.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
-    /// Timeout of each HTTP call (default 10 s).
+    /// How many times users reported in `flowControlledStaffIdList` are retried (alone, with
+    /// the [`SenderBuilder::retry`] backoff) before being reported as failed. Default 3.
+    pub fn flow_control_retries(mut self, n: u32) -> Self {
+        self.flow_control_retries = n;
+        self
+    }
+
+    /// Total timeout of each HTTP call (default 10 s).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self
     }
 
+    /// Connect timeout of each HTTP call (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Refresh the access token this long before it expires (default 300 s, capped at half its
+    /// lifetime).
+    pub fn token_refresh_margin(mut self, d: Duration) -> Self {
+        self.refresh_margin = d;
+        self
+    }
+
+    /// Largest part of a long message, in bytes (default [`DEFAULT_PART_BYTES`]).
+    pub fn part_bytes(mut self, n: usize) -> Self {
+        self.part_bytes = n;
+        self
+    }
+
     /// Reads `DINGTALK_CLIENT_ID`, `DINGTALK_CLIENT_SECRET`, `DINGTALK_ROBOT_CODE`,
-    /// `DINGTALK_API_BASE` and `DINGTALK_OAPI_BASE` (for binaries; libraries should not read
-    /// the environment).
+    /// `DINGTALK_API_BASE` and `DINGTALK_OAPI_BASE` where set and non-empty. A convenience for
+    /// binaries and examples; libraries should take their configuration explicitly.
     pub fn from_env(mut self) -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("DINGTALK_CLIENT_ID") {
@@ -117,58 +164,86 @@ impl SenderBuilder {
         self
     }
 
-    /// Builds the sender.
+    /// Builds the sender. Installs rustls' `ring` provider as the process default if none is.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when the id or secret is missing or the HTTP client cannot be built.
-    pub fn build(self) -> Result<DingTalkSender, Error> {
+    /// [`Error::Config`] when the client id or secret is empty, a base URL is not an
+    /// `http(s)` URL, or the HTTP client cannot be built.
+    pub fn build(self) -> Result<DingTalkSender> {
         if self.client_id.is_empty() || self.client_secret.is_empty() {
             return Err(Error::Config(
                 "client id and client secret are required".into(),
             ));
         }
+        for (name, base) in [("api", &self.api_base), ("oapi", &self.oapi_base)] {
+            let ok = reqwest::Url::parse(base)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(Error::Config(format!("{name} base is not an http(s) URL")));
+            }
+        }
+        // Someone else may have installed a provider already: that one is fine too.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Config(e.without_url().to_string()))?;
+            .map_err(|e| Error::Config(format!("http client: {}", e.without_url())))?;
+        let robot_code = self
+            .robot_code
+            .clone()
+            .unwrap_or_else(|| self.client_id.clone());
         Ok(DingTalkSender {
             inner: Arc::new(Inner {
-                robot_code: self
-                    .robot_code
-                    .clone()
-                    .unwrap_or_else(|| self.client_id.clone()),
+                robot_code,
                 http,
-                token: tokio::sync::Mutex::new(None),
-                buckets: Mutex::new(std::collections::HashMap::new()),
+                token: TokenCache::new(self.refresh_margin),
+                batch_bucket: TokenBucket::new(self.qps, 1),
+                group_bucket: TokenBucket::new(self.qps, 1),
                 config: self,
             }),
         })
     }
 }
 
-struct CachedToken {
-    value: String,
-    refresh_at: Instant,
+/// The OpenAPI endpoints with their own QPS budget.
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    BatchSend,
+    GroupSend,
 }
 
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::BatchSend => "/v1.0/robot/oToMessages/batchSend",
+            Api::GroupSend => "/v1.0/robot/groupMessages/send",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Api::BatchSend => "batchSend",
+            Api::GroupSend => "groupMessages/send",
+        }
+    }
 }
 
 struct Inner {
     config: SenderBuilder,
     robot_code: String,
     http: reqwest::Client,
-    /// The cached token; the async mutex makes refreshes single-flight.
-    token: tokio::sync::Mutex<Option<CachedToken>>,
-    buckets: Mutex<std::collections::HashMap<&'static str, Bucket>>,
+    token: TokenCache,
+    batch_bucket: TokenBucket,
+    group_bucket: TokenBucket,
 }
 
-/// Pushes messages through the DingTalk OpenAPI and replies through session webhooks.
-/// Cheap to clone.
+/// Pushes robot messages through the DingTalk OpenAPI and replies through session webhooks.
+///
+/// Cheap to clone (an `Arc` inside); clones share the token cache and the QPS buckets, so use
+/// one sender (and its clones) per app.
 #[derive(Clone)]
 pub struct DingTalkSender {
     inner: Arc<Inner>,
@@ -177,24 +252,80 @@ pub struct DingTalkSender {
 impl fmt::Debug for DingTalkSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DingTalkSender")
+            .field("robot_code", &self.inner.robot_code)
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
 }
 
-/// The outcome of a one-to-one send to many users.
+/// Where a pushed message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One-to-one to these users (userIds / staff ids, e.g. a callback's `senderStaffId`).
+    Users(Vec<String>),
+    /// To this group (`openConversationId` = a group callback's `conversationId`).
+    Group(String),
+}
+
+impl Target {
+    /// The target for answering a robot callback: `conversationType` `"1"` (single chat) goes
+    /// to the sender's staff id, anything else to the conversation.
+    pub fn from_conversation(
+        conversation_type: &str,
+        conversation_id: &str,
+        sender_staff_id: &str,
+    ) -> Target {
+        if conversation_type == "1" {
+            Target::Users(vec![sender_staff_id.to_owned()])
+        } else {
+            Target::Group(conversation_id.to_owned())
+        }
+    }
+}
+
+/// The outcome of a one-to-one send to many users. DingTalk answers 200 even when some users
+/// were not reached: look at the lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchSendReport {
-    /// One `processQueryKey` per successful call.
+    /// One `processQueryKey` per successful call (for read status and recall).
     pub process_query_keys: Vec<String>,
-    /// Users who got the message.
+    /// Users DingTalk accepted the message for.
     pub delivered: Vec<String>,
     /// Users DingTalk does not know (`invalidStaffIdList`); never retried.
     pub invalid_users: Vec<String>,
-    /// Users DingTalk filtered (`filteredStaffIdList`).
+    /// Users DingTalk filtered (`filteredStaffIdList`, e.g. no chat with the robot); not retried.
     pub filtered_users: Vec<String>,
-    /// Users still throttled after the retries (`flowControlledStaffIdList`).
-    pub flow_controlled_users: Vec<String>,
+    /// Users still flow-controlled (`flowControlledStaffIdList`) after their retries.
+    pub flow_controlled_users_failed: Vec<String>,
+    /// How many `batchSend` calls succeeded (first sends and flow-control retries).
+    pub calls: usize,
+}
+
+impl BatchSendReport {
+    /// Every user got the message.
+    pub fn all_delivered(&self) -> bool {
+        self.invalid_users.is_empty()
+            && self.filtered_users.is_empty()
+            && self.flow_controlled_users_failed.is_empty()
+    }
+}
+
+/// The outcome of a group send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupSendReport {
+    /// DingTalk's `processQueryKey` (message id).
+    pub process_query_key: String,
+}
+
+/// The outcome of [`DingTalkSender::send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendReport {
+    /// A one-to-one send.
+    Users(BatchSendReport),
+    /// A group send.
+    Group(GroupSendReport),
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -206,8 +337,17 @@ struct BatchSendResponse {
     filtered_staff_id_list: Vec<String>,
 }
 
+/// A failed call and the server's `Retry-After`, if any.
+type CallError = (Error, Option<Duration>);
+
+fn truncated(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+// === impl DingTalkSender ===
+
 impl DingTalkSender {
-    /// A builder with the real hosts, 20 calls/s and a 1 s backoff.
+    /// A builder with the real hosts, 20 calls/s per API, a 1 s-based backoff and 10 s timeouts.
     pub fn builder() -> SenderBuilder {
         SenderBuilder {
             client_id: String::new(),
@@ -217,186 +357,226 @@ impl DingTalkSender {
             oapi_base: DEFAULT_OAPI_BASE.into(),
             qps: 20,
             retry: RetryPolicy {
-                max_retries: 3,
+                max_retries: 5,
                 base_delay: Duration::from_secs(1),
                 max_delay: Duration::from_secs(30),
                 jitter: Jitter::Full,
             },
+            flow_control_retries: 3,
             timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
             refresh_margin: Duration::from_secs(300),
+            part_bytes: DEFAULT_PART_BYTES,
         }
     }
 
-    /// The robot code used for sends.
+    /// `DingTalkSender::builder().from_env().build()`: configured from `DINGTALK_*` variables
+    /// (see [`SenderBuilder::from_env`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`SenderBuilder::build`] (e.g. the credentials are not set).
+    pub fn from_env() -> Result<DingTalkSender> {
+        DingTalkSender::builder().from_env().build()
+    }
+
+    /// The robot code sends carry.
     pub fn robot_code(&self) -> &str {
         &self.inner.robot_code
     }
 
-    /// A valid access token: cached, refreshed `expireIn - 300 s` after it was issued, one
-    /// refresh at a time however many callers ask.
+    /// A valid access token, for OpenAPI calls this crate does not wrap. Cached, refreshed
+    /// ahead of expiry, fetched once however many callers ask at the same time. It is a
+    /// credential: do not log it.
     ///
     /// # Errors
     ///
-    /// DingTalk refused the credentials, or the request failed.
-    pub async fn access_token(&self) -> Result<String, Error> {
-        let mut slot = self.inner.token.lock().await;
-        if let Some(t) = slot.as_ref()
-            && Instant::now() < t.refresh_at
-        {
-            return Ok(t.value.clone());
-        }
+    /// DingTalk refused the credentials (`invalidClientIdOrSecret`), or kept failing.
+    pub async fn access_token(&self) -> Result<String> {
+        Ok(self.token().await?.0)
+    }
+
+    async fn token(&self) -> Result<AccessToken> {
+        self.inner.token.get(|| self.fetch_token()).await
+    }
+
+    /// `POST /v1.0/oauth2/accessToken`, retried (it is idempotent) on throttling and failures.
+    async fn fetch_token(&self) -> Result<(String, Duration)> {
         let url = format!("{}/v1.0/oauth2/accessToken", self.inner.config.api_base);
-        let body = json!({"appKey": self.inner.config.client_id, "appSecret": self.inner.config.client_secret});
-        let v = self.call_json(&url, None, &body).await?;
-        let value = v["accessToken"]
-            .as_str()
-            .ok_or_else(|| Error::Transport("no accessToken in the answer".into()))?
-            .to_owned();
-        let ttl = Duration::from_secs(v["expireIn"].as_u64().unwrap_or(7200));
-        let refresh_at =
-            Instant::now() + ttl.saturating_sub(self.inner.config.refresh_margin.min(ttl / 2));
-        *slot = Some(CachedToken {
-            value: value.clone(),
-            refresh_at,
+        let body = json!({
+            "appKey": self.inner.config.client_id,
+            "appSecret": self.inner.config.client_secret,
         });
-        tracing::debug!(ttl_secs = ttl.as_secs(), "dingtalk access token refreshed");
-        Ok(value)
-    }
-
-    async fn invalidate(&self, stale: &str) {
-        let mut slot = self.inner.token.lock().await;
-        if slot.as_ref().is_some_and(|t| t.value == stale) {
-            *slot = None;
-        }
-    }
-
-    /// Waits for the client-side token bucket of `api`.
-    async fn throttle(&self, api: &'static str) {
-        let qps = f64::from(self.inner.config.qps);
-        loop {
-            let wait = {
-                let mut buckets = self.inner.buckets.lock();
-                let now = Instant::now();
-                // Capacity 1: calls are paced evenly at 1/qps, so no one-second window (DingTalk
-                // counts per second) ever sees more than `qps`, bursts included.
-                let b = buckets.entry(api).or_insert(Bucket {
-                    tokens: 1.0,
-                    last: now,
-                });
-                b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * qps).min(1.0);
-                b.last = now;
-                if b.tokens >= 1.0 {
-                    b.tokens -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - b.tokens) / qps)
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    async fn call_json(
-        &self,
-        url: &str,
-        token: Option<&str>,
-        body: &Value,
-    ) -> Result<Value, Error> {
-        let mut req = self
-            .inner
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .json(body);
-        if let Some(t) = token {
-            req = req.header("x-acs-dingtalk-access-token", t);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Transport(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| Error::Transport(e.without_url().to_string()))?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(v);
-        }
-        Err(Error::Api {
-            status,
-            code: v["code"].as_str().unwrap_or("unknown").to_owned(),
-            message: v["message"]
-                .as_str()
-                .unwrap_or(&text)
-                .chars()
-                .take(300)
-                .collect(),
-            request_id: v["requestid"].as_str().unwrap_or_default().to_owned(),
-        })
-    }
-
-    /// An authenticated OpenAPI call: token refreshed once on `InvalidAuthentication`/401,
-    /// throttling retried with backoff.
-    async fn api_call(&self, api: &'static str, path: &str, body: &Value) -> Result<Value, Error> {
-        let url = format!("{}{path}", self.inner.config.api_base);
         let mut retries = 0;
-        let mut refreshed = false;
-        loop {
-            self.throttle(api).await;
-            let token = self.access_token().await?;
-            match self.call_json(&url, Some(&token), body).await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_auth() && !refreshed => {
-                    tracing::info!("dingtalk refused the access token; refreshing once");
-                    refreshed = true;
-                    self.invalidate(&token).await;
-                }
-                Err(e) if e.is_retryable() => {
-                    match self.inner.config.retry.next_delay(retries, None) {
+        let v = loop {
+            match self.post_json(&url, None, &body).await {
+                Ok(v) => break v,
+                Err((e, retry_after)) if e.is_retryable() => {
+                    match self.inner.config.retry.next_delay(retries, retry_after) {
                         Some(d) => {
-                            tracing::warn!(error = %e, delay_ms = d.as_millis() as u64, "dingtalk call throttled or failed; retrying");
+                            tracing::warn!(error = %e, delay_ms = millis(d), "dingtalk token request failed; retrying");
                             retries += 1;
                             tokio::time::sleep(d).await;
                         }
                         None => return Err(e),
                     }
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => return Err(e),
             }
+        };
+        let token = v
+            .get("accessToken")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::UnexpectedResponse {
+                status: 200,
+                detail: "no accessToken in the token answer".into(),
+            })?;
+        let ttl = v.get("expireIn").and_then(Value::as_u64).unwrap_or(7200);
+        Ok((token.to_owned(), Duration::from_secs(ttl)))
+    }
+
+    /// One POST with a JSON body; 2xx JSON is success, anything else an error.
+    async fn post_json(
+        &self,
+        url: &str,
+        token: Option<&AccessToken>,
+        body: &Value,
+    ) -> std::result::Result<Value, CallError> {
+        let mut req = self.inner.http.post(url).json(body);
+        if let Some(t) = token {
+            req = req.header("x-acs-dingtalk-access-token", &t.0);
+        }
+        let resp = req.send().await.map_err(|e| (Error::transport(e), None))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_policy::parse_retry_after(v, SystemTime::now()));
+        let header_request_id = resp
+            .headers()
+            .get("x-acs-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| (Error::transport(e), retry_after))?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        if (200..300).contains(&status) {
+            return parsed.ok_or_else(|| {
+                (
+                    Error::UnexpectedResponse {
+                        status,
+                        detail: format!("not JSON: {}", truncated(&text)),
+                    },
+                    None,
+                )
+            });
+        }
+        let error = match parsed
+            .as_ref()
+            .and_then(|v| Some((v, v.get("code")?.as_str()?)))
+        {
+            Some((v, code)) => Error::Api {
+                status,
+                code: code.to_owned(),
+                message: truncated(v.get("message").and_then(Value::as_str).unwrap_or("")),
+                request_id: v
+                    .get("requestid")
+                    .and_then(Value::as_str)
+                    .map_or(header_request_id, str::to_owned),
+            },
+            None => Error::UnexpectedResponse {
+                status,
+                detail: truncated(&text),
+            },
+        };
+        Err((error, retry_after))
+    }
+
+    /// An authenticated, paced OpenAPI call: the token is refreshed once if refused, throttling
+    /// and connection failures are retried with backoff, anything else is returned.
+    async fn api_call(&self, api: Api, body: &Value) -> Result<Value> {
+        let url = format!("{}{}", self.inner.config.api_base, api.path());
+        let bucket = match api {
+            Api::BatchSend => &self.inner.batch_bucket,
+            Api::GroupSend => &self.inner.group_bucket,
+        };
+        let mut retries = 0;
+        let mut refreshed = false;
+        loop {
+            bucket.acquire().await;
+            let token = self.token().await?;
+            let (e, retry_after) = match self.post_json(&url, Some(&token), body).await {
+                Ok(v) => return Ok(v),
+                Err(failure) => failure,
+            };
+            if e.is_invalid_token() && !refreshed {
+                tracing::info!(
+                    api = api.name(),
+                    "dingtalk refused the access token; refreshing it once"
+                );
+                refreshed = true;
+                self.inner.token.invalidate(&token);
+                continue;
+            }
+            if !e.is_safe_to_retry() {
+                tracing::warn!(api = api.name(), error = %e, "dingtalk call failed");
+                return Err(e);
+            }
+            let Some(delay) = self.inner.config.retry.next_delay(retries, retry_after) else {
+                tracing::warn!(api = api.name(), error = %e, retries, "dingtalk call still failing; giving up");
+                return Err(e);
+            };
+            tracing::info!(api = api.name(), error = %e, delay_ms = millis(delay), "dingtalk call throttled or unreachable; backing off");
+            retries += 1;
+            tokio::time::sleep(delay).await;
         }
     }
 
-    /// Sends `message` one-to-one to `user_ids` (split into calls of at most 20). Users in
-    /// `flowControlledStaffIdList` are retried alone with backoff; invalid users are reported,
+    /// Sends `message` one-to-one to `user_ids` (`batchSend`, at most 20 a call: more are split
+    /// into several calls, duplicates dropped). Users reported in `flowControlledStaffIdList` are
+    /// retried alone (without the others), with backoff, up to
+    /// [`SenderBuilder::flow_control_retries`] times; invalid and filtered users are reported,
     /// never retried.
     ///
     /// # Errors
     ///
-    /// A call failed permanently (e.g. `invalidParameter.*`) or kept being throttled.
-    pub async fn send_to_users(
+    /// [`Error::InvalidMessage`], or a call failed permanently (e.g. `invalidParameter.*`,
+    /// [`Error::is_invalid_token`] after the refresh) or stayed throttled through the retries.
+    /// Calls before the failing one were delivered.
+    pub async fn send_to_users<S: AsRef<str>>(
         &self,
-        user_ids: &[String],
+        user_ids: &[S],
         message: &Message,
-    ) -> Result<BatchSendReport, Error> {
+    ) -> Result<BatchSendReport> {
+        message.validate()?;
+        let mut seen = std::collections::HashSet::new();
+        let users: Vec<&str> = user_ids
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|u| seen.insert(*u))
+            .collect();
+        let msg_key = message.msg_key();
+        let msg_param = message.msg_param();
         let mut report = BatchSendReport::default();
-        for chunk in user_ids.chunks(MAX_USERS_PER_CALL) {
-            let mut pending: Vec<String> = chunk.to_vec();
+        for chunk in users.chunks(MAX_USERS_PER_CALL) {
+            let mut pending: Vec<String> = chunk.iter().map(|u| (*u).to_owned()).collect();
             let mut round = 0;
-            while !pending.is_empty() {
+            loop {
                 let body = json!({
                     "robotCode": self.inner.robot_code,
                     "userIds": pending,
-                    "msgKey": message.msg_key(),
-                    "msgParam": message.msg_param(),
+                    "msgKey": msg_key,
+                    "msgParam": msg_param,
                 });
-                let v = self
-                    .api_call("batchSend", "/v1.0/robot/oToMessages/batchSend", &body)
-                    .await?;
+                let v = self.api_call(Api::BatchSend, &body).await?;
                 let r: BatchSendResponse = serde_json::from_value(v).unwrap_or_default();
-                if let Some(k) = r.process_query_key {
-                    report.process_query_keys.push(k);
-                }
+                report.calls += 1;
+                report.process_query_keys.extend(r.process_query_key);
                 let throttled = r.flow_controlled_staff_id_list;
                 report.delivered.extend(
                     pending
@@ -410,121 +590,202 @@ impl DingTalkSender {
                 );
                 report.invalid_users.extend(r.invalid_staff_id_list);
                 report.filtered_users.extend(r.filtered_staff_id_list);
-                match self.inner.config.retry.next_delay(round, None) {
-                    Some(d) if !throttled.is_empty() => {
-                        tracing::info!(
-                            users = throttled.len(),
-                            "users flow-controlled; retrying them alone"
-                        );
-                        round += 1;
-                        tokio::time::sleep(d).await;
-                        pending = throttled;
-                    }
-                    _ => {
-                        report.flow_controlled_users.extend(throttled);
-                        pending = Vec::new();
-                    }
+                if throttled.is_empty() {
+                    break;
                 }
+                let flow_policy = RetryPolicy {
+                    max_retries: self.inner.config.flow_control_retries,
+                    ..self.inner.config.retry
+                };
+                let Some(delay) = flow_policy.next_delay(round, None) else {
+                    tracing::warn!(
+                        users = throttled.len(),
+                        "users still flow-controlled after retries"
+                    );
+                    report.flow_controlled_users_failed.extend(throttled);
+                    break;
+                };
+                tracing::info!(
+                    users = throttled.len(),
+                    delay_ms = millis(delay),
+                    "users flow-controlled; retrying them alone"
+                );
+                round += 1;
+                tokio::time::sleep(delay).await;
+                pending = throttled;
             }
         }
         Ok(report)
     }
 
-    /// Sends `message` to a group (`openConversationId` = the callback's `conversationId`).
-    /// Returns the `processQueryKey`.
+    /// Sends `message` to a group (`groupMessages/send`; `open_conversation_id` is a group
+    /// callback's `conversationId`, and the robot must be in the group).
     ///
     /// # Errors
     ///
-    /// A permanent failure, or throttling that outlasted the retries.
+    /// [`Error::InvalidMessage`] (also when `msgParam` would reach DingTalk's 15,000-byte
+    /// limit), a permanent failure such as `invalidParameter.openConversationId.invalid`, or
+    /// throttling that outlasted the retries.
     pub async fn send_to_group(
         &self,
         open_conversation_id: &str,
         message: &Message,
-    ) -> Result<String, Error> {
+    ) -> Result<GroupSendReport> {
+        message.validate()?;
+        let msg_param = message.msg_param();
+        if msg_param.len() >= MSG_PARAM_LIMIT {
+            return Err(Error::InvalidMessage(format!(
+                "msgParam is {} bytes, DingTalk takes less than {MSG_PARAM_LIMIT}: split it (send_long_markdown)",
+                msg_param.len()
+            )));
+        }
         let body = json!({
             "robotCode": self.inner.robot_code,
             "openConversationId": open_conversation_id,
             "msgKey": message.msg_key(),
-            "msgParam": message.msg_param(),
+            "msgParam": msg_param,
         });
-        let v = self
-            .api_call("groupSend", "/v1.0/robot/groupMessages/send", &body)
-            .await?;
-        Ok(v["processQueryKey"].as_str().unwrap_or_default().to_owned())
+        let v = self.api_call(Api::GroupSend, &body).await?;
+        let key = v
+            .get("processQueryKey")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::UnexpectedResponse {
+                status: 200,
+                detail: "no processQueryKey in the group send answer".into(),
+            })?;
+        Ok(GroupSendReport {
+            process_query_key: key.to_owned(),
+        })
     }
 
-    /// The seed's call: text to a user in a single chat (`user_id` non-empty), or to the group
-    /// `conversation_id` (empty `user_id`).
+    /// Sends `message` to `target`.
     ///
     /// # Errors
     ///
-    /// As [`DingTalkSender::send_to_users`] and [`DingTalkSender::send_to_group`]; a user send
-    /// that reached nobody is an error too.
+    /// As [`DingTalkSender::send_to_users`] or [`DingTalkSender::send_to_group`].
+    pub async fn send(&self, target: &Target, message: &Message) -> Result<SendReport> {
+        match target {
+            Target::Users(users) => self
+                .send_to_users(users, message)
+                .await
+                .map(SendReport::Users),
+            Target::Group(cid) => self
+                .send_to_group(cid, message)
+                .await
+                .map(SendReport::Group),
+        }
+    }
+
+    /// The seed's call. The rule, since a conversation id does not say what kind of chat it
+    /// is: a non-empty `user_id` means a single chat, sent one-to-one (`batchSend`) to that
+    /// user (`conversation_id` is then ignored); an empty `user_id` means a group, sent to
+    /// `conversation_id` (`groupMessages/send`). From a callback, pass `senderStaffId` for
+    /// `conversationType` `"1"` and an empty string for `"2"`, or use [`Target::from_conversation`]
+    /// with [`DingTalkSender::send`]. Text longer than a part is sent as numbered parts.
+    ///
+    /// # Errors
+    ///
+    /// As [`DingTalkSender::send_to_users`] / [`DingTalkSender::send_to_group`], and
+    /// [`Error::NotDelivered`] when the user was invalid, filtered or stayed flow-controlled.
     pub async fn send_text_message(
         &self,
         conversation_id: &str,
         user_id: &str,
         content: &str,
-    ) -> Result<(), Error> {
-        let message = Message::text(content);
-        if user_id.is_empty() {
-            self.send_to_group(conversation_id, &message)
-                .await
-                .map(|_| ())
-        } else {
-            let r = self.send_to_users(&[user_id.to_owned()], &message).await?;
-            if r.delivered.is_empty() {
-                return Err(Error::Api {
-                    status: 200,
-                    code: "notDelivered".into(),
-                    message: format!("user was invalid, filtered or throttled: {r:?}"),
-                    request_id: String::new(),
-                });
+    ) -> Result<()> {
+        let parts = self.split_for_param(content, "");
+        for part in &parts {
+            let message = Message::text(part.as_str());
+            if user_id.is_empty() {
+                self.send_to_group(conversation_id, &message).await?;
+                continue;
             }
-            Ok(())
+            let r = self.send_to_users(&[user_id], &message).await?;
+            let reason = if !r.invalid_users.is_empty() {
+                "invalid user"
+            } else if !r.filtered_users.is_empty() {
+                "filtered"
+            } else if !r.flow_controlled_users_failed.is_empty() {
+                "flow-controlled"
+            } else {
+                continue;
+            };
+            return Err(Error::NotDelivered {
+                user_id: user_id.to_owned(),
+                reason,
+            });
         }
+        Ok(())
     }
 
-    /// Sends long markdown as numbered parts, in order, to users or a group.
+    /// Splits text so that each part is at most [`SenderBuilder::part_bytes`] long and its
+    /// `msgParam` (JSON-escaped, next to the title) stays under DingTalk's 15,000 bytes.
+    fn split_for_param(&self, text: &str, title: &str) -> Vec<String> {
+        let title_weight: usize = title.chars().map(json_weight).sum();
+        // {"title":"…","text":"…"} plus a " (99/99)" title suffix, with room to spare.
+        let param_room = MSG_PARAM_LIMIT.saturating_sub(title_weight + 64);
+        split_weighted(
+            text,
+            self.inner.config.part_bytes.min(param_room),
+            json_weight,
+        )
+    }
+
+    /// Sends long markdown as numbered parts, in order, to users or a group: the text is split
+    /// on paragraph, line, then character boundaries, with code fences closed and reopened (see
+    /// [`crate::split_message`]); each part's title gets a ` (i/n)` suffix. For users, those found
+    /// invalid or filtered on one part are not sent the later ones. Returns the number of parts.
     ///
     /// # Errors
     ///
-    /// The first part that failed.
+    /// The first part that failed (earlier parts were delivered).
     pub async fn send_long_markdown(
         &self,
         target: &Target,
         title: &str,
         text: &str,
-    ) -> Result<usize, Error> {
-        let parts = split_message(text, DEFAULT_PART_BYTES);
+    ) -> Result<usize> {
+        let title: String = title.chars().take(MAX_TITLE_CHARS).collect();
+        let parts = self.split_for_param(text, &title);
         let n = parts.len();
-        for part in parts {
-            let m = Message::markdown(title, part);
-            match target {
-                Target::Users(users) => {
-                    self.send_to_users(users, &m).await?;
-                }
-                Target::Group(cid) => {
-                    self.send_to_group(cid, &m).await?;
+        let mut target = target.clone();
+        for (i, part) in parts.into_iter().enumerate() {
+            let part_title = if n > 1 {
+                format!("{title} ({}/{n})", i + 1)
+            } else {
+                title.clone()
+            };
+            let message = Message::markdown(part_title, part);
+            if let SendReport::Users(r) = self.send(&target, &message).await?
+                && let Target::Users(users) = &mut target
+            {
+                users.retain(|u| !r.invalid_users.contains(u) && !r.filtered_users.contains(u));
+                if users.is_empty() {
+                    break;
                 }
             }
         }
         Ok(n)
     }
 
-    /// Replies through a conversation's session webhook (no token needed), mentioning
-    /// `at_user_ids`.
+    /// Replies through a conversation's session webhook (`sessionWebhook` of the callback; no
+    /// token needed): text or markdown mentioning `at_user_ids` (`at.atUserIds`, and `@id` in
+    /// the content so DingTalk renders it), or an action card. Not paced or retried: it is the
+    /// fast path, and the caller falls back to [`DingTalkSender::send`] on failure.
     ///
     /// # Errors
     ///
-    /// [`Error::SessionExpired`] for `errcode` 300001 (fall back to the OpenAPI push), another
-    /// [`Error::Errcode`], or a transport failure.
-    pub async fn reply_session(
+    /// [`Error::SessionExpired`] for `errcode` 300001 (push through the OpenAPI instead),
+    /// [`Error::Webhook`] for another `errcode` (130101 is [`Error::is_throttled`]),
+    /// [`Error::UnexpectedResponse`] for a non-2xx or bodiless answer, [`Error::Transport`].
+    /// The webhook URL (it carries the session key) is never part of the error.
+    pub async fn reply_session<S: AsRef<str>>(
         &self,
         session_webhook: &str,
         message: &Message,
-        at_user_ids: &[String],
-    ) -> Result<(), Error> {
+        at_user_ids: &[S],
+    ) -> Result<()> {
+        message.validate()?;
         let body = message.session_body(at_user_ids);
         let resp = self
             .inner
@@ -533,28 +794,25 @@ impl DingTalkSender {
             .json(&body)
             .send()
             .await
-            .map_err(|e| Error::Transport(e.without_url().to_string()))?;
+            .map_err(Error::transport)?;
         let status = resp.status().as_u16();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        match v["errcode"].as_i64() {
-            Some(0) => Ok(()),
+        let text = resp.text().await.map_err(Error::transport)?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match v.get("errcode").and_then(Value::as_i64) {
+            Some(0) if (200..300).contains(&status) => Ok(()),
             Some(300001) => Err(Error::SessionExpired),
-            Some(code) => Err(Error::Errcode {
-                errcode: code,
-                errmsg: v["errmsg"].as_str().unwrap_or_default().to_owned(),
+            Some(errcode) if errcode != 0 => Err(Error::Webhook {
+                errcode,
+                errmsg: truncated(v.get("errmsg").and_then(Value::as_str).unwrap_or_default()),
             }),
-            None => Err(Error::Transport(format!(
-                "session webhook answered HTTP {status} without errcode"
-            ))),
+            _ => Err(Error::UnexpectedResponse {
+                status,
+                detail: format!("no errcode: {}", truncated(&text)),
+            }),
         }
     }
 }
 
-/// Where a pushed message goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// One-to-one to these users (staff ids).
-    Users(Vec<String>),
-    /// To this group (`openConversationId`).
-    Group(String),
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

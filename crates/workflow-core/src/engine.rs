@@ -1,4 +1,59 @@
 //! The engine: claims due tasks by priority, runs them on a bounded pool, writes outcomes.
+//!
+//! One background loop claims due tasks (critical first, then due time, then creation order)
+//! in batches of at most the free slots, skipping targets at their per-target cap, and runs each
+//! attempt as an owned task in a [`JoinSet`]. When nothing is due it sleeps until the store's
+//! next due time, an enqueue (the store's [`Store::wakeup`]) or a freed slot: an idle engine
+//! does not poll. Outcomes are written with the claim's [`Fence`], so a worker that lost its
+//! lease cannot overwrite a newer attempt.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use workflow_core::{
+//!     AttemptContext, Engine, Handler, HandlerOutcome, MemoryStore, NewTask, Priority, Task,
+//!     TaskStatus,
+//! };
+//!
+//! struct Hello;
+//!
+//! #[async_trait::async_trait]
+//! impl Handler for Hello {
+//!     async fn handle(&self, task: &Task, _ctx: AttemptContext) -> HandlerOutcome {
+//!         HandlerOutcome::success_with(serde_json::json!({ "hello": task.id }))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::builder(Arc::new(MemoryStore::new()))
+//!     .handler("hello", Arc::new(Hello))
+//!     .start();
+//! let mut events = engine.subscribe();
+//! engine
+//!     .enqueue(NewTask {
+//!         id: "t1".into(),
+//!         kind: "hello".into(),
+//!         priority: Priority::High,
+//!         payload: serde_json::json!({}),
+//!         target: None,
+//!         max_attempts: 3,
+//!         run_at: engine.now(),
+//!         idempotency_key: None,
+//!     })
+//!     .await?;
+//! // Wait for the task to reach a final state.
+//! while !matches!(
+//!     events.recv().await?,
+//!     workflow_core::EngineEvent::StatusChanged { to, .. } if to.is_final()
+//! ) {}
+//! let task = engine.store().get("t1").await?.expect("stored");
+//! assert_eq!(task.status, TaskStatus::Completed);
+//! engine.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -291,12 +346,14 @@ impl Engine {
                 }
             }
             CancelOutcome::Cancelled(t) => {
-                status_changed(
-                    &self.inner,
-                    &t.id,
-                    TaskStatus::Pending,
-                    TaskStatus::Cancelled,
-                );
+                // Only waiting tasks are cancelled at once, and a task waits as `retrying`
+                // exactly when it has been tried before.
+                let from = if t.tries == 0 {
+                    TaskStatus::Pending
+                } else {
+                    TaskStatus::Retrying
+                };
+                status_changed(&self.inner, &t.id, from, TaskStatus::Cancelled);
             }
             CancelOutcome::AlreadyFinal(_) => {}
         }
@@ -349,6 +406,9 @@ fn status_changed(inner: &Inner, id: &str, from: TaskStatus, to: TaskStatus) {
     });
 }
 
+/// How often a loop whose due work is held back by per-target caps looks for other work.
+const CAPPED_RECHECK: Duration = Duration::from_secs(1);
+
 /// The background loop: claims and runs until shutdown, then drains.
 async fn run(inner: Arc<Inner>) {
     let mut attempts: JoinSet<()> = JoinSet::new();
@@ -382,7 +442,9 @@ async fn run(inner: Arc<Inner>) {
                 .collect();
             (inner.config.max_in_flight.saturating_sub(f.total), skip)
         };
-        let mut blocked_by_caps = free == 0;
+        // Whether something may be due that this loop cannot take now (no free slot, or a
+        // target at its cap): then the store's next due time says nothing about other work.
+        let mut capped = free == 0;
         if free > 0 {
             let want = free.min(inner.config.batch_size.max(1));
             inner.claim_rounds.fetch_add(1, Ordering::Relaxed);
@@ -416,7 +478,7 @@ async fn run(inner: Arc<Inner>) {
                     if full {
                         continue; // more may be due: claim again at once
                     }
-                    blocked_by_caps = !skip.is_empty();
+                    capped = !skip.is_empty();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "claiming tasks failed; retrying in 1 s");
@@ -429,15 +491,23 @@ async fn run(inner: Arc<Inner>) {
             }
         }
         // Idle: sleep until the next due time, an enqueue, or a freed slot.
-        let sleep_for = if blocked_by_caps {
+        let sleep_for = if free == 0 {
+            // A freed slot wakes the loop.
             inner.config.max_idle
         } else {
             match inner.store.next_due_at().await {
                 Ok(Some(at)) => {
                     let now = inner.clock.now();
                     if at <= now {
-                        // Due but not claimable (its target is at its cap): wait for a slot.
-                        inner.config.max_idle
+                        // Due but not claimable: its target is at its cap (a freed slot wakes
+                        // us), or it became due just after the claim. Other targets' tasks may
+                        // fall due before any slot frees, and the store cannot say when, so
+                        // look again shortly: this only happens while busy, never when idle.
+                        if capped {
+                            CAPPED_RECHECK
+                        } else {
+                            Duration::from_millis(10)
+                        }
                     } else {
                         (at - now)
                             .to_std()
@@ -559,6 +629,10 @@ fn target_full(inner: &Inner, task: &Task) -> bool {
 
 fn start_attempt(inner: &Arc<Inner>, attempts: &mut JoinSet<()>, task: Task) {
     let token = inner.hard_stop.child_token();
+    if task.cancel_requested {
+        // Reclaimed after its worker died while a cancel was pending: stop at once.
+        token.cancel();
+    }
     {
         let mut f = inner.in_flight.lock();
         f.total += 1;
@@ -613,6 +687,7 @@ async fn run_attempt(inner: &Arc<Inner>, task: Task, token: CancellationToken) {
             outcome,
             inner.clock.now(),
             Duration::ZERO,
+            false,
         )
         .await;
         return;
@@ -633,14 +708,26 @@ async fn run_attempt(inner: &Arc<Inner>, task: Task, token: CancellationToken) {
             out = &mut work => break out,
             _ = heartbeat.tick() => {
                 let until = inner.clock.now() + chrono::Duration::from_std(inner.config.lease).unwrap_or(chrono::TimeDelta::MAX);
-                if let Err(e) = inner.store.extend_lease(&fence, until).await {
-                    if e.is_fenced() {
+                match inner.store.extend_lease(&fence, until).await {
+                    Ok(()) => {
+                        // A cancel asked through another instance (or the store directly)
+                        // reaches the handler within a third of the lease.
+                        if !token.is_cancelled()
+                            && let Ok(Some(t)) = inner.store.get(&task.id).await
+                            && t.cancel_requested
+                        {
+                            tracing::info!(task_id = %task.id, "cancel requested; stopping the handler");
+                            token.cancel();
+                        }
+                    }
+                    Err(e) if e.is_fenced() => {
                         tracing::warn!(task_id = %task.id, "lease lost while running; abandoning the attempt");
                         token.cancel();
+                        metrics::counter!("workflow_fenced_writes_total").increment(1);
                         let _ = inner.events.send(EngineEvent::Fenced { task_id: task.id.clone(), attempt: fence.attempt });
                         return;
                     }
-                    tracing::warn!(task_id = %task.id, error = %e, "could not extend lease");
+                    Err(e) => tracing::warn!(task_id = %task.id, error = %e, "could not extend lease"),
                 }
             }
         }
@@ -659,7 +746,12 @@ async fn run_attempt(inner: &Arc<Inner>, task: Task, token: CancellationToken) {
         }
         return;
     }
-    record(inner, &task, &fence, outcome, started_at, elapsed).await;
+    // Past the shutdown check, a fired token means a user cancel.
+    let cancelled = token.is_cancelled();
+    record(
+        inner, &task, &fence, outcome, started_at, elapsed, cancelled,
+    )
+    .await;
 }
 
 /// The delay before the next attempt: the policy's step for this retry, raised by the target's
@@ -679,6 +771,7 @@ async fn record(
     outcome: HandlerOutcome,
     started_at: DateTime<Utc>,
     elapsed: Duration,
+    cancelled: bool,
 ) {
     let now = inner.clock.now();
     let attempt_no = task.tries + 1;
@@ -727,7 +820,11 @@ async fn record(
         AttemptResult::Retryable { error, retry_after } => {
             attempt.outcome = "retryable".to_owned();
             attempt.error = Some(error.clone());
-            if attempt_no >= task.max_attempts {
+            if cancelled {
+                // The user cancelled it while it ran: no further attempt (the store ends it
+                // `cancelled`).
+                (Completion::Failed { error }, false)
+            } else if attempt_no >= task.max_attempts {
                 let error = format!("attempts exhausted ({attempt_no}); last error: {error}");
                 (Completion::Failed { error }, false)
             } else {

@@ -13,6 +13,10 @@ use crate::model::Task;
 pub const WEBHOOK_KIND: &str = "webhook";
 
 /// The payload of a `webhook` task: where to send, and the body (the task package JSON).
+///
+/// Stored as `{"url": "https://receiver.example/hook", "package": { ...task package... }}`;
+/// the package is sent byte for byte as re-serialised JSON, so any JSON object works, not only
+/// a `task_package::TaskPackage`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookPayload {
     /// The target URL.

@@ -398,3 +398,733 @@ async fn shutdown_releases_running_tasks_for_the_next_start() {
     assert_eq!(wait_final(&store2, "a").await.status, TaskStatus::Completed);
     e2.shutdown().await;
 }
+
+/// A store whose lease extensions for one owner silently do nothing: that worker looks alive to
+/// itself but its lease runs out, like a worker stuck or cut off from the database.
+#[derive(Debug)]
+struct Partitioned {
+    inner: Arc<dyn Store>,
+    owner: String,
+}
+
+#[async_trait]
+impl Store for Partitioned {
+    async fn enqueue(
+        &self,
+        task: NewTask,
+        limits: workflow_core::EnqueueLimits,
+    ) -> workflow_core::StoreResult<workflow_core::Enqueued> {
+        self.inner.enqueue(task, limits).await
+    }
+    async fn enqueue_batch(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: workflow_core::EnqueueLimits,
+    ) -> workflow_core::StoreResult<Vec<workflow_core::Enqueued>> {
+        self.inner.enqueue_batch(tasks, limits).await
+    }
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: chrono::DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+        skip: &[String],
+    ) -> workflow_core::StoreResult<Vec<Task>> {
+        self.inner.claim_due(owner, now, lease, max, skip).await
+    }
+    async fn finish_attempt(
+        &self,
+        fence: &Fence,
+        attempt: workflow_core::AttemptRecord,
+        completion: workflow_core::Completion,
+        now: chrono::DateTime<Utc>,
+    ) -> workflow_core::StoreResult<Task> {
+        self.inner
+            .finish_attempt(fence, attempt, completion, now)
+            .await
+    }
+    async fn release(
+        &self,
+        fence: &Fence,
+        release: workflow_core::Release,
+        now: chrono::DateTime<Utc>,
+    ) -> workflow_core::StoreResult<Task> {
+        self.inner.release(fence, release, now).await
+    }
+    async fn extend_lease(
+        &self,
+        fence: &Fence,
+        until: chrono::DateTime<Utc>,
+    ) -> workflow_core::StoreResult<()> {
+        if fence.owner == self.owner {
+            return Ok(());
+        }
+        self.inner.extend_lease(fence, until).await
+    }
+    async fn get(&self, id: &str) -> workflow_core::StoreResult<Option<Task>> {
+        self.inner.get(id).await
+    }
+    async fn attempts(
+        &self,
+        id: &str,
+    ) -> workflow_core::StoreResult<Vec<workflow_core::AttemptRecord>> {
+        self.inner.attempts(id).await
+    }
+    async fn events(&self, id: &str) -> workflow_core::StoreResult<Vec<workflow_core::TaskEvent>> {
+        self.inner.events(id).await
+    }
+    async fn cancel(
+        &self,
+        id: &str,
+        reason: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> workflow_core::StoreResult<CancelOutcome> {
+        self.inner.cancel(id, reason, now).await
+    }
+    async fn retry_now(
+        &self,
+        id: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> workflow_core::StoreResult<Task> {
+        self.inner.retry_now(id, now).await
+    }
+    async fn record_callback(
+        &self,
+        id: &str,
+        callback: workflow_core::CallbackRecord,
+    ) -> workflow_core::StoreResult<Task> {
+        self.inner.record_callback(id, callback).await
+    }
+    async fn list(
+        &self,
+        filter: &workflow_core::TaskFilter,
+    ) -> workflow_core::StoreResult<workflow_core::Page> {
+        self.inner.list(filter).await
+    }
+    async fn next_due_at(&self) -> workflow_core::StoreResult<Option<chrono::DateTime<Utc>>> {
+        self.inner.next_due_at().await
+    }
+    async fn counts(&self) -> workflow_core::StoreResult<workflow_core::Counts> {
+        self.inner.counts().await
+    }
+    async fn prune(&self, before: chrono::DateTime<Utc>) -> workflow_core::StoreResult<u64> {
+        self.inner.prune(before).await
+    }
+    async fn ping(&self) -> workflow_core::StoreResult<()> {
+        self.inner.ping().await
+    }
+    fn wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.wakeup()
+    }
+}
+
+/// Holds every attempt until the test opens the gate, ignoring cancellation (a stuck worker).
+struct Gate {
+    seen: Mutex<Vec<String>>,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Handler for Gate {
+    async fn handle(&self, task: &Task, _ctx: AttemptContext) -> HandlerOutcome {
+        self.seen.lock().push(task.id.clone());
+        self.open.notified().await;
+        HandlerOutcome::success()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_workers_lease_expires_another_engine_finishes_and_the_late_write_is_fenced() {
+    let shared: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    shared
+        .enqueue(task("a", Priority::High), Default::default())
+        .await
+        .unwrap();
+    let stuck: Arc<dyn Store> = Arc::new(Partitioned {
+        inner: shared.clone(),
+        owner: "stuck".into(),
+    });
+    let gate = Arc::new(Gate {
+        seen: Mutex::new(vec![]),
+        open: tokio::sync::Notify::new(),
+    });
+    let lease = Duration::from_secs(6);
+    // One slot, so the stuck engine cannot reclaim the task itself when its lease runs out.
+    let a = engine(
+        stuck,
+        gate.clone(),
+        EngineConfig {
+            owner_id: "stuck".into(),
+            max_in_flight: 1,
+            lease,
+            ..config()
+        },
+    );
+    let mut a_events = a.subscribe();
+    while gate.seen.lock().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let healthy = Scripted::new(|_| HandlerOutcome::success());
+    let b = engine(
+        shared.clone(),
+        healthy.clone(),
+        EngineConfig {
+            owner_id: "healthy".into(),
+            lease,
+            ..config()
+        },
+    );
+    let t = wait_final(&shared, "a").await;
+    assert_eq!(t.status, TaskStatus::Completed);
+    assert_eq!(t.attempt, 2, "the second claim is the one that completed");
+    assert_eq!(healthy.seen(), ["a"]);
+    // The stuck worker finally answers: its write is refused and reported.
+    gate.open.notify_one();
+    let fenced = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let EngineEvent::Fenced { task_id, attempt } = a_events.recv().await.unwrap() {
+                return (task_id, attempt);
+            }
+        }
+    })
+    .await
+    .expect("the stale write is reported");
+    assert_eq!(fenced, ("a".to_owned(), 1));
+    let t = shared.get("a").await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Completed);
+    assert_eq!(t.tries, 1, "only the healthy attempt is recorded");
+    assert_eq!(shared.attempts("a").await.unwrap().len(), 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_written_to_the_store_reaches_the_running_handler_within_a_heartbeat() {
+    // As when another instance (or an admin tool) cancels: only the store knows.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let h = Scripted::holding(Duration::from_secs(3600));
+    let e = engine(
+        store.clone(),
+        h.clone(),
+        EngineConfig {
+            lease: Duration::from_secs(9),
+            ..config()
+        },
+    );
+    e.enqueue(task("a", Priority::Low)).await.unwrap();
+    while h.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked_at = tokio::time::Instant::now();
+    assert!(matches!(
+        store
+            .cancel("a", "cancelled elsewhere", e.now())
+            .await
+            .unwrap(),
+        CancelOutcome::Requested(_)
+    ));
+    let t = wait_final(&store, "a").await;
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert!(
+        asked_at.elapsed() <= Duration::from_secs(4),
+        "noticed at the next heartbeat (lease / 3), not at the end of the 1 h handler"
+    );
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_racing_the_end_of_an_attempt_never_schedules_a_retry() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Ignores the token and answers once the gate opens: success for "ok", failure otherwise.
+    struct LateAnswer(tokio::sync::Notify, Mutex<Vec<String>>);
+    #[async_trait]
+    impl Handler for LateAnswer {
+        async fn handle(&self, task: &Task, _ctx: AttemptContext) -> HandlerOutcome {
+            self.1.lock().push(task.id.clone());
+            self.0.notified().await;
+            if task.id == "ok" {
+                HandlerOutcome::success()
+            } else {
+                HandlerOutcome::retryable("HTTP 503")
+            }
+        }
+    }
+    let h = Arc::new(LateAnswer(tokio::sync::Notify::new(), Mutex::new(vec![])));
+    let e = engine(store.clone(), h.clone(), config());
+    let mut events = e.subscribe();
+    e.enqueue(task("ok", Priority::Low)).await.unwrap();
+    e.enqueue(task("bad", Priority::Low)).await.unwrap();
+    while h.1.lock().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for id in ["ok", "bad"] {
+        assert!(matches!(
+            e.cancel(id).await.unwrap(),
+            CancelOutcome::Requested(_)
+        ));
+    }
+    h.0.notify_waiters();
+    // The delivery that happened is not denied; the one that failed is not retried.
+    assert_eq!(wait_final(&store, "ok").await.status, TaskStatus::Completed);
+    assert_eq!(
+        wait_final(&store, "bad").await.status,
+        TaskStatus::Cancelled
+    );
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(ev, EngineEvent::RetryScheduled { .. }),
+            "no retry for a cancelled task: {ev:?}"
+        );
+    }
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_at_its_cap_does_not_hold_back_another_targets_due_task() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let h = Scripted::holding(Duration::from_secs(3600));
+    for id in ["slow1", "slow2"] {
+        store
+            .enqueue(task(id, Priority::Critical), Default::default())
+            .await
+            .unwrap();
+    }
+    let e = engine(
+        store.clone(),
+        h.clone(),
+        EngineConfig {
+            per_target_in_flight: 1,
+            ..config()
+        },
+    );
+    let mut later = task("other", Priority::Low);
+    later.target = Some("https://other.example:443".into());
+    later.run_at = e.now() + chrono::Duration::seconds(10);
+    let enqueued_at = e.now();
+    e.enqueue(later).await.unwrap();
+    while !h.seen().contains(&"other".to_owned()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = store.get("other").await.unwrap().unwrap().updated_at;
+    let waited = (started - enqueued_at).num_milliseconds();
+    // Paused (logical) time: due after 10 s, found within the capped re-check, long before the
+    // one-minute idle safety net.
+    assert!(
+        (9_000..=12_000).contains(&waited),
+        "started after {waited} ms"
+    );
+    assert_eq!(h.seen().iter().filter(|s| s.starts_with("slow")).count(), 1);
+    e.shutdown().await;
+}
+
+#[tokio::test]
+async fn priority_order_and_durable_retries_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_path(dir.path().join("e.db")).unwrap());
+    for (id, p) in [
+        ("l1", Priority::Low),
+        ("m1", Priority::Medium),
+        ("c1", Priority::Critical),
+        ("h1", Priority::High),
+        ("l2", Priority::Low),
+        ("c2", Priority::Critical),
+    ] {
+        store
+            .enqueue(task(id, p), Default::default())
+            .await
+            .unwrap();
+    }
+    let mut failing = task("retry", Priority::Low);
+    failing.kind = "failing".into();
+    failing.run_at = Utc::now() + chrono::Duration::days(1);
+    let order = Scripted::new(|_| HandlerOutcome::success());
+    let fails = Scripted::new(|_| HandlerOutcome::retryable("HTTP 502").with_status(Some(502)));
+    let e = Engine::builder(store.clone())
+        .handler("webhook", order.clone())
+        .handler("failing", fails)
+        .config(EngineConfig {
+            max_in_flight: 1,
+            retry: RetryPolicy {
+                max_retries: 3,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(1),
+                jitter: Jitter::None,
+            },
+            ..config()
+        })
+        .start();
+    wait_final(&store, "l2").await;
+    assert_eq!(order.seen(), ["c1", "c2", "h1", "m1", "l1", "l2"]);
+    let mut events = e.subscribe();
+    failing.run_at = Utc::now();
+    e.enqueue(failing).await.unwrap();
+    let t = wait_final(&store, "retry").await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    let attempts = store.attempts("retry").await.unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.n).collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "every attempt is a row"
+    );
+    let mut delays = vec![];
+    while let Ok(ev) = events.try_recv() {
+        if let EngineEvent::RetryScheduled { delay_ms, .. } = ev {
+            delays.push(delay_ms);
+        }
+    }
+    assert_eq!(delays, [20, 40, 80]);
+    e.shutdown().await;
+}
+
+fn create_request(url: &str) -> task_package::CreateTaskRequest {
+    let body = serde_json::json!({
+        "task_type": "negative_evidence_intervention",
+        "evidence_data": {
+            "evidence_fragment": "产品质量差",
+            "associated_url": "https://weibo.example/post/1",
+            "source_name": "微博",
+            "risk_level": "high",
+            "brand_name": "Acme",
+            "intervention_script": "联系作者核实"
+        },
+        "webhook_url": url,
+        "priority": "high"
+    });
+    task_package::CreateTaskRequest::from_json_slice(body.to_string().as_bytes()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn workflow_manager_dispatches_shows_cancels_retries_and_lists() {
+    use workflow_core::{DispatchRequest, TaskFilter, WorkflowConfig, WorkflowManager};
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Fails for good unless the package names the "good" receiver.
+    let h = Scripted::new(|t| {
+        if t.payload["url"].as_str().unwrap().contains("good") {
+            HandlerOutcome::success().with_status(Some(200))
+        } else {
+            HandlerOutcome::permanent("HTTP 404").with_status(Some(404))
+        }
+    });
+    let e = engine(store.clone(), h.clone(), config());
+    let m = WorkflowManager::new(
+        e.clone(),
+        WorkflowConfig {
+            max_retries: 2,
+            ..WorkflowConfig::default()
+        },
+    );
+    let package = m.create_task_package(&create_request("https://good.example/hook"));
+    let request = DispatchRequest {
+        task_id: "wf_1_00000001".into(),
+        package: package.clone(),
+        priority: Priority::High,
+        idempotency_key: Some("k1".into()),
+    };
+    let first = m.dispatch_task(request.clone()).await.unwrap();
+    assert!(matches!(first, workflow_core::Enqueued::Created(_)));
+    let t = first.task();
+    assert_eq!(t.kind, "webhook");
+    assert_eq!(t.max_attempts, 3, "max_retries + the first attempt");
+    assert_eq!(t.target.as_deref(), Some("https://good.example:443"));
+    assert_eq!(
+        t.payload["package"],
+        serde_json::to_value(&package).unwrap(),
+        "the package is delivered as is"
+    );
+    // The same idempotency key gives the same task back.
+    let again = m
+        .dispatch_task(DispatchRequest {
+            task_id: "wf_1_00000002".into(),
+            ..request
+        })
+        .await
+        .unwrap();
+    assert!(matches!(again, workflow_core::Enqueued::Existing(ref t) if t.id == "wf_1_00000001"));
+    wait_final(&store, "wf_1_00000001").await;
+    let view = m.get_task_status("wf_1_00000001").await.unwrap().unwrap();
+    assert_eq!(view.task.status, TaskStatus::Completed);
+    assert_eq!(view.attempts.len(), 1);
+    assert_eq!(view.attempts[0].status_code, Some(200));
+    let path: Vec<TaskStatus> = view.events.iter().map(|ev| ev.to).collect();
+    assert_eq!(
+        path,
+        [
+            TaskStatus::Pending,
+            TaskStatus::Processing,
+            TaskStatus::Completed
+        ]
+    );
+    assert!(m.get_task_status("nope").await.unwrap().is_none());
+
+    // A permanent failure, then retry-now: a fresh attempt.
+    let bad = m.create_task_package(&create_request("https://bad.example/hook"));
+    m.dispatch_task(DispatchRequest {
+        task_id: "wf_1_00000003".into(),
+        package: bad,
+        priority: Priority::Low,
+        idempotency_key: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_final(&store, "wf_1_00000003").await.status,
+        TaskStatus::Failed
+    );
+    let revived = m.retry_task("wf_1_00000003").await.unwrap();
+    assert!(!revived.status.is_final());
+    wait_final(&store, "wf_1_00000003").await;
+    assert_eq!(store.attempts("wf_1_00000003").await.unwrap().len(), 2);
+    assert!(
+        m.retry_task("wf_1_00000001").await.is_err(),
+        "completed stays completed"
+    );
+
+    let failed = m
+        .list_tasks(&TaskFilter {
+            status: Some(TaskStatus::Failed),
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        failed
+            .tasks
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        ["wf_1_00000003"]
+    );
+    assert!(matches!(
+        m.cancel_task("wf_1_00000001").await.unwrap(),
+        CancelOutcome::AlreadyFinal(_)
+    ));
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_task_manager_routes_long_requests_and_learns_slow_classes() {
+    use workflow_core::{AsyncTaskConfig, AsyncTaskManager, DurationStats};
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let e = Engine::builder(store.clone())
+        .handler("bot_job", Scripted::holding(Duration::from_secs(3600)))
+        .config(config())
+        .clock(Arc::new(TokioClock::default()))
+        .start();
+    let stats = DurationStats::default();
+    let m = AsyncTaskManager::with_stats(
+        e.clone(),
+        AsyncTaskConfig {
+            long_after: Duration::from_secs(30),
+            ..AsyncTaskConfig::default()
+        },
+        stats.clone(),
+    );
+    // The seed's keywords, case-insensitively, in English and Chinese.
+    assert!(m.should_use_async("Please run a CLIENT ANALYSIS for Acme"));
+    assert!(m.should_use_async("帮我分析公司的舆情"));
+    assert!(m.should_use_async("请做竞品分析"));
+    assert!(!m.should_use_async("hello"));
+    assert_eq!(m.classify("帮我生成报告"), "生成报告");
+    assert_eq!(m.classify("hello"), "general");
+    // A class observed to be slow becomes long even without a keyword.
+    for secs in [40, 50, 60] {
+        stats.record("general", Duration::from_secs(secs));
+    }
+    assert!(m.should_use_async("hello"));
+    assert_eq!(stats.runs("general"), 3);
+    assert_eq!(
+        stats.quantile("general", 0.0),
+        Some(Duration::from_secs(40))
+    );
+    assert_eq!(
+        stats.quantile("general", 1.0),
+        Some(Duration::from_secs(60))
+    );
+    assert!(stats.estimate("never").is_none());
+
+    let job = m
+        .create_task(
+            "user1",
+            "conv1",
+            "https://session.example/x",
+            "详细分析 Acme",
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.kind, "bot_job");
+    assert_eq!(job.target.as_deref(), Some("user1"), "per-user cap");
+    assert_eq!(job.payload["class"], "详细分析");
+    let noted = m.update_status(&job.id, "50% done").await.unwrap();
+    assert_eq!(noted.callback.unwrap().note.as_deref(), Some("50% done"));
+    let got = m.get_task(&job.id).await.unwrap().unwrap();
+    assert_eq!(got.callback.as_ref().unwrap().status, "in_progress");
+    // What a bot_job handler returns at the end, with its duration learned for the class.
+    let done = m.complete_task(
+        &got,
+        serde_json::json!({"answer": "ok"}),
+        Duration::from_secs(90),
+    );
+    assert_eq!(
+        done,
+        HandlerOutcome::success_with(serde_json::json!({"answer": "ok"}))
+    );
+    assert_eq!(stats.estimate("详细分析"), Some(Duration::from_secs(90)));
+    assert_eq!(
+        m.fail_task("boom", false),
+        HandlerOutcome::permanent("boom")
+    );
+    assert_eq!(
+        m.fail_task("later", true),
+        HandlerOutcome::retryable("later")
+    );
+
+    m.cancel_task(&job.id).await.unwrap();
+    assert_eq!(
+        wait_final(&store, &job.id).await.status,
+        TaskStatus::Cancelled
+    );
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(m.cleanup(Duration::from_secs(60)).await.unwrap(), 1);
+    assert!(m.get_task(&job.id).await.unwrap().is_none());
+    e.shutdown().await;
+}
+
+/// A receiver on 127.0.0.1:0 answering `status` to every POST and recording what it got.
+async fn receiver(
+    status: u16,
+) -> (
+    String,
+    Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let got: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let json = serde_json::from_slice(&body).unwrap_or_default();
+                    seen.lock().push((id, json));
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, got, server)
+}
+
+fn webhook_task(id: &str, url: &str, package: serde_json::Value) -> NewTask {
+    NewTask {
+        payload: serde_json::to_value(workflow_core::WebhookPayload {
+            url: url.to_owned(),
+            package,
+        })
+        .unwrap(),
+        target: webhook_client::target_key(url),
+        run_at: Utc::now(),
+        ..task(id, Priority::High)
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_breaker() {
+    let (ok_url, ok_got, ok_server) = receiver(200).await;
+    let (gone_url, _, gone_server) = receiver(410).await;
+    let (busy_url, busy_got, busy_server) = receiver(503).await;
+    let client = webhook_client::WebhookClient::builder()
+        .ssrf_guard(false)
+        .timeout(Duration::from_secs(5))
+        .classifier(retry_policy::Classifier::default().with_permanent_statuses([410]))
+        .breaker(circuit_breaker::BreakerConfig {
+            consecutive_failures: 1,
+            open_wait: Duration::from_secs(3600),
+            max_open_wait: Duration::from_secs(3600),
+            ..circuit_breaker::BreakerConfig::default()
+        })
+        .build()
+        .unwrap();
+    let handler = workflow_core::WebhookDeliveryHandler::new(
+        client,
+        vec![webhook_client::SigningSecret::generate()],
+    );
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let e = Engine::builder(store.clone())
+        .handler(workflow_core::WEBHOOK_KIND, Arc::new(handler))
+        .config(EngineConfig {
+            retry: RetryPolicy {
+                max_retries: 3,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_secs(1),
+                jitter: Jitter::None,
+            },
+            ..config()
+        })
+        .start();
+    let mut events = e.subscribe();
+    let package = serde_json::json!({"task_type": "competitor_alert", "n": 1});
+    e.enqueue(webhook_task("ok", &ok_url, package.clone()))
+        .await
+        .unwrap();
+    e.enqueue(webhook_task("gone", &gone_url, package.clone()))
+        .await
+        .unwrap();
+    e.enqueue(webhook_task("busy", &busy_url, package.clone()))
+        .await
+        .unwrap();
+
+    assert_eq!(wait_final(&store, "ok").await.status, TaskStatus::Completed);
+    assert_eq!(
+        *ok_got.lock(),
+        [("ok".to_owned(), package.clone())],
+        "the package as body, the task id as webhook-id"
+    );
+    assert_eq!(
+        store.attempts("ok").await.unwrap()[0].status_code,
+        Some(200)
+    );
+
+    let gone = wait_final(&store, "gone").await;
+    assert_eq!(gone.status, TaskStatus::Failed, "410 is permanent here");
+    assert_eq!(gone.tries, 1);
+
+    // 503 opens the breaker (one failure is enough here): the retry is deferred to the
+    // breaker's reopen time without spending an attempt or sending anything.
+    let deferred = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let EngineEvent::Deferred { task_id, until, .. } = events.recv().await.unwrap()
+                && task_id == "busy"
+            {
+                return until;
+            }
+        }
+    })
+    .await
+    .expect("the retry is deferred");
+    assert!(deferred > Utc::now() + chrono::Duration::minutes(50));
+    let busy = store.get("busy").await.unwrap().unwrap();
+    assert_eq!(busy.status, TaskStatus::Retrying);
+    assert_eq!(busy.tries, 1, "the deferral did not count as an attempt");
+    // Stores keep milliseconds.
+    assert_eq!(
+        busy.next_run_at.map(|t| t.timestamp_millis()),
+        Some(deferred.timestamp_millis())
+    );
+    assert_eq!(busy_got.lock().len(), 1, "nothing sent while open");
+    e.shutdown().await;
+    for s in [ok_server, gone_server, busy_server] {
+        s.abort();
+    }
+}

@@ -1,8 +1,5 @@
 //! The conformance suite against `MemoryStore`.
 
-#[macro_use]
-mod conformance;
-
 use std::sync::Arc;
 
 use workflow_core::{MemoryStore, Store};
@@ -11,4 +8,4 @@ async fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
 }
 
-conformance_tests!(memory());
+workflow_core::conformance_tests!(memory());

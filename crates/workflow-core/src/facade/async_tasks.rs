@@ -1,6 +1,6 @@
 //! `AsyncTaskManager`: long bot requests as durable background jobs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, EngineError};
-use crate::model::{NewTask, Priority, Task};
+use crate::handler::HandlerOutcome;
+use crate::model::{CallbackRecord, NewTask, Priority, Task};
 use crate::store::{CancelOutcome, Enqueued};
 
 /// The task kind of bot jobs.
@@ -61,34 +62,69 @@ impl Default for AsyncTaskConfig {
     }
 }
 
-/// Observed durations per task class: an exponentially weighted average, so a class that
-/// became slow is recognised after a few runs.
+/// How many recent runs per class [`DurationStats::quantile`] looks at.
+const RECENT_RUNS: usize = 64;
+
+#[derive(Debug, Default)]
+struct ClassStats {
+    /// Exponentially weighted average, seconds.
+    ewma: f64,
+    /// Runs seen.
+    count: u64,
+    /// The last [`RECENT_RUNS`] durations, seconds.
+    recent: VecDeque<f64>,
+}
+
+/// Observed durations per task class, so a caller can predict whether a request will be long:
+/// an exponentially weighted average (a class that became slow is recognised after a few runs)
+/// and quantiles over the last 64 runs.
 #[derive(Debug, Clone, Default)]
 pub struct DurationStats {
-    classes: Arc<Mutex<HashMap<String, (f64, u64)>>>,
+    classes: Arc<Mutex<HashMap<String, ClassStats>>>,
 }
 
 impl DurationStats {
     /// Records one run of `class`.
     pub fn record(&self, class: &str, took: Duration) {
+        let secs = took.as_secs_f64();
         let mut map = self.classes.lock();
-        let entry = map
-            .entry(class.to_owned())
-            .or_insert((took.as_secs_f64(), 0));
-        entry.0 = if entry.1 == 0 {
-            took.as_secs_f64()
+        let entry = map.entry(class.to_owned()).or_default();
+        entry.ewma = if entry.count == 0 {
+            secs
         } else {
-            0.7 * entry.0 + 0.3 * took.as_secs_f64()
+            0.7 * entry.ewma + 0.3 * secs
         };
-        entry.1 += 1;
+        entry.count += 1;
+        if entry.recent.len() == RECENT_RUNS {
+            entry.recent.pop_front();
+        }
+        entry.recent.push_back(secs);
     }
 
-    /// The typical duration of `class`, once it has been seen.
+    /// The typical duration of `class` (weighted average), once it has been seen.
     pub fn estimate(&self, class: &str) -> Option<Duration> {
         self.classes
             .lock()
             .get(class)
-            .map(|(avg, _)| Duration::from_secs_f64(*avg))
+            .map(|c| Duration::from_secs_f64(c.ewma))
+    }
+
+    /// The `q` quantile (0.0 to 1.0, e.g. 0.9) of the last runs of `class`, once it has been seen.
+    pub fn quantile(&self, class: &str, q: f64) -> Option<Duration> {
+        let map = self.classes.lock();
+        let c = map.get(class)?;
+        let mut sorted: Vec<f64> = c.recent.iter().copied().collect();
+        drop(map);
+        sorted.sort_by(f64::total_cmp);
+        let last = sorted.len().checked_sub(1)?;
+        // Nearest rank over at most 64 samples.
+        let idx = ((q.clamp(0.0, 1.0) * last as f64).round() as usize).min(last);
+        Some(Duration::from_secs_f64(sorted[idx]))
+    }
+
+    /// How many runs of `class` have been recorded.
+    pub fn runs(&self, class: &str) -> u64 {
+        self.classes.lock().get(class).map_or(0, |c| c.count)
     }
 
     /// Whether `class` typically takes longer than `threshold`.
@@ -201,8 +237,47 @@ impl AsyncTaskManager {
     }
 
     /// Records how long a finished job of `class` took (feeds [`AsyncTaskManager::should_use_async`]).
-    pub fn complete_task(&self, class: &str, took: Duration) {
+    pub fn record_duration(&self, class: &str, took: Duration) {
         self.stats.record(class, took);
+    }
+
+    /// Records progress on a running job: kept as the task's latest report
+    /// ([`Task::callback`], status `in_progress`) so `get_task` shows it.
+    ///
+    /// # Errors
+    ///
+    /// Not found, or a store failure.
+    pub async fn update_status(&self, id: &str, note: &str) -> Result<Task, EngineError> {
+        let report = CallbackRecord {
+            status: "in_progress".to_owned(),
+            note: Some(note.to_owned()),
+            at: self.engine.now(),
+        };
+        Ok(self.engine.store().record_callback(id, report).await?)
+    }
+
+    /// Ends a job's attempt successfully: records its duration for the job's class and returns
+    /// the outcome a `bot_job` handler returns (the engine then stores `result` and marks the
+    /// task `completed`).
+    pub fn complete_task(
+        &self,
+        task: &Task,
+        result: serde_json::Value,
+        took: Duration,
+    ) -> HandlerOutcome {
+        self.stats.record(&job_class(task), took);
+        HandlerOutcome::success_with(result)
+    }
+
+    /// Ends a job's attempt with a failure: the outcome a `bot_job` handler returns. A retryable
+    /// failure is retried on the engine's schedule until attempts run out; otherwise the task
+    /// is `failed` at once.
+    pub fn fail_task(&self, error: impl Into<String>, retryable: bool) -> HandlerOutcome {
+        if retryable {
+            HandlerOutcome::retryable(error)
+        } else {
+            HandlerOutcome::permanent(error)
+        }
     }
 
     /// Cancels a job.
@@ -214,7 +289,9 @@ impl AsyncTaskManager {
         self.engine.cancel(id).await
     }
 
-    /// Deletes final jobs older than `older_than`. Returns how many.
+    /// Deletes final tasks that finished more than `older_than` ago, with their attempts and
+    /// events. Returns how many. The store is shared by every kind, so this prunes final tasks of
+    /// every kind (as the engine's own `prune_after` does).
     ///
     /// # Errors
     ///
@@ -224,4 +301,13 @@ impl AsyncTaskManager {
             - chrono::Duration::from_std(older_than).unwrap_or(chrono::TimeDelta::MAX);
         Ok(self.engine.store().prune(before).await?)
     }
+}
+
+/// The class of a job: its payload's `class` field, or `general`.
+fn job_class(task: &Task) -> String {
+    task.payload
+        .get("class")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("general")
+        .to_owned()
 }

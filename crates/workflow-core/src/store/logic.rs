@@ -6,8 +6,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
-use crate::model::{AttemptRecord, NewTask, Task, TaskEvent, TaskStatus};
+use crate::model::{AttemptRecord, CallbackRecord, NewTask, Task, TaskEvent, TaskStatus};
 use crate::store::{CancelOutcome, Completion, Fence, Release};
+
+/// Every stored instant has millisecond precision (SQLite stores integer milliseconds), so a
+/// task returned by a write equals the task read back, in every backend.
+pub(crate) fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
 
 pub(crate) fn event(
     task: &Task,
@@ -17,7 +23,7 @@ pub(crate) fn event(
 ) -> TaskEvent {
     TaskEvent {
         task_id: task.id.clone(),
-        at,
+        at: ms(at),
         from,
         to: task.status,
         reason: reason.to_owned(),
@@ -26,6 +32,7 @@ pub(crate) fn event(
 
 /// A new row from a [`NewTask`], and its `created` event.
 pub(crate) fn create(new: NewTask, seq: i64, now: DateTime<Utc>) -> (Task, TaskEvent) {
+    let now = ms(now);
     let task = Task {
         id: new.id,
         kind: new.kind,
@@ -36,7 +43,7 @@ pub(crate) fn create(new: NewTask, seq: i64, now: DateTime<Utc>) -> (Task, TaskE
         attempt: 0,
         tries: 0,
         max_attempts: new.max_attempts.max(1),
-        next_run_at: Some(new.run_at),
+        next_run_at: Some(ms(new.run_at)),
         lease_owner: None,
         lease_until: None,
         cancel_requested: false,
@@ -60,6 +67,7 @@ pub(crate) fn claim(
     now: DateTime<Utc>,
     lease: Duration,
 ) -> TaskEvent {
+    let now = ms(now);
     let from = task.status;
     let reason = if from == TaskStatus::Processing {
         "lease expired; reclaimed"
@@ -92,6 +100,7 @@ pub(crate) fn check_fence(task: &Task, fence: &Fence) -> Result<(), StoreError> 
 }
 
 fn finish(task: &mut Task, status: TaskStatus, now: DateTime<Utc>) {
+    let now = ms(now);
     task.status = status;
     task.lease_owner = None;
     task.lease_until = None;
@@ -111,6 +120,7 @@ pub(crate) fn finish_attempt(
 ) -> TaskEvent {
     task.tries += 1;
     attempt.n = task.tries;
+    attempt.started_at = ms(attempt.started_at);
     attempt.task_id = task.id.clone();
     let from = task.status;
     let reason = match completion {
@@ -127,7 +137,7 @@ pub(crate) fn finish_attempt(
                 "cancelled by user".to_owned()
             } else {
                 finish(task, TaskStatus::Retrying, now);
-                task.next_run_at = Some(at);
+                task.next_run_at = Some(ms(at));
                 format!("retry scheduled for {}", at.to_rfc3339())
             }
         }
@@ -159,7 +169,7 @@ pub(crate) fn release(task: &mut Task, release: &Release, now: DateTime<Utc>) ->
         TaskStatus::Retrying
     };
     finish(task, status, now);
-    task.next_run_at = Some(release.at);
+    task.next_run_at = Some(ms(release.at));
     event(task, Some(from), now, &release.reason)
 }
 
@@ -173,7 +183,7 @@ pub(crate) fn cancel(
         s if s.is_final() => (CancelOutcome::AlreadyFinal(task.clone()), None),
         TaskStatus::Processing => {
             task.cancel_requested = true;
-            task.updated_at = now;
+            task.updated_at = ms(now);
             (CancelOutcome::Requested(task.clone()), None)
         }
         from => {
@@ -193,6 +203,7 @@ pub(crate) fn retry_now(task: &mut Task, now: DateTime<Utc>) -> Result<TaskEvent
             message: "only failed or cancelled tasks can be retried".to_owned(),
         });
     }
+    let now = ms(now);
     let from = task.status;
     task.status = TaskStatus::Pending;
     // A fresh budget of attempts; `tries` keeps counting so attempt numbers stay unique.
@@ -202,4 +213,16 @@ pub(crate) fn retry_now(task: &mut Task, now: DateTime<Utc>) -> Result<TaskEvent
     task.finished_at = None;
     task.updated_at = now;
     Ok(event(task, Some(from), now, "retry requested"))
+}
+
+/// Extends a claim's lease. The caller has checked the fence.
+pub(crate) fn extend_lease(task: &mut Task, until: DateTime<Utc>) {
+    task.lease_until = Some(ms(until));
+}
+
+/// Stores the receiver's latest report.
+pub(crate) fn record_callback(task: &mut Task, mut callback: CallbackRecord) {
+    callback.at = ms(callback.at);
+    task.updated_at = callback.at;
+    task.callback = Some(callback);
 }

@@ -1,6 +1,6 @@
 //! An in-memory [`Store`]: for tests and for library users who do not need durability.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::error::StoreError;
-use crate::model::{AttemptRecord, CallbackRecord, NewTask, Task, TaskEvent, TaskStatus};
+use crate::model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
 use crate::store::logic;
 use crate::store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, Page, Release, Store,
@@ -22,6 +22,8 @@ type DueKey = (i64, i64, String); // (next_run_at ms, seq, id)
 #[derive(Debug, Default)]
 struct State {
     tasks: HashMap<String, Task>,
+    /// Creation order, for newest-first listing: seq -> id.
+    by_seq: BTreeMap<i64, String>,
     /// Due-time index of pending/retrying tasks, one set per priority rank.
     due: [BTreeSet<DueKey>; 4],
     /// Lease index of processing tasks: (lease_until ms, seq, id).
@@ -30,14 +32,32 @@ struct State {
     attempts: HashMap<String, Vec<AttemptRecord>>,
     events: HashMap<String, Vec<TaskEvent>>,
     next_seq: i64,
-    active: u64,
+    /// Task counts by status and priority rank (`TaskStatus::ALL` order).
+    tally: [[u64; 4]; 6],
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+fn status_index(s: TaskStatus) -> usize {
+    TaskStatus::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
 impl State {
+    fn active(&self) -> u64 {
+        self.tally[..3].iter().flatten().sum()
+    }
+
+    fn count(&mut self, status: TaskStatus, priority: Priority, add: bool) {
+        let slot = &mut self.tally[status_index(status)][usize::from(priority.rank())];
+        *slot = if add {
+            *slot + 1
+        } else {
+            slot.saturating_sub(1)
+        };
+    }
+
     fn unindex(&mut self, task: &Task) {
         match task.status {
             TaskStatus::Pending | TaskStatus::Retrying => {
@@ -78,7 +98,8 @@ impl State {
         }
     }
 
-    /// Applies `f` to a task, keeping the indexes and the active count right.
+    /// Applies `f` to a task, keeping the indexes and the counts right. `f` must leave the
+    /// task unchanged when it fails (the `logic` functions check before they change).
     fn update<R>(
         &mut self,
         id: &str,
@@ -89,14 +110,11 @@ impl State {
             .remove(id)
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         self.unindex(&task);
-        let was_final = task.status.is_final();
-        let before = task.clone();
+        let before = task.status;
         let out = f(&mut task);
-        let task = if out.is_ok() { task } else { before };
-        match (was_final, task.status.is_final()) {
-            (false, true) => self.active -= 1,
-            (true, false) => self.active += 1,
-            _ => {}
+        if before != task.status {
+            self.count(before, task.priority, false);
+            self.count(task.status, task.priority, true);
         }
         self.index(&task);
         self.tasks.insert(id.to_owned(), task);
@@ -122,7 +140,7 @@ impl State {
             return Err(StoreError::Duplicate(new.id));
         }
         if let Some(limit) = limits.max_active
-            && self.active >= limit
+            && self.active() >= limit
         {
             return Err(StoreError::QueueFull { limit });
         }
@@ -132,7 +150,8 @@ impl State {
             self.idempotency.insert(key.clone(), task.id.clone());
         }
         self.index(&task);
-        self.active += 1;
+        self.count(task.status, task.priority, true);
+        self.by_seq.insert(task.seq, task.id.clone());
         self.push_event(ev);
         self.tasks.insert(task.id.clone(), task.clone());
         Ok(Enqueued::Created(task))
@@ -170,7 +189,7 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<Enqueued>> {
         let mut state = self.state.lock();
         // All or nothing: check everything before inserting anything.
-        let mut ids = std::collections::HashSet::new();
+        let mut ids = HashSet::new();
         let mut fresh = 0u64;
         for t in &tasks {
             let existing = t
@@ -186,7 +205,8 @@ impl Store for MemoryStore {
             fresh += 1;
         }
         if let Some(limit) = limits.max_active
-            && state.active + fresh > limit
+            && fresh > 0
+            && state.active() + fresh > limit
         {
             return Err(StoreError::QueueFull { limit });
         }
@@ -217,9 +237,10 @@ impl Store for MemoryStore {
         };
         // Candidates: (rank, due ms, seq, id), from each priority's due index and expired leases.
         let mut candidates: Vec<(u8, i64, i64, String)> = Vec::new();
+        // Ranks in order: once `max` due tasks are found, no later one can make the cut.
         for (rank, set) in state.due.iter().enumerate() {
             for (due, seq, id) in set.iter() {
-                if *due > now_ms || candidates.len() >= max * (rank + 1) {
+                if *due > now_ms || candidates.len() >= max {
                     break;
                 }
                 if state.tasks.get(id).is_some_and(|t| !skip(t)) {
@@ -295,7 +316,7 @@ impl Store for MemoryStore {
     async fn extend_lease(&self, fence: &Fence, until: DateTime<Utc>) -> StoreResult<()> {
         self.state.lock().update(&fence.task_id, |t| {
             logic::check_fence(t, fence)?;
-            t.lease_until = Some(until);
+            logic::extend_lease(t, until);
             Ok(())
         })
     }
@@ -351,8 +372,7 @@ impl Store for MemoryStore {
     async fn record_callback(&self, id: &str, callback: CallbackRecord) -> StoreResult<Task> {
         let mut state = self.state.lock();
         state.update(id, |t| {
-            t.updated_at = callback.at;
-            t.callback = Some(callback);
+            logic::record_callback(t, callback);
             Ok(())
         })?;
         Ok(state.tasks[id].clone())
@@ -364,21 +384,26 @@ impl Store for MemoryStore {
             0 => 100,
             n => n.min(1000),
         };
-        let mut tasks: Vec<&Task> = state
-            .tasks
-            .values()
-            .filter(|t| filter.status.is_none_or(|s| t.status == s))
-            .filter(|t| filter.priority.is_none_or(|p| t.priority == p))
-            .filter(|t| filter.kind.as_ref().is_none_or(|k| &t.kind == k))
-            .filter(|t| {
-                filter
+        let upper = filter.before_seq.unwrap_or(i64::MAX);
+        let mut tasks: Vec<&Task> = Vec::with_capacity(limit + 1);
+        for id in state.by_seq.range(..upper).rev().map(|(_, id)| id) {
+            let Some(t) = state.tasks.get(id) else {
+                continue;
+            };
+            let keep = filter.status.is_none_or(|s| t.status == s)
+                && filter.priority.is_none_or(|p| t.priority == p)
+                && filter.kind.as_ref().is_none_or(|k| &t.kind == k)
+                && filter
                     .target
                     .as_ref()
-                    .is_none_or(|tg| t.target.as_ref() == Some(tg))
-            })
-            .filter(|t| filter.before_seq.is_none_or(|b| t.seq < b))
-            .collect();
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.seq));
+                    .is_none_or(|tg| t.target.as_ref() == Some(tg));
+            if keep {
+                tasks.push(t);
+                if tasks.len() > limit {
+                    break;
+                }
+            }
+        }
         let more = tasks.len() > limit;
         tasks.truncate(limit);
         let next_cursor = if more {
@@ -405,12 +430,15 @@ impl Store for MemoryStore {
 
     async fn counts(&self) -> StoreResult<Counts> {
         let state = self.state.lock();
-        let mut map: HashMap<(TaskStatus, crate::model::Priority), u64> = HashMap::new();
-        for t in state.tasks.values() {
-            *map.entry((t.status, t.priority)).or_default() += 1;
+        let mut by_status_priority = Vec::new();
+        for status in TaskStatus::ALL {
+            for priority in Priority::ALL {
+                let n = state.tally[status_index(status)][usize::from(priority.rank())];
+                if n > 0 {
+                    by_status_priority.push((status, priority, n));
+                }
+            }
         }
-        let mut by_status_priority: Vec<_> = map.into_iter().map(|((s, p), n)| (s, p, n)).collect();
-        by_status_priority.sort_by_key(|(s, p, _)| (*s as u8, p.rank()));
         let oldest_due_at = state
             .due
             .iter()
@@ -432,10 +460,12 @@ impl Store for MemoryStore {
             .map(|t| t.id.clone())
             .collect();
         for id in &old {
-            if let Some(t) = state.tasks.remove(id)
-                && let Some(k) = t.idempotency_key
-            {
-                state.idempotency.remove(&k);
+            if let Some(t) = state.tasks.remove(id) {
+                state.count(t.status, t.priority, false);
+                state.by_seq.remove(&t.seq);
+                if let Some(k) = t.idempotency_key {
+                    state.idempotency.remove(&k);
+                }
             }
             state.attempts.remove(id);
             state.events.remove(id);

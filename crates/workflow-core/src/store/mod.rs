@@ -14,12 +14,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub(crate) mod logic;
 mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use sqlite::{SqliteConfig, SqliteStore, Synchronous};
+pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 
 use crate::error::StoreError;
 use crate::model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
