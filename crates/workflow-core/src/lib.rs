@@ -12,10 +12,10 @@
 //! - [`Handler`]: what runs a task; [`WebhookDeliveryHandler`] ships here, the bot brings its own.
 //! - [`WorkflowManager`] and [`AsyncTaskManager`]: facades in the seed's vocabulary.
 //!
-//! Why our own engine rather than a job-queue crate: the product needs priority claims fenced by
-//! attempt numbers, per-target concurrency caps, breaker-aware deferral that spends no attempt,
-//! and the same semantics on SQLite and PostgreSQL; the queue crates we looked at (apalis,
-//! fang, sqlxmq) each lack several of these and none has group-committed SQLite.
+//! Why our own engine rather than a general job-queue crate: the product needs, together,
+//! priority claims fenced by attempt numbers, per-target concurrency caps, breaker-aware
+//! deferral that spends no attempt, a group-committed SQLite writer, and identical semantics on
+//! SQLite and PostgreSQL (one set of state transitions in `store::logic`, one conformance suite).
 //!
 //! # Example
 //!
