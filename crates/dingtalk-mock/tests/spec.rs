@@ -833,7 +833,7 @@ async fn gateway_open_validates_credentials_and_subscriptions() {
 #[tokio::test]
 async fn tickets_are_single_use_and_expire() {
     let mock = DingTalkMock::start(MockConfig {
-        ticket_ttl: Duration::from_millis(200),
+        ticket_ttl: Duration::from_millis(800),
         ..MockConfig::default()
     })
     .await
@@ -857,7 +857,7 @@ async fn tickets_are_single_use_and_expire() {
         "unknown ticket"
     );
     let (_, stale) = open(&c, &mock).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(
         tokio_tungstenite::connect_async(format!("{endpoint}?ticket={stale}"))
             .await
@@ -1001,7 +1001,7 @@ async fn periodic_pings_and_unanswered_ping_drops_the_socket() {
 #[tokio::test]
 async fn unacked_callbacks_are_redelivered_with_a_new_message_id_and_the_same_msg_id() {
     let mock = DingTalkMock::start(MockConfig {
-        redelivery_after: Some(Duration::from_millis(200)),
+        redelivery_after: Some(Duration::from_millis(300)),
         max_redeliveries: 2,
         ..MockConfig::default()
     })
@@ -1074,7 +1074,7 @@ async fn disconnect_is_announced_stops_delivery_and_closes_after_the_grace() {
         "nothing is delivered after disconnect"
     );
     // The client may ACK it; the socket is still open during the grace period.
-    ws.send(ack(&bye, "")).await.unwrap();
+    let _ = ws.send(ack(&bye, "")).await;
     let ended = tokio::time::timeout(WAIT, async {
         loop {
             match ws.next().await {
