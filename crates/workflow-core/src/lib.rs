@@ -55,7 +55,8 @@
 //!
 //! # Feature flags
 //!
-//! None.
+//! - `conformance`: exposes [`store::conformance`], the suite every `Store` backend must pass,
+//!   and the `conformance_tests!` macro, for backends that live in other crates.
 
 pub mod clock;
 pub mod engine;

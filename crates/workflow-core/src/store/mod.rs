@@ -6,6 +6,12 @@
 //! - callers pass `now`, so tests drive time and every instance agrees on the rule;
 //! - claims are batched and fenced by the task's `attempt` number;
 //! - [`Store::wakeup`] lets a backend wake the engine when another instance enqueues.
+//!
+//! The state transitions themselves live in one place (`logic`), applied by every backend to
+//! a loaded row, so backends differ in how they find and persist rows, never in the rules.
+//! Every stored instant has millisecond precision. Every backend must pass the conformance
+//! suite: module `conformance` and the `conformance_tests!` macro, behind the cargo feature
+//! `conformance`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +20,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-#[cfg(feature = "conformance")]
+// Also compiled for rustdoc, so the docs show the suite and links to it resolve.
+#[cfg(any(feature = "conformance", doc))]
 pub mod conformance;
 pub(crate) mod logic;
 mod memory;
@@ -164,7 +171,8 @@ impl Counts {
     }
 }
 
-/// Durable task state. Every backend passes the same conformance suite (`conformance` module).
+/// Durable task state. Every backend passes the same conformance suite (`conformance` module,
+/// cargo feature `conformance`).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a new task as `pending` (event `created`), unless its idempotency key exists
