@@ -65,6 +65,7 @@ pub mod events;
 pub mod facade;
 pub mod handler;
 pub mod model;
+mod shutdown;
 pub mod store;
 pub mod webhook;
 
@@ -79,6 +80,7 @@ pub use facade::{
 pub use handler::{AttemptContext, AttemptResult, Handler, HandlerOutcome};
 pub use model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
 pub use retry_policy::{Jitter, RetryPolicy};
+pub use shutdown::shutdown_signal;
 pub use store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, MemoryStore, Page, Release,
     SqliteConfig, SqliteStore, Store, StoreResult, Synchronous, TaskFilter,
