@@ -4,8 +4,9 @@
 //! schedule, recovered after crashes, and observable at every step.
 //!
 //! - [`Store`]: [`MemoryStore`] for tests and library users, [`SqliteStore`] as the embedded
-//!   default (WAL, one writer thread with group commit); every backend passes one conformance
-//!   suite ([`store::conformance`]).
+//!   default (WAL, one writer thread with group commit), `PostgresStore` for several instances
+//!   sharing one database (`FOR UPDATE SKIP LOCKED` batch claims, `LISTEN/NOTIFY` wakeups);
+//!   every backend passes one conformance suite ([`store::conformance`]).
 //! - [`Engine`]: claims due tasks by priority, then due time, then creation order, under a
 //!   lease fenced by the attempt number; a bounded pool with per-target caps; retries are rows
 //!   with a due time; an idle engine sleeps until the next due time or an enqueue.
@@ -55,6 +56,11 @@
 //!
 //! # Feature flags
 //!
+//! - `postgres` (default): `PostgresStore` and `PostgresConfig`, with `tokio-postgres` and
+//!   `deadpool-postgres`. On by default because both bundled binaries offer
+//!   `--database-url postgres://...` and a scale-out backend that must be switched on at build
+//!   time is one users find missing when they need it; a library user who embeds only SQLite
+//!   turns default features off and builds neither client nor pool.
 //! - `conformance`: exposes [`store::conformance`], the suite every `Store` backend must pass,
 //!   and the `conformance_tests!` macro, for backends that live in other crates.
 
@@ -85,4 +91,6 @@ pub use store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, MemoryStore, Page, Release,
     SqliteConfig, SqliteStore, Store, StoreResult, Synchronous, TaskFilter,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresConfig, PostgresStore};
 pub use webhook::{WEBHOOK_KIND, WebhookDeliveryHandler, WebhookPayload};

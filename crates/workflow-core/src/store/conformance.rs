@@ -5,12 +5,14 @@
 //! stamps out one `#[tokio::test]` per rule with [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```ignore
-//! // tests/store_postgres.rs of a future backend
-//! async fn postgres() -> Arc<dyn Store> { Arc::new(PgStore::connect(&fresh_db_url()).await.unwrap()) }
-//! workflow_core::conformance_tests!(postgres());
+//! // tests/store_mine.rs of a backend
+//! async fn mine() -> Arc<dyn Store> { Arc::new(MyStore::open_empty().await.unwrap()) }
+//! workflow_core::conformance_tests!(mine());
 //! ```
 //!
-//! or runs them all in one test with [`run_all`]. Every rule passes explicit `now` values
+//! or runs them all in one test with [`run_all`]. A backend that needs a server uses
+//! `conformance_tests!(skippable factory)` with a factory giving `Option<Arc<dyn Store>>`:
+//! `None` skips the test (see [`fresh_postgres_database`]). Every rule passes explicit `now` values
 //! around [`t0`], far from the wall clock, so no rule depends on real time.
 
 use std::future::Future;
@@ -1045,6 +1047,20 @@ macro_rules! rules {
         /// `Arc<dyn Store>`. Needs the `conformance` feature of `workflow-core`.
         #[macro_export]
         macro_rules! conformance_tests {
+            (skippable $d factory:expr) => {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        // The factory says why when it gives no store (e.g. no test database).
+                        let store: ::std::option::Option<::std::sync::Arc<dyn $d crate::Store>> =
+                            $d factory.await;
+                        let ::std::option::Option::Some(store) = store else {
+                            return;
+                        };
+                        $d crate::store::conformance::$name(store).await;
+                    }
+                )*
+            };
             ($d factory:expr) => {
                 $(
                     #[tokio::test]
@@ -1056,6 +1072,52 @@ macro_rules! rules {
             };
         }
     };
+}
+
+/// The environment variable naming a PostgreSQL server for tests: a URL of a role that may
+/// `CREATE DATABASE` (`scripts/with-postgres.sh` exports one for a throwaway cluster).
+#[cfg(feature = "postgres")]
+pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
+
+/// A fresh, empty database on the server named by [`TEST_DATABASE_URL`], for one test: its
+/// URL. `None` (after printing `skipped: TEST_DATABASE_URL not set`) when the variable is
+/// unset, so plain `cargo test` passes without a server; a set but unreachable server panics.
+#[cfg(feature = "postgres")]
+pub async fn fresh_postgres_database() -> Option<String> {
+    let Ok(admin) = std::env::var(TEST_DATABASE_URL) else {
+        eprintln!("skipped: {TEST_DATABASE_URL} not set");
+        return None;
+    };
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{TEST_DATABASE_URL} is set but unreachable: {e}"));
+    let driver = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test database");
+    drop(client);
+    let _ = driver.await;
+    Some(with_database(&admin, &name))
+}
+
+/// `url` with its database name replaced by `name`.
+#[cfg(feature = "postgres")]
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
 }
 
 rules!(

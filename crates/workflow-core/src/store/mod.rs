@@ -25,9 +25,16 @@ use tokio::sync::Notify;
 pub mod conformance;
 pub(crate) mod logic;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    NOTIFY_CHANNEL, POSTGRES_SCHEMA_VERSION, PostgresConfig, PostgresStore,
+    redact as redact_database_url,
+};
 pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
 
 use crate::error::StoreError;

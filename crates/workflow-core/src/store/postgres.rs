@@ -1,0 +1,1253 @@
+//! The scale-out [`Store`]: PostgreSQL, shared by several engine instances (cargo feature
+//! `postgres`, on by default).
+//!
+//! # Design
+//!
+//! - **Same rows, same rules.** The schema mirrors the SQLite one (integer-millisecond
+//!   instants, status and priority as small integers, JSON as text so any payload round-trips
+//!   byte for byte), and every transition is `store::logic` applied to a row read
+//!   `FOR UPDATE`, so both backends pass one conformance suite.
+//! - **Claims** are one short transaction: for each priority (and for expired leases) a
+//!   `SELECT ... ORDER BY due time, seq LIMIT n FOR UPDATE SKIP LOCKED` on a partial index,
+//!   all sent at once (pipelined), merged in claim order (priority, due time, creation order)
+//!   and cut to `n`; then one `UPDATE ... FROM unnest(...)` sets owner, lease and the bumped
+//!   `attempt` (the fence) and one `INSERT` writes the events. Instances never block each
+//!   other: a row locked by one claim is skipped by the others.
+//! - **Short transactions only.** Every method is one transaction of a few statements; none
+//!   waits on anything but the database (the engine calls a handler between a claim and its
+//!   `finish_attempt`, never inside one).
+//! - **Wakeups**: `enqueue`, `release` and `retry_now` send `NOTIFY workflow_tasks` inside
+//!   their transaction (so it is delivered only if they commit). Each store keeps one
+//!   dedicated connection that `LISTEN`s (driven with `Connection::poll_message`) and wakes
+//!   [`Store::wakeup`] when another instance made work due; it reconnects with backoff when
+//!   the connection drops, and wakes the engine after a reconnect in case it missed one. The
+//!   engine's own sleep until [`Store::next_due_at`] stays as the safety net.
+//! - **Migrations** run at connect (or alone with [`PostgresStore::migrate`]): numbered SQL
+//!   steps recorded in `workflow_schema_migrations`, applied under a transaction-scoped
+//!   advisory lock, so two instances starting together apply each step exactly once; a
+//!   database migrated by a newer build is refused.
+//! - **The queue limit** ([`EnqueueLimits::max_active`]) is checked exactly (a `COUNT` under an
+//!   advisory lock) whenever this instance's recent count is near the limit, and skipped while
+//!   it is far below it (by more than a tenth of the limit, as counted in the last second):
+//!   with several instances the limit is a backpressure bound, not a hard quota.
+//! - **Pool**: a `deadpool-postgres` pool of [`PostgresConfig::pool_size`] connections, with
+//!   cached prepared statements per connection.
+//!
+//! TLS is not built in: connect over loopback, a private network or a TLS-terminating proxy.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::error::StoreError;
+use crate::model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
+use crate::store::logic;
+use crate::store::{
+    CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, Page, Release, Store,
+    StoreResult, TaskFilter,
+};
+
+/// The `NOTIFY` channel every instance listens on.
+pub const NOTIFY_CHANNEL: &str = "workflow_tasks";
+
+/// Advisory lock keys (arbitrary constants, namespaced by this crate's use).
+const MIGRATION_LOCK: i64 = 0x5746_4d49_4752_0001; // "WFMIGR" 1
+const LIMIT_LOCK: i64 = 0x5746_4c49_4d54_0001; // "WFLIMT" 1
+
+/// How to connect.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database?...` (libpq URL or key=value form).
+    pub url: String,
+    /// Connections in the pool (default 16). Each in-flight store call holds one for the
+    /// length of its transaction; the listener has its own connection on top.
+    pub pool_size: usize,
+    /// How long a call waits for a free pooled connection before failing (default 30 s).
+    pub pool_wait: Duration,
+    /// Connect timeout of each new connection (default 10 s).
+    pub connect_timeout: Duration,
+    /// Listen for other instances' `NOTIFY` (default true).
+    pub listen: bool,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("pool_wait", &self.pool_wait)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("listen", &self.listen)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// Defaults for a URL.
+    pub fn new(url: impl Into<String>) -> PostgresConfig {
+        PostgresConfig {
+            url: url.into(),
+            pool_size: 16,
+            pool_wait: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            listen: true,
+        }
+    }
+
+    fn pg_config(&self) -> StoreResult<tokio_postgres::Config> {
+        let mut c = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            StoreError::backend(format!("invalid PostgreSQL URL {}: {e}", redact(&self.url)))
+        })?;
+        if c.get_connect_timeout().is_none() {
+            c.connect_timeout(self.connect_timeout);
+        }
+        if c.get_application_name().is_none() {
+            c.application_name("workflow-core");
+        }
+        Ok(c)
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // key=value form
+        return url
+            .split(' ')
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[scheme_end + 3 + at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+const MIGRATION_1: &str = "
+CREATE TABLE IF NOT EXISTS workflow_tasks (
+    seq              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    kind             TEXT NOT NULL,
+    priority         SMALLINT NOT NULL,
+    status           SMALLINT NOT NULL,
+    payload          TEXT NOT NULL,
+    target           TEXT,
+    attempt          BIGINT NOT NULL,
+    tries            BIGINT NOT NULL,
+    max_attempts     BIGINT NOT NULL,
+    next_run_at      BIGINT,
+    lease_owner      TEXT,
+    lease_until      BIGINT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    finished_at      BIGINT,
+    last_error       TEXT,
+    result           TEXT,
+    idempotency_key  TEXT UNIQUE,
+    callback         TEXT
+);
+-- The claim: due tasks of one priority in due order, over active rows only.
+CREATE INDEX IF NOT EXISTS workflow_tasks_due ON workflow_tasks (priority, next_run_at, seq)
+    WHERE status IN (0, 2);
+-- Crash recovery: expired leases.
+CREATE INDEX IF NOT EXISTS workflow_tasks_lease ON workflow_tasks (lease_until) WHERE status = 1;
+-- Pruning and listing.
+CREATE INDEX IF NOT EXISTS workflow_tasks_finished ON workflow_tasks (finished_at) WHERE status >= 3;
+CREATE INDEX IF NOT EXISTS workflow_tasks_status_seq ON workflow_tasks (status, seq);
+CREATE TABLE IF NOT EXISTS workflow_attempts (
+    task_id     TEXT NOT NULL,
+    n           BIGINT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    response    TEXT,
+    outcome     TEXT NOT NULL,
+    PRIMARY KEY (task_id, n)
+);
+CREATE TABLE IF NOT EXISTS workflow_events (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id     TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    from_status SMALLINT,
+    to_status   SMALLINT NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workflow_events_task ON workflow_events (task_id, id);
+";
+
+/// Schema migrations, in order; `workflow_schema_migrations` records the ones applied. Never
+/// edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this build migrates to.
+pub const POSTGRES_SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+const TASK_COLS: &str = "seq, id, kind, priority, status, payload, target, attempt, tries, max_attempts, \
+     next_run_at, lease_owner, lease_until, cancel_requested, created_at, updated_at, finished_at, \
+     last_error, result, idempotency_key, callback";
+
+fn status_code(s: TaskStatus) -> i16 {
+    match s {
+        TaskStatus::Pending => 0,
+        TaskStatus::Processing => 1,
+        TaskStatus::Retrying => 2,
+        TaskStatus::Completed => 3,
+        TaskStatus::Failed => 4,
+        TaskStatus::Cancelled => 5,
+    }
+}
+
+fn status_from(code: i16) -> StoreResult<TaskStatus> {
+    TaskStatus::ALL
+        .into_iter()
+        .find(|s| status_code(*s) == code)
+        .ok_or_else(|| StoreError::backend(format!("bad status code {code}")))
+}
+
+fn priority_from(rank: i16) -> StoreResult<Priority> {
+    u8::try_from(rank)
+        .ok()
+        .and_then(Priority::from_rank)
+        .ok_or_else(|| StoreError::backend(format!("bad priority rank {rank}")))
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn db_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(StoreError::backend)
+}
+
+fn row_to_task(r: &Row) -> StoreResult<Task> {
+    let payload: String = r.try_get(5).map_err(db_err)?;
+    let result: Option<String> = r.try_get(18).map_err(db_err)?;
+    let callback: Option<String> = r.try_get(20).map_err(db_err)?;
+    let g = |i: usize| -> StoreResult<i64> { r.try_get::<_, i64>(i).map_err(db_err) };
+    let go = |i: usize| -> StoreResult<Option<i64>> { r.try_get(i).map_err(db_err) };
+    Ok(Task {
+        seq: g(0)?,
+        id: r.try_get(1).map_err(db_err)?,
+        kind: r.try_get(2).map_err(db_err)?,
+        priority: priority_from(r.try_get(3).map_err(db_err)?)?,
+        status: status_from(r.try_get(4).map_err(db_err)?)?,
+        payload: parse_json(&payload)?,
+        target: r.try_get(6).map_err(db_err)?,
+        attempt: u32_of(g(7)?),
+        tries: u32_of(g(8)?),
+        max_attempts: u32_of(g(9)?),
+        next_run_at: go(10)?.map(time),
+        lease_owner: r.try_get(11).map_err(db_err)?,
+        lease_until: go(12)?.map(time),
+        cancel_requested: r.try_get(13).map_err(db_err)?,
+        created_at: time(g(14)?),
+        updated_at: time(g(15)?),
+        finished_at: go(16)?.map(time),
+        last_error: r.try_get(17).map_err(db_err)?,
+        result: result.as_deref().map(parse_json).transpose()?,
+        idempotency_key: r.try_get(19).map_err(db_err)?,
+        callback: callback.as_deref().map(parse_json).transpose()?,
+    })
+}
+
+fn rows_to_tasks(rows: &[Row]) -> StoreResult<Vec<Task>> {
+    rows.iter().map(row_to_task).collect()
+}
+
+/// Anything that runs statements with cached preparation: a pooled client or a transaction.
+trait Exec {
+    async fn stmt(&self, sql: &str) -> StoreResult<tokio_postgres::Statement>;
+    async fn rows(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>>;
+    async fn exec(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<u64>;
+}
+
+macro_rules! impl_exec {
+    ($t:ty) => {
+        impl Exec for $t {
+            async fn stmt(&self, sql: &str) -> StoreResult<tokio_postgres::Statement> {
+                self.prepare_cached(sql).await.map_err(db_err)
+            }
+            async fn rows(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+                let st = self.stmt(sql).await?;
+                self.query(&st, args).await.map_err(db_err)
+            }
+            async fn exec(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+                let st = self.stmt(sql).await?;
+                self.execute(&st, args).await.map_err(db_err)
+            }
+        }
+    };
+}
+
+impl_exec!(deadpool_postgres::Object);
+impl_exec!(deadpool_postgres::Transaction<'_>);
+
+async fn load_for_update(tx: &impl Exec, id: &str) -> StoreResult<Task> {
+    let rows = tx
+        .rows(
+            &format!("SELECT {TASK_COLS} FROM workflow_tasks WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await?;
+    match rows.first() {
+        Some(r) => row_to_task(r),
+        None => Err(StoreError::NotFound(id.to_owned())),
+    }
+}
+
+const SAVE_SQL: &str = "UPDATE workflow_tasks SET status = $2, attempt = $3, tries = $4, max_attempts = $5, \
+     next_run_at = $6, lease_owner = $7, lease_until = $8, cancel_requested = $9, updated_at = $10, \
+     finished_at = $11, last_error = $12, result = $13, callback = $14 WHERE seq = $1";
+
+async fn save(tx: &impl Exec, t: &Task) -> StoreResult<()> {
+    let result = t.result.as_ref().map(json_text);
+    let callback = t.callback.as_ref().map(json_text);
+    tx.exec(
+        SAVE_SQL,
+        &[
+            &t.seq,
+            &status_code(t.status),
+            &i64::from(t.attempt),
+            &i64::from(t.tries),
+            &i64::from(t.max_attempts),
+            &t.next_run_at.map(ms),
+            &t.lease_owner,
+            &t.lease_until.map(ms),
+            &t.cancel_requested,
+            &ms(t.updated_at),
+            &t.finished_at.map(ms),
+            &t.last_error,
+            &result,
+            &callback,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+async fn insert_events(tx: &impl Exec, events: &[TaskEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.task_id.as_str()).collect();
+    let ats: Vec<i64> = events.iter().map(|e| ms(e.at)).collect();
+    let froms: Vec<Option<i16>> = events.iter().map(|e| e.from.map(status_code)).collect();
+    let tos: Vec<i16> = events.iter().map(|e| status_code(e.to)).collect();
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    tx.exec(
+        "INSERT INTO workflow_events (task_id, at, from_status, to_status, reason) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::smallint[], $4::smallint[], $5::text[])",
+        &[&ids, &ats, &froms, &tos, &reasons],
+    )
+    .await
+    .map(drop)
+}
+
+async fn record_attempt(tx: &impl Exec, a: &AttemptRecord) -> StoreResult<()> {
+    tx.exec(
+        "INSERT INTO workflow_attempts (task_id, n, started_at, duration_ms, status_code, error, response, outcome) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (task_id, n) DO UPDATE SET started_at = EXCLUDED.started_at, \
+         duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, error = EXCLUDED.error, \
+         response = EXCLUDED.response, outcome = EXCLUDED.outcome",
+        &[
+            &a.task_id,
+            &i64::from(a.n),
+            &ms(a.started_at),
+            &i64::try_from(a.duration_ms).unwrap_or(i64::MAX),
+            &a.status_code.map(i32::from),
+            &a.error,
+            &a.response,
+            &a.outcome,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+/// The earliest `next_run_at` of a pending or retrying task: one index probe per priority.
+const EARLIEST_DUE: &str = "(SELECT min(d) FROM (\
+     (SELECT next_run_at AS d FROM workflow_tasks WHERE status IN (0, 2) AND priority = 0 ORDER BY next_run_at LIMIT 1) UNION ALL \
+     (SELECT next_run_at FROM workflow_tasks WHERE status IN (0, 2) AND priority = 1 ORDER BY next_run_at LIMIT 1) UNION ALL \
+     (SELECT next_run_at FROM workflow_tasks WHERE status IN (0, 2) AND priority = 2 ORDER BY next_run_at LIMIT 1) UNION ALL \
+     (SELECT next_run_at FROM workflow_tasks WHERE status IN (0, 2) AND priority = 3 ORDER BY next_run_at LIMIT 1)) AS due)";
+
+/// PostgreSQL-backed store, for several engine instances sharing one database. Cheap to
+/// clone; the listener stops when the last clone is dropped.
+///
+/// # Example
+///
+/// ```no_run
+/// use workflow_core::{PostgresConfig, PostgresStore, Store};
+///
+/// # async fn demo() -> Result<(), workflow_core::StoreError> {
+/// let mut config = PostgresConfig::new("postgres://app:secret@db.internal:5432/dispatch");
+/// config.pool_size = 32;
+/// let store = PostgresStore::connect(config).await?; // migrates, then listens
+/// store.ping().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    config: PostgresConfig,
+    /// This instance's tag in `NOTIFY` payloads, so its own notifications are not echoed.
+    instance: String,
+    wakeup: Arc<Notify>,
+    /// Active-task count last seen by this instance, and when.
+    active_estimate: Mutex<Option<(u64, Instant)>>,
+    /// Stops the listener when the last clone is dropped.
+    _stop: DropGuard,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("config", &self.inner.config)
+            .field("instance", &self.inner.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects, applies pending migrations, and starts the `LISTEN` connection.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the URL is invalid, the database cannot be reached, a
+    /// migration fails, or the database was migrated by a newer build.
+    pub async fn connect(config: PostgresConfig) -> StoreResult<PostgresStore> {
+        let pg = config.pg_config()?;
+        let manager = Manager::from_config(
+            pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(config.pool_wait))
+            .create_timeout(Some(config.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(StoreError::backend)?;
+        PostgresStore::migrate(&config).await?;
+        let stop = CancellationToken::new();
+        let wakeup = Arc::new(Notify::new());
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        if config.listen {
+            tokio::spawn(listen_loop(
+                pg,
+                instance.clone(),
+                wakeup.clone(),
+                stop.clone(),
+            ));
+        }
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                instance,
+                wakeup,
+                active_estimate: Mutex::new(None),
+                _stop: stop.drop_guard(),
+            }),
+        })
+    }
+
+    /// Applies pending migrations and returns the schema version, without starting a store
+    /// (the binaries' `migrate` subcommand).
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::connect`].
+    pub async fn migrate(config: &PostgresConfig) -> StoreResult<usize> {
+        let (mut client, conn) = config.pg_config()?.connect(NoTls).await.map_err(db_err)?;
+        let driver = tokio::spawn(conn);
+        let r = migrate_raw(&mut client).await;
+        drop(client);
+        let _ = driver.await;
+        r
+    }
+
+    /// The pool's current state: `(connections, idle, waiting callers)`, for gauges.
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let s = self.inner.pool.status();
+        (s.size, s.available, s.waiting)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.inner.pool.get().await.map_err(|e| {
+            metrics::counter!("workflow_store_pool_errors_total").increment(1);
+            StoreError::backend(format!("PostgreSQL pool: {e}"))
+        })
+    }
+
+    fn wake_local(&self) {
+        // notify_one keeps a permit when the engine is not waiting right now.
+        self.inner.wakeup.notify_one();
+    }
+
+    async fn notify(&self, tx: &impl Exec) -> StoreResult<()> {
+        tx.exec(
+            "SELECT pg_notify($1, $2)",
+            &[&NOTIFY_CHANNEL, &self.inner.instance],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Runs one transition on one task, in one transaction.
+    async fn transition<R: Send>(
+        &self,
+        id: &str,
+        wake: bool,
+        f: impl FnOnce(&mut Task) -> StoreResult<(R, Option<TaskEvent>)> + Send,
+    ) -> StoreResult<(Task, R)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let mut task = load_for_update(&tx, id).await?;
+        let (out, ev) = f(&mut task)?;
+        let events: Vec<TaskEvent> = ev.into_iter().collect();
+        if wake {
+            tokio::try_join!(
+                save(&tx, &task),
+                insert_events(&tx, &events),
+                self.notify(&tx)
+            )?;
+        } else {
+            tokio::try_join!(save(&tx, &task), insert_events(&tx, &events))?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        if wake {
+            self.wake_local();
+        }
+        Ok((task, out))
+    }
+
+    /// Whether the queue limit needs an exact count now.
+    fn limit_needs_check(&self, limit: u64, adding: u64) -> bool {
+        let slack = (limit / 10).max(64);
+        match *self.inner.active_estimate.lock() {
+            Some((n, at)) if at.elapsed() < Duration::from_secs(1) => {
+                n.saturating_add(adding).saturating_add(slack) >= limit
+            }
+            _ => true,
+        }
+    }
+
+    fn bump_estimate(&self, added: u64) {
+        if let Some((n, _)) = self.inner.active_estimate.lock().as_mut() {
+            *n = n.saturating_add(added);
+        }
+    }
+
+    /// Exact active count, under a lock that serialises near-limit enqueues.
+    async fn locked_active_count(&self, tx: &impl Exec) -> StoreResult<u64> {
+        tx.exec("SELECT pg_advisory_xact_lock($1)", &[&LIMIT_LOCK])
+            .await?;
+        let rows = tx
+            .rows(
+                "SELECT count(*) FROM workflow_tasks WHERE status IN (0, 1, 2)",
+                &[],
+            )
+            .await?;
+        let n: i64 = rows
+            .first()
+            .map_or(Ok(0), |r| r.try_get(0))
+            .map_err(db_err)?;
+        let n = u64::try_from(n).unwrap_or(0);
+        *self.inner.active_estimate.lock() = Some((n, Instant::now()));
+        Ok(n)
+    }
+
+    async fn enqueue_many(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+    ) -> StoreResult<Vec<Enqueued>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let now = Utc::now();
+        let start = match limits.max_active {
+            Some(limit) if self.limit_needs_check(limit, tasks.len() as u64) => {
+                Some(self.locked_active_count(&tx).await?)
+            }
+            _ => None,
+        };
+        let insert = "WITH ins AS (\
+               INSERT INTO workflow_tasks (id, kind, priority, status, payload, target, attempt, tries, \
+                 max_attempts, next_run_at, cancel_requested, created_at, updated_at, idempotency_key) \
+               VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8, FALSE, $9, $9, $10) \
+               ON CONFLICT DO NOTHING RETURNING seq, id), \
+             ev AS (INSERT INTO workflow_events (task_id, at, from_status, to_status, reason) \
+               SELECT id, $9, NULL, $4, 'created' FROM ins) \
+             SELECT seq FROM ins";
+        let mut out = Vec::with_capacity(tasks.len());
+        let mut fresh = 0u64;
+        for new in tasks {
+            let (mut task, _ev) = logic::create(new, 0, now);
+            let payload = json_text(&task.payload);
+            let rows = tx
+                .rows(
+                    insert,
+                    &[
+                        &task.id,
+                        &task.kind,
+                        &i16::from(task.priority.rank()),
+                        &status_code(task.status),
+                        &payload,
+                        &task.target,
+                        &i64::from(task.max_attempts),
+                        &task.next_run_at.map(ms),
+                        &ms(task.created_at),
+                        &task.idempotency_key,
+                    ],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                task.seq = row.try_get(0).map_err(db_err)?;
+                fresh += 1;
+                out.push(Enqueued::Created(task));
+                continue;
+            }
+            // A unique constraint held: the idempotency key (an existing task) or the id.
+            if let Some(key) = &task.idempotency_key {
+                let existing = tx
+                    .rows(
+                        &format!(
+                            "SELECT {TASK_COLS} FROM workflow_tasks WHERE idempotency_key = $1"
+                        ),
+                        &[key],
+                    )
+                    .await?;
+                if let Some(r) = existing.first() {
+                    out.push(Enqueued::Existing(row_to_task(r)?));
+                    continue;
+                }
+            }
+            return Err(StoreError::Duplicate(task.id));
+        }
+        if let (Some(limit), Some(start)) = (limits.max_active, start)
+            && fresh > 0
+            && start + fresh > limit
+        {
+            return Err(StoreError::QueueFull { limit });
+        }
+        if fresh > 0 {
+            self.notify(&tx).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        self.bump_estimate(fresh);
+        if fresh > 0 {
+            self.wake_local();
+        }
+        Ok(out)
+    }
+}
+
+async fn migrate_raw(client: &mut tokio_postgres::Client) -> StoreResult<usize> {
+    let tx = client.transaction().await.map_err(db_err)?;
+    // Held until commit: a second instance starting now waits here, then sees our rows.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db_err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS workflow_schema_migrations (\
+           version    INTEGER PRIMARY KEY, \
+           applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(db_err)?;
+    let row = tx
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM workflow_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db_err)?;
+    let version: i32 = row.try_get(0).map_err(db_err)?;
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::backend(format!(
+            "database schema version {version} is newer than this build supports ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.batch_execute(sql).await.map_err(db_err)?;
+        let v = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO workflow_schema_migrations (version) VALUES ($1)",
+            &[&v],
+        )
+        .await
+        .map_err(db_err)?;
+        tracing::info!(version = v, "postgres schema migrated");
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(MIGRATIONS.len())
+}
+
+/// Keeps one connection `LISTEN`ing and wakes the engine on other instances' notifications.
+async fn listen_loop(
+    config: tokio_postgres::Config,
+    instance: String,
+    wakeup: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(500);
+    let mut first = true;
+    while !stop.is_cancelled() {
+        match listen_once(&config, &instance, &wakeup, &stop, first).await {
+            Ok(()) => return, // stopped
+            Err(e) => {
+                if !stop.is_cancelled() {
+                    metrics::counter!("workflow_store_listener_reconnects_total").increment(1);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "postgres listener lost; reconnecting");
+                }
+            }
+        }
+        first = false;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    instance: &str,
+    wakeup: &Notify,
+    stop: &CancellationToken,
+    first: bool,
+) -> Result<(), String> {
+    let (client, mut conn) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+    let closed = || "connection closed by the server".to_owned();
+    let listen_sql = format!("LISTEN {NOTIFY_CHANNEL}");
+    let listen = client.batch_execute(&listen_sql);
+    tokio::pin!(listen);
+    // The connection must be driven while LISTEN runs.
+    loop {
+        tokio::select! {
+            r = &mut listen => { r.map_err(|e| e.to_string())?; break; }
+            m = futures::StreamExt::next(&mut messages) => match m {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err(closed()),
+            },
+        }
+    }
+    if !first {
+        // Notifications sent while we were away are lost: look for work now.
+        wakeup.notify_one();
+    }
+    tracing::debug!("postgres listener connected");
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            m = futures::StreamExt::next(&mut messages) => match m {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if n.payload() != instance {
+                        wakeup.notify_one();
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err(closed()),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn enqueue(&self, task: NewTask, limits: EnqueueLimits) -> StoreResult<Enqueued> {
+        let mut out = self.enqueue_many(vec![task], limits).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::backend("enqueue returned nothing"))
+    }
+
+    async fn enqueue_batch(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+    ) -> StoreResult<Vec<Enqueued>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.enqueue_many(tasks, limits).await
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+        skip_targets: &[String],
+    ) -> StoreResult<Vec<Task>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let now_ms = ms(now);
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let skip: Vec<&str> = skip_targets.iter().map(String::as_str).collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let due_sql = format!(
+            "SELECT {TASK_COLS} FROM workflow_tasks \
+             WHERE status IN (0, 2) AND priority = $1 AND next_run_at <= $2 \
+               AND (target IS NULL OR target <> ALL($3::text[])) \
+             ORDER BY next_run_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED"
+        );
+        let lease_sql = format!(
+            "SELECT {TASK_COLS} FROM workflow_tasks \
+             WHERE status = 1 AND lease_until <= $1 \
+               AND (target IS NULL OR target <> ALL($2::text[])) \
+             ORDER BY lease_until, seq LIMIT $3 FOR UPDATE SKIP LOCKED"
+        );
+        let ranks: [i16; 4] = [0, 1, 2, 3];
+        // Every query at once (pipelined on the one connection): one round trip.
+        let a0: [&(dyn ToSql + Sync); 4] = [&ranks[0], &now_ms, &skip, &limit];
+        let a1: [&(dyn ToSql + Sync); 4] = [&ranks[1], &now_ms, &skip, &limit];
+        let a2: [&(dyn ToSql + Sync); 4] = [&ranks[2], &now_ms, &skip, &limit];
+        let a3: [&(dyn ToSql + Sync); 4] = [&ranks[3], &now_ms, &skip, &limit];
+        let al: [&(dyn ToSql + Sync); 3] = [&now_ms, &skip, &limit];
+        let (p0, p1, p2, p3, expired) = tokio::try_join!(
+            tx.rows(&due_sql, &a0),
+            tx.rows(&due_sql, &a1),
+            tx.rows(&due_sql, &a2),
+            tx.rows(&due_sql, &a3),
+            tx.rows(&lease_sql, &al),
+        )?;
+        let mut candidates = Vec::new();
+        for rows in [p0, p1, p2, p3, expired] {
+            candidates.extend(rows_to_tasks(&rows)?);
+        }
+        if candidates.is_empty() {
+            drop(tx); // rolls back: nothing was locked
+            return Ok(Vec::new());
+        }
+        // Claim order: priority, then due time (or lease end), then creation order.
+        candidates.sort_by_key(|t| {
+            let due = t.next_run_at.or(t.lease_until).map_or(i64::MIN, ms);
+            (t.priority.rank(), due, t.seq)
+        });
+        candidates.truncate(max);
+        let mut events = Vec::with_capacity(candidates.len());
+        for t in &mut candidates {
+            events.push(logic::claim(t, owner, now, lease));
+        }
+        let seqs: Vec<i64> = candidates.iter().map(|t| t.seq).collect();
+        let attempts: Vec<i64> = candidates.iter().map(|t| i64::from(t.attempt)).collect();
+        let lease_until: Vec<Option<i64>> =
+            candidates.iter().map(|t| t.lease_until.map(ms)).collect();
+        let update_args: [&(dyn ToSql + Sync); 5] =
+            [&seqs, &attempts, &owner, &now_ms, &lease_until];
+        let update = tx.exec(
+            "UPDATE workflow_tasks AS t SET status = 1, attempt = u.attempt, lease_owner = $3, \
+               lease_until = u.lease_until, next_run_at = NULL, updated_at = $4 \
+             FROM unnest($1::bigint[], $2::bigint[], $5::bigint[]) AS u(seq, attempt, lease_until) \
+             WHERE t.seq = u.seq",
+            &update_args,
+        );
+        tokio::try_join!(update, insert_events(&tx, &events))?;
+        tx.commit().await.map_err(db_err)?;
+        metrics::histogram!("workflow_store_claim_seconds").record(started.elapsed().as_secs_f64());
+        Ok(candidates)
+    }
+
+    async fn finish_attempt(
+        &self,
+        fence: &Fence,
+        mut attempt: AttemptRecord,
+        completion: Completion,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        let retry = matches!(completion, Completion::Retry { .. });
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let mut task = load_for_update(&tx, &fence.task_id).await?;
+        logic::check_fence(&task, fence)?;
+        let ev = logic::finish_attempt(&mut task, &mut attempt, completion, now);
+        tokio::try_join!(
+            save(&tx, &task),
+            record_attempt(&tx, &attempt),
+            insert_events(&tx, std::slice::from_ref(&ev))
+        )?;
+        tx.commit().await.map_err(db_err)?;
+        if retry {
+            // This engine recomputes its next due time; others learn it from their own poll.
+            self.wake_local();
+        }
+        Ok(task)
+    }
+
+    async fn release(
+        &self,
+        fence: &Fence,
+        release: Release,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        self.transition(&fence.task_id, true, |t| {
+            logic::check_fence(t, fence)?;
+            Ok(((), Some(logic::release(t, &release, now))))
+        })
+        .await
+        .map(|(t, ())| t)
+    }
+
+    async fn extend_lease(&self, fence: &Fence, until: DateTime<Utc>) -> StoreResult<()> {
+        let client = self.client().await?;
+        let n = client
+            .exec(
+                "UPDATE workflow_tasks SET lease_until = $1 \
+                 WHERE id = $2 AND status = 1 AND attempt = $3 AND lease_owner = $4",
+                &[
+                    &ms(until),
+                    &fence.task_id,
+                    &i64::from(fence.attempt),
+                    &fence.owner,
+                ],
+            )
+            .await?;
+        if n == 1 {
+            return Ok(());
+        }
+        let exists = client
+            .rows(
+                "SELECT 1 FROM workflow_tasks WHERE id = $1",
+                &[&fence.task_id],
+            )
+            .await?;
+        if exists.is_empty() {
+            Err(StoreError::NotFound(fence.task_id.clone()))
+        } else {
+            Err(StoreError::Fenced {
+                task_id: fence.task_id.clone(),
+                attempt: fence.attempt,
+            })
+        }
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<Task>> {
+        let client = self.client().await?;
+        let rows = client
+            .rows(
+                &format!("SELECT {TASK_COLS} FROM workflow_tasks WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        rows.first().map(row_to_task).transpose()
+    }
+
+    async fn attempts(&self, id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .rows(
+                "SELECT task_id, n, started_at, duration_ms, status_code, error, response, outcome \
+                 FROM workflow_attempts WHERE task_id = $1 ORDER BY n",
+                &[&id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRecord {
+                    task_id: r.try_get(0).map_err(db_err)?,
+                    n: u32_of(r.try_get(1).map_err(db_err)?),
+                    started_at: time(r.try_get(2).map_err(db_err)?),
+                    duration_ms: u64::try_from(r.try_get::<_, i64>(3).map_err(db_err)?)
+                        .unwrap_or(0),
+                    status_code: r
+                        .try_get::<_, Option<i32>>(4)
+                        .map_err(db_err)?
+                        .and_then(|c| u16::try_from(c).ok()),
+                    error: r.try_get(5).map_err(db_err)?,
+                    response: r.try_get(6).map_err(db_err)?,
+                    outcome: r.try_get(7).map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events(&self, id: &str) -> StoreResult<Vec<TaskEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .rows(
+                "SELECT task_id, at, from_status, to_status, reason FROM workflow_events \
+                 WHERE task_id = $1 ORDER BY id",
+                &[&id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskEvent {
+                    task_id: r.try_get(0).map_err(db_err)?,
+                    at: time(r.try_get(1).map_err(db_err)?),
+                    from: r
+                        .try_get::<_, Option<i16>>(2)
+                        .map_err(db_err)?
+                        .map(status_from)
+                        .transpose()?,
+                    to: status_from(r.try_get(3).map_err(db_err)?)?,
+                    reason: r.try_get(4).map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn cancel(
+        &self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CancelOutcome> {
+        self.transition(id, false, |t| Ok(logic::cancel(t, reason, now)))
+            .await
+            .map(|(_, out)| out)
+    }
+
+    async fn retry_now(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Task> {
+        self.transition(id, true, |t| Ok(((), Some(logic::retry_now(t, now)?))))
+            .await
+            .map(|(t, ())| t)
+    }
+
+    async fn record_callback(&self, id: &str, callback: CallbackRecord) -> StoreResult<Task> {
+        self.transition(id, false, |t| {
+            logic::record_callback(t, callback);
+            Ok(((), None))
+        })
+        .await
+        .map(|(t, ())| t)
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> StoreResult<Page> {
+        let limit = match filter.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let status = filter.status.map(status_code);
+        let priority = filter.priority.map(|p| i16::from(p.rank()));
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        // One statement for every filter shape: a NULL parameter disables its condition.
+        let sql = format!(
+            "SELECT {TASK_COLS} FROM workflow_tasks \
+             WHERE ($1::smallint IS NULL OR status = $1) AND ($2::smallint IS NULL OR priority = $2) \
+               AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR kind = $4) \
+               AND ($5::bigint IS NULL OR seq < $5) \
+             ORDER BY seq DESC LIMIT $6"
+        );
+        let client = self.client().await?;
+        let rows = client
+            .rows(
+                &sql,
+                &[
+                    &status,
+                    &priority,
+                    &filter.target,
+                    &filter.kind,
+                    &filter.before_seq,
+                    &fetch,
+                ],
+            )
+            .await?;
+        let mut tasks = rows_to_tasks(&rows)?;
+        let more = tasks.len() > limit;
+        tasks.truncate(limit);
+        let next_cursor = if more {
+            tasks.last().map(|t| t.seq)
+        } else {
+            None
+        };
+        Ok(Page { tasks, next_cursor })
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let client = self.client().await?;
+        let rows = client
+            .rows(
+                &format!(
+                    "SELECT LEAST({EARLIEST_DUE}, \
+                     (SELECT lease_until FROM workflow_tasks WHERE status = 1 ORDER BY lease_until LIMIT 1))"
+                ),
+                &[],
+            )
+            .await?;
+        let v: Option<i64> = rows
+            .first()
+            .map_or(Ok(None), |r| r.try_get(0))
+            .map_err(db_err)?;
+        Ok(v.map(time))
+    }
+
+    async fn counts(&self) -> StoreResult<Counts> {
+        let client = self.client().await?;
+        let due_sql = format!("SELECT {EARLIEST_DUE}");
+        let (rows, due) = tokio::try_join!(
+            client.rows(
+                "SELECT status, priority, count(*) FROM workflow_tasks GROUP BY status, priority",
+                &[],
+            ),
+            client.rows(&due_sql, &[]),
+        )?;
+        let mut by_status_priority = Vec::new();
+        let mut active = 0u64;
+        for r in &rows {
+            let status = status_from(r.try_get(0).map_err(db_err)?)?;
+            let priority = priority_from(r.try_get(1).map_err(db_err)?)?;
+            let n = u64::try_from(r.try_get::<_, i64>(2).map_err(db_err)?).unwrap_or(0);
+            if n > 0 {
+                by_status_priority.push((status, priority, n));
+            }
+            if !status.is_final() {
+                active += n;
+            }
+        }
+        by_status_priority.sort_by_key(|(s, p, _)| (status_code(*s), p.rank()));
+        *self.inner.active_estimate.lock() = Some((active, Instant::now()));
+        let oldest: Option<i64> = due
+            .first()
+            .map_or(Ok(None), |r| r.try_get(0))
+            .map_err(db_err)?;
+        let (size, idle, waiting) = self.pool_status();
+        metrics::gauge!("workflow_store_pool_connections").set(size as f64);
+        metrics::gauge!("workflow_store_pool_idle").set(idle as f64);
+        metrics::gauge!("workflow_store_pool_waiting").set(waiting as f64);
+        Ok(Counts {
+            by_status_priority,
+            oldest_due_at: oldest.map(time),
+        })
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        // In chunks, so a first prune of a large backlog never holds locks for long.
+        const CHUNK: i64 = 2_000;
+        let cutoff = ms(before);
+        let mut total = 0u64;
+        loop {
+            let client = self.client().await?;
+            let rows = client
+                .rows(
+                    "WITH v AS (SELECT seq, id FROM workflow_tasks \
+                        WHERE status >= 3 AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                     a AS (DELETE FROM workflow_attempts WHERE task_id IN (SELECT id FROM v)), \
+                     e AS (DELETE FROM workflow_events WHERE task_id IN (SELECT id FROM v)), \
+                     d AS (DELETE FROM workflow_tasks WHERE seq IN (SELECT seq FROM v) RETURNING 1) \
+                     SELECT count(*) FROM d",
+                    &[&cutoff, &CHUNK],
+                )
+                .await?;
+            let n: i64 = rows
+                .first()
+                .map_or(Ok(0), |r| r.try_get(0))
+                .map_err(db_err)?;
+            total += u64::try_from(n).unwrap_or(0);
+            if n < CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.rows("SELECT 1", &[]).await.map(drop)
+    }
+
+    fn wakeup(&self) -> Arc<Notify> {
+        self.inner.wakeup.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x?sslmode=disable"),
+            "postgres://app:***@db:5432/x?sslmode=disable"
+        );
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact("host=db user=app"), "host=db user=app");
+        assert_eq!(
+            redact("host=db password=x user=app"),
+            "host=db password=*** user=app"
+        );
+        assert_eq!(redact("postgresql://a:b:c@h/d"), "postgresql://a:***@h/d");
+    }
+
+    #[test]
+    fn config_debug_never_shows_the_password() {
+        let c = PostgresConfig::new("postgres://app:s3cret@db/x");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_urls_are_a_backend_error() {
+        let c = PostgresConfig::new("postgres://app:s3cret@db:notaport/x");
+        let err = c.pg_config().expect_err("invalid");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+}
