@@ -70,6 +70,7 @@ async fn a_short_message_is_answered_in_the_conversation() {
     let dir = tempfile::tempdir().unwrap();
     let bot = start(config(&mock, dir.path()));
     connected(&mock).await;
+    let mut live = mock.subscribe_outbox();
     mock.say(MockMessage::single("u1", "你好")).await;
     let out = wait_outbox(&mock, |o| o.len() >= 2).await;
     assert!(
@@ -78,6 +79,9 @@ async fn a_short_message_is_answered_in_the_conversation() {
     );
     assert!(out[0].text.starts_with("收到任务，正在处理中..."));
     assert_eq!(out[1].text, "处理结果：你好");
+    // A subscriber saw the same entries, in the same order, as they arrived.
+    assert_eq!(live.recv().await.unwrap(), out[0]);
+    assert_eq!(live.recv().await.unwrap(), out[1]);
     bot.stop().await;
 }
 

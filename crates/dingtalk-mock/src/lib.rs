@@ -185,6 +185,19 @@ impl DingTalkMock {
         self.state.acks.lock().clone()
     }
 
+    /// For every ACKed CALLBACK, in ACK order: the time from handing the frame to its
+    /// connection to reading the ACK on the same socket. What DingTalk sees as the bot's ACK
+    /// latency (it redelivers when this grows too long).
+    pub fn ack_latencies(&self) -> Vec<std::time::Duration> {
+        self.state.ack_latencies.lock().clone()
+    }
+
+    /// Every outbox entry from now on, as it arrives. A subscriber more than 65,536 entries
+    /// behind gets [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged).
+    pub fn subscribe_outbox(&self) -> tokio::sync::broadcast::Receiver<OutboxEntry> {
+        self.state.outbox_tx.subscribe()
+    }
+
     /// The SYSTEM pings sent so far and whether each was echoed.
     pub fn pings(&self) -> Vec<PingRecord> {
         self.state

@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -151,6 +151,12 @@ pub(crate) struct State {
     pub(crate) groups: Mutex<HashSet<String>>,
     pub(crate) outbox: Mutex<Vec<OutboxEntry>>,
     pub(crate) acks: Mutex<Vec<Value>>,
+    /// CALLBACK frames handed to a connection and not ACKed yet, by `messageId`.
+    pub(crate) callback_sent: Mutex<HashMap<String, Instant>>,
+    /// From handing a CALLBACK to its connection to reading its ACK, in arrival order.
+    pub(crate) ack_latencies: Mutex<Vec<Duration>>,
+    /// Every outbox entry as it arrives, for waiters that must not poll.
+    pub(crate) outbox_tx: broadcast::Sender<OutboxEntry>,
     pub(crate) pings: Mutex<Vec<(PingRecord, Value)>>,
     pub(crate) conns: Mutex<Vec<Conn>>,
     pub(crate) next_conn: AtomicU64,
@@ -192,6 +198,9 @@ impl State {
             sessions: Mutex::new(HashMap::new()),
             outbox: Mutex::new(Vec::new()),
             acks: Mutex::new(Vec::new()),
+            callback_sent: Mutex::new(HashMap::new()),
+            ack_latencies: Mutex::new(Vec::new()),
+            outbox_tx: broadcast::channel(OUTBOX_SUBSCRIPTION_CAPACITY).0,
             pings: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(0),
@@ -260,6 +269,8 @@ impl State {
     }
 
     pub(crate) fn record(&self, entry: OutboxEntry) {
+        // No subscriber is the common case; a send error then only means nobody listens.
+        let _ = self.outbox_tx.send(entry.clone());
         self.outbox.lock().push(entry);
     }
 
@@ -267,6 +278,9 @@ impl State {
         self.token_requests.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// How many outbox entries a slow subscriber may fall behind before it sees `Lagged`.
+const OUTBOX_SUBSCRIPTION_CAPACITY: usize = 65_536;
 
 /// Wall-clock epoch milliseconds (what DingTalk puts in `createAt`, `time`, expiry fields).
 pub(crate) fn now_ms() -> i64 {

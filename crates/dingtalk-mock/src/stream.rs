@@ -159,6 +159,9 @@ fn on_upstream(state: &State, text: &str) {
         return;
     };
     state.pending.lock().retain(|p| p.message_id != message_id);
+    if let Some(sent) = state.callback_sent.lock().remove(&message_id) {
+        state.ack_latencies.lock().push(sent.elapsed());
+    }
     for (ping, sent) in state.pings.lock().iter_mut() {
         if ping.message_id == message_id {
             let echoed = frame["data"]
@@ -223,7 +226,16 @@ fn deliver_callback(state: &State, message_id: &str, data: &str) -> bool {
         message_id,
         data,
     );
-    conn.tx.send(ConnCommand::Frame(text)).is_ok()
+    // Noted before the send, so an ACK can never arrive ahead of its start time.
+    state
+        .callback_sent
+        .lock()
+        .insert(message_id.to_owned(), Instant::now());
+    let sent = conn.tx.send(ConnCommand::Frame(text)).is_ok();
+    if !sent {
+        state.callback_sent.lock().remove(message_id);
+    }
+    sent
 }
 
 /// Delivers a robot message as a CALLBACK frame; with redelivery on, tracks it until ACKed

@@ -61,6 +61,8 @@ async fn receives_acks_first_and_drops_duplicates() {
     let acks = mock.acks();
     assert_eq!(acks.len(), 2, "both deliveries ACKed: {acks:?}");
     assert!(acks.iter().all(|a| a["code"] == 200));
+    // The mock timed both ACKs on the socket (what `bench-bot` reports as ACK latency).
+    assert_eq!(mock.ack_latencies().len(), 2);
     assert_eq!(handle.stats().duplicates_dropped, 1);
     handle.shutdown().await;
 }
