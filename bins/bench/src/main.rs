@@ -1,11 +1,27 @@
 //! `bench`: drives the real `dispatcher` binary end to end.
 //!
-//! Starts a receiver (counts deliveries, verifies signatures), starts the dispatcher with a temp
-//! data dir, sends N `POST /workflow/tasks` with C in flight using the seed's body, waits until
-//! every task is delivered, and prints accepted/s, delivered/s, API latency percentiles,
-//! create-to-delivered latency, the dispatcher's CPU seconds and peak RSS, and errors.
+//! Starts a receiver (verifies every signature, records each task's first arrival), starts one or
+//! more dispatchers with a temp data dir, sends N `POST /workflow/tasks` with C in flight using
+//! the seed's body, waits until every accepted task is delivered, and prints accepted/s,
+//! delivered/s end to end, API latency percentiles, create-to-delivered latency, the
+//! dispatchers' CPU seconds and peak RSS, retries and errors: a table, or JSON with `--json`.
 //!
-//! Build both, then run: `cargo build --release -p dispatcher -p bench && target/release/bench -n 50000 -c 32`
+//! Scenarios (`--scenario`):
+//! - `steady`: a fast receiver; N=50,000 by default (run it at `-c 32` and `-c 256`).
+//! - `slow`: every delivery takes 1 s; 10,000 tasks, all in flight at once (the dispatcher is
+//!   started with room for them): peak memory and completion time.
+//! - `failing`: half the delivery attempts are answered 500; short retry delays, a retry budget
+//!   large enough that every task is delivered, breakers queue instead of rejecting. Reports the
+//!   retries, the gaps between a failure and the next try, and CPU seconds (no spin).
+//! - `priority`: a receiver slower than the API (10 ms per delivery, 32 at once per target)
+//!   saturated by 90 % `low` and 10 % `critical` tasks: create-to-delivered per priority.
+//!
+//! Build both, then run:
+//! `cargo build --release -p dispatcher -p bench && target/release/bench --scenario steady -c 32`.
+//! The dispatcher binary is looked up next to this one (`--dispatcher` overrides).
+
+mod procstat;
+mod receiver;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -14,323 +30,698 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use parking_lot::Mutex;
+use serde_json::json;
+
+use procstat::pct;
 
 const KEY: &str = "bench-key";
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
+/// What load to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// A fast receiver.
+    Steady,
+    /// Each delivery takes 1 s; everything in flight at once.
+    Slow,
+    /// Half of all attempts answered 500; every task must still be delivered.
+    Failing,
+    /// 90 % low and 10 % critical into a saturated dispatcher.
+    Priority,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Steady => "steady",
+            Scenario::Slow => "slow",
+            Scenario::Failing => "failing",
+            Scenario::Priority => "priority",
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(about = "End-to-end load test of the dispatcher")]
 struct Args {
-    /// Requests to send.
-    #[arg(short = 'n', long, default_value_t = 10_000)]
-    requests: usize,
-    /// Requests in flight.
+    /// The scenario.
+    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
+    scenario: Scenario,
+    /// Requests to send [default: steady 50000, slow 10000, failing 10000, priority 20000].
+    #[arg(short = 'n', long)]
+    requests: Option<usize>,
+    /// Requests in flight [default: 32].
     #[arg(short = 'c', long, default_value_t = 32)]
     concurrency: usize,
-    /// The dispatcher binary (default: next to this one).
+    /// The dispatcher binary (default: `dispatcher` next to this one).
     #[arg(long)]
     dispatcher: Option<std::path::PathBuf>,
+    /// Passed to every dispatcher as `--database-url` (default: SQLite in a temp dir). With
+    /// PostgreSQL use an empty database: tasks left by an earlier run would be delivered too.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Dispatcher processes sharing the database; requests go to them round robin. More than
+    /// one needs a shared database (`--database-url postgres://...`).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Receiver delay per delivery in ms [default: slow 1000, priority 10, else 0].
+    #[arg(long)]
+    receiver_delay_ms: Option<u64>,
+    /// Share of attempts the receiver answers 500 [default: failing 0.5, else 0].
+    #[arg(long)]
+    fail_rate: Option<f64>,
+    /// Percent of requests sent as `critical` (the rest `low`) [default: priority 10, else 0:
+    /// every request keeps the seed's `high`].
+    #[arg(long)]
+    critical_percent: Option<u32>,
+    /// Dispatcher `--max-in-flight` [default: slow max(N, 512), else 512].
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Dispatcher `--per-target-in-flight` [default: slow max(N, 512), priority 32, else 256].
+    #[arg(long)]
+    per_target_in_flight: Option<usize>,
+    /// After everything is delivered, measure the dispatchers' CPU while idle for this long.
+    #[arg(long, default_value_t = 0)]
+    idle_secs: u64,
+    /// Give up waiting for deliveries after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
     /// Print JSON only.
     #[arg(long)]
     json: bool,
-    /// Run the dispatcher inside this process instead of the binary (for the CI smoke test;
-    /// CPU and RSS then include the load generator).
+    /// Run the dispatchers inside this process instead of the binary (for the CI smoke test;
+    /// CPU and RSS then include the load generator and the receiver).
     #[arg(long)]
     in_process: bool,
 }
 
-fn proc_stats(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    ((ticks(11) + ticks(12)) / 100.0, hwm_kb)
+/// The dispatcher settings a scenario needs.
+#[derive(Debug, Clone)]
+struct Settings {
+    max_in_flight: usize,
+    per_target_in_flight: usize,
+    max_retries: u32,
+    base_retry_delay: Duration,
+    max_retry_delay: Duration,
+    /// Breakers queue new tasks instead of answering 503.
+    breaker_queue: bool,
+    breaker_open_wait: Duration,
+    task_queue_size: u64,
+    database_url: Option<String>,
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+/// Everything derived from the arguments.
+#[derive(Debug)]
+struct Plan {
+    requests: usize,
+    behaviour: receiver::Behaviour,
+    critical_percent: u32,
+    settings: Settings,
 }
 
-#[derive(Default)]
-struct Seen {
-    sent_at: HashMap<String, Instant>,
-    delivered: HashMap<String, Instant>,
-    duplicates: usize,
-    bad_signatures: usize,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let secret = webhook_client::SigningSecret::parse(SECRET).context("secret")?;
-    let s = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (s, secret) = (s.clone(), secret.clone());
-                async move {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64);
-                    let ok =
-                        webhook_client::verify_headers(&[secret], &headers, &body, now).is_ok();
-                    let id = headers
-                        .get("webhook-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    let mut s = s.lock();
-                    if !ok {
-                        s.bad_signatures += 1;
-                    }
-                    if s.delivered.insert(id, Instant::now()).is_some() {
-                        s.duplicates += 1;
-                    }
-                    "ok"
-                }
-            },
-        ),
+fn plan(args: &Args) -> anyhow::Result<Plan> {
+    let s = args.scenario;
+    let requests = args.requests.unwrap_or(match s {
+        Scenario::Steady => 50_000,
+        Scenario::Slow | Scenario::Failing => 10_000,
+        Scenario::Priority => 20_000,
+    });
+    let delay_ms = args.receiver_delay_ms.unwrap_or(match s {
+        Scenario::Slow => 1000,
+        Scenario::Priority => 10,
+        Scenario::Steady | Scenario::Failing => 0,
+    });
+    let fail_rate = args
+        .fail_rate
+        .unwrap_or(if s == Scenario::Failing { 0.5 } else { 0.0 });
+    anyhow::ensure!(
+        (0.0..1.0).contains(&fail_rate),
+        "--fail-rate must be in [0, 1)"
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let critical_percent =
+        args.critical_percent
+            .unwrap_or(if s == Scenario::Priority { 10 } else { 0 });
+    anyhow::ensure!(critical_percent <= 100, "--critical-percent is at most 100");
+    anyhow::ensure!(args.instances >= 1, "--instances is at least 1");
+    let shared_db = args
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+    anyhow::ensure!(
+        args.instances == 1 || shared_db,
+        "--instances above 1 needs a shared database (--database-url postgres://...): a SQLite \
+         file belongs to one process"
+    );
+    let everything = requests.max(512);
+    let settings = Settings {
+        max_in_flight: args.max_in_flight.unwrap_or(match s {
+            Scenario::Slow => everything,
+            _ => 512,
+        }),
+        per_target_in_flight: args.per_target_in_flight.unwrap_or(match s {
+            Scenario::Slow => everything,
+            Scenario::Priority => 32,
+            Scenario::Steady | Scenario::Failing => 256,
+        }),
+        // Failing: with half of all attempts failing, 40 retries leave a chance of 2^-41 per
+        // task of running out, so every task is delivered.
+        max_retries: if s == Scenario::Failing { 40 } else { 3 },
+        base_retry_delay: if s == Scenario::Failing {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_secs(1)
+        },
+        max_retry_delay: if s == Scenario::Failing {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(60)
+        },
+        breaker_queue: s == Scenario::Failing,
+        breaker_open_wait: if s == Scenario::Failing {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(30)
+        },
+        task_queue_size: (requests as u64 * 2).max(100_000),
+        database_url: args.database_url.clone(),
+    };
+    Ok(Plan {
+        requests,
+        behaviour: receiver::Behaviour {
+            delay: Duration::from_millis(delay_ms),
+            fail_rate,
+        },
+        critical_percent,
+        settings,
+    })
+}
 
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = None;
-    let mut in_process = None;
-    if args.in_process {
-        let config = dispatcher::Config {
-            listen: format!("127.0.0.1:{port}").parse()?,
-            data_dir: dir.path().to_path_buf(),
-            api_keys: dispatcher::config::List(vec![KEY.into()]),
-            signing_secret: dispatcher::config::List(vec![SECRET.into()]),
-            allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".into()]),
-            per_target_in_flight: 256,
-            ..dispatcher::Config::default()
-        };
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(dispatcher::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        in_process = Some((stop, task));
-    } else {
-        let exe = match args.dispatcher.clone() {
-            Some(p) => p,
-            None => std::env::current_exe()?.with_file_name("dispatcher"),
-        };
-        child = Some(
-            Command::new(&exe)
-                .args([
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--api-keys",
-                    KEY,
-                    "--signing-secret",
-                    SECRET,
-                ])
-                .args([
-                    "--allowed-target-cidrs",
-                    "127.0.0.0/8",
-                    "--per-target-in-flight",
-                    "256",
-                    "--max-in-flight",
-                    "512",
-                ])
-                .arg("--data-dir")
-                .arg(dir.path())
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| {
-                    format!(
-                        "while starting {} (build it with cargo build --release -p dispatcher)",
-                        exe.display()
-                    )
-                })?,
-        );
-    }
-    let pid = child.as_ref().map_or_else(std::process::id, Child::id);
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
-    for _ in 0..500 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
+/// The dispatchers under test.
+enum Dispatchers {
+    Processes(Vec<Child>),
+    InProcess(
+        Vec<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<anyhow::Result<()>>,
+        )>,
+    ),
+}
+
+impl Dispatchers {
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Dispatchers::Processes(c) => c.iter().map(Child::id).collect(),
+            Dispatchers::InProcess(_) => vec![std::process::id()],
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (cpu0, _) = proc_stats(pid);
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Dispatchers::Processes(children) => {
+                for mut c in children {
+                    c.kill().ok();
+                    c.wait().ok();
+                }
+            }
+            Dispatchers::InProcess(tasks) => {
+                for (stop, task) in tasks {
+                    let _ = stop.send(());
+                    task.await??;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Starts `args.instances` dispatchers; returns them and their base URLs.
+async fn start_dispatchers(
+    args: &Args,
+    settings: &Settings,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Dispatchers, Vec<String>)> {
+    let mut bases = Vec::new();
+    let mut children = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..args.instances {
+        let data_dir = dir.join(format!("instance-{i}"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        bases.push(format!("http://127.0.0.1:{port}"));
+        if args.in_process {
+            let config = dispatcher::Config {
+                listen: format!("127.0.0.1:{port}").parse()?,
+                data_dir,
+                database_url: settings.database_url.clone(),
+                api_keys: dispatcher::config::List(vec![KEY.into()]),
+                signing_secret: dispatcher::config::List(vec![SECRET.into()]),
+                allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".into()]),
+                max_in_flight: settings.max_in_flight,
+                per_target_in_flight: settings.per_target_in_flight,
+                max_retries: settings.max_retries,
+                base_retry_delay: settings.base_retry_delay,
+                max_retry_delay: settings.max_retry_delay,
+                breaker_open_policy: if settings.breaker_queue {
+                    dispatcher::BreakerOpenPolicy::Queue
+                } else {
+                    dispatcher::BreakerOpenPolicy::Reject
+                },
+                breaker_open_wait: settings.breaker_open_wait,
+                task_queue_size: settings.task_queue_size,
+                ..dispatcher::Config::default()
+            };
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(dispatcher::run(config, listener, async move {
+                let _ = stopped.await;
+            }));
+            tasks.push((stop, task));
+        } else {
+            let exe = match args.dispatcher.clone() {
+                Some(p) => p,
+                None => std::env::current_exe()?.with_file_name("dispatcher"),
+            };
+            let mut cmd = Command::new(&exe);
+            cmd.arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["--api-keys", KEY, "--signing-secret", SECRET])
+                .args(["--allowed-target-cidrs", "127.0.0.0/8"])
+                .arg("--max-in-flight")
+                .arg(settings.max_in_flight.to_string())
+                .arg("--per-target-in-flight")
+                .arg(settings.per_target_in_flight.to_string())
+                .arg("--max-retries")
+                .arg(settings.max_retries.to_string())
+                .arg("--base-retry-delay")
+                .arg(ms(settings.base_retry_delay))
+                .arg("--max-retry-delay")
+                .arg(ms(settings.max_retry_delay))
+                .arg("--task-queue-size")
+                .arg(settings.task_queue_size.to_string())
+                .arg("--breaker-open-policy")
+                .arg(if settings.breaker_queue {
+                    "queue"
+                } else {
+                    "reject"
+                })
+                .arg("--data-dir")
+                .arg(&data_dir)
+                // No flag for it; the environment layer of the configuration takes it.
+                .env(
+                    "DISPATCHER_BREAKER_OPEN_WAIT",
+                    ms(settings.breaker_open_wait),
+                )
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null());
+            if let Some(url) = &settings.database_url {
+                cmd.arg("--database-url").arg(url);
+            }
+            children.push(cmd.spawn().with_context(|| {
+                format!(
+                    "while starting {} (build it with cargo build --release -p dispatcher)",
+                    exe.display()
+                )
+            })?);
+        }
+    }
+    let dispatchers = if args.in_process {
+        Dispatchers::InProcess(tasks)
+    } else {
+        Dispatchers::Processes(children)
+    };
+    Ok((dispatchers, bases))
+}
+
+/// Waits until every dispatcher answers `/healthz`.
+async fn wait_healthy(
+    http: &reqwest::Client,
+    bases: &[String],
+    dispatchers: &mut Dispatchers,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for base in bases {
+        loop {
+            if http
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            if let Dispatchers::Processes(children) = dispatchers {
+                for c in children.iter_mut() {
+                    if let Some(status) = c.try_wait()? {
+                        anyhow::bail!("a dispatcher exited at start: {status}");
+                    }
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{base} did not become healthy in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
+}
+
+/// What the load generator recorded.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Accepted task id -> (when its POST was sent, critical?).
+    accepted: HashMap<String, (Instant, bool)>,
+    /// Milliseconds per request, accepted or not.
+    latencies_ms: Vec<f64>,
+    /// Rejections by HTTP status (0: no answer).
+    errors: HashMap<u16, usize>,
+}
+
+/// Sends `requests` POSTs with `concurrency` in flight, round robin over `bases`.
+async fn drive(
+    http: &reqwest::Client,
+    bases: &[String],
+    hook: &str,
+    requests: usize,
+    concurrency: usize,
+    critical_percent: u32,
+) -> anyhow::Result<Sent> {
     let seed = include_str!("../../../crates/task-package/tests/golden/seed_request.json");
     let mut body: serde_json::Value = serde_json::from_str(seed)?;
     body["webhook_url"] = hook.into();
-    let body = body.to_string();
+    let seed_body = body.to_string();
+    body["priority"] = "critical".into();
+    let critical_body = body.to_string();
+    body["priority"] = "low".into();
+    let low_body = body.to_string();
+    let bodies = Arc::new([seed_body, critical_body, low_body]);
+    let urls: Arc<Vec<String>> = Arc::new(
+        bases
+            .iter()
+            .map(|b| format!("{b}/workflow/tasks"))
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.requests)));
-    let t0 = Instant::now();
+    let sent = Arc::new(Mutex::new(Sent {
+        latencies_ms: Vec::with_capacity(requests),
+        ..Sent::default()
+    }));
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency {
-        let (http, base, body, next, errors, latencies, seen) = (
+    for _ in 0..concurrency.max(1) {
+        let (http, urls, bodies, next, sent) = (
             http.clone(),
-            base.clone(),
-            body.clone(),
+            urls.clone(),
+            bodies.clone(),
             next.clone(),
-            errors.clone(),
-            latencies.clone(),
-            seen.clone(),
+            sent.clone(),
         );
-        let n = args.requests;
         set.spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < n {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                // Spread critical requests evenly: request i is critical when the running
+                // share of critical ones falls behind the target percentage.
+                let critical = critical_percent > 0
+                    && (i as u64 * u64::from(critical_percent)) % 100 < u64::from(critical_percent);
+                let body = match (critical_percent, critical) {
+                    (0, _) => &bodies[0],
+                    (_, true) => &bodies[1],
+                    (_, false) => &bodies[2],
+                };
                 let start = Instant::now();
                 let r = http
-                    .post(format!("{base}/workflow/tasks"))
+                    .post(&urls[i % urls.len()])
                     .bearer_auth(KEY)
                     .header("content-type", "application/json")
                     .body(body.clone())
                     .send()
                     .await;
-                let ok = match r {
-                    Ok(r) if r.status() == 200 => r.json::<serde_json::Value>().await.ok(),
-                    _ => None,
+                let answer = match r {
+                    Ok(r) if r.status() == 200 => r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["task_id"].as_str().map(str::to_owned))
+                        .ok_or(200),
+                    Ok(r) => Err(r.status().as_u16()),
+                    Err(_) => Err(0),
                 };
-                latencies
-                    .lock()
-                    .push(start.elapsed().as_secs_f64() * 1000.0);
-                match ok.and_then(|v| v["task_id"].as_str().map(str::to_owned)) {
-                    Some(id) => {
-                        seen.lock().sent_at.insert(id, start);
+                let took = start.elapsed().as_secs_f64() * 1000.0;
+                let mut s = sent.lock();
+                s.latencies_ms.push(took);
+                match answer {
+                    Ok(id) => {
+                        s.accepted.insert(id, (start, critical));
                     }
-                    None => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Err(status) => *s.errors.entry(status).or_default() += 1,
                 }
             }
         });
     }
-    while set.join_next().await.is_some() {}
+    while let Some(r) = set.join_next().await {
+        r?;
+    }
+    let sent = std::mem::take(&mut *sent.lock());
+    Ok(sent)
+}
+
+fn summary(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    json!({
+        "count": v.len(),
+        "p50": pct(&v, 0.5),
+        "p90": pct(&v, 0.9),
+        "p99": pct(&v, 0.99),
+        "max": v.last().copied().unwrap_or(0.0),
+    })
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let plan = plan(&args)?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let secret = webhook_client::SigningSecret::parse(SECRET).context("secret")?;
+    let (recv, hook) = receiver::start(secret, plan.behaviour).await?;
+
+    let dir = tempfile::tempdir()?;
+    let (mut dispatchers, bases) = start_dispatchers(&args, &plan.settings, dir.path()).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency.max(1))
+        .build()?;
+    let started = wait_healthy(&http, &bases, &mut dispatchers).await;
+    if let Err(e) = started {
+        dispatchers.stop().await.ok();
+        return Err(e);
+    }
+    let pids = dispatchers.pids();
+    let before: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
+
+    let t0 = Instant::now();
+    let sent = drive(
+        &http,
+        &bases,
+        &hook,
+        plan.requests,
+        args.concurrency,
+        plan.critical_percent,
+    )
+    .await?;
     let accepted_in = t0.elapsed().as_secs_f64();
-    let accepted = seen.lock().sent_at.len();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done = {
-            let s = seen.lock();
-            s.sent_at
-                .keys()
-                .filter(|k| s.delivered.contains_key(*k))
-                .count()
-        };
-        if done >= accepted || Instant::now() > deadline {
-            break;
-        }
+    let accepted = sent.accepted.len();
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    while recv.delivered.load(Ordering::Relaxed) < accepted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let total = t0.elapsed().as_secs_f64();
-    let (cpu1, rss_kb) = proc_stats(pid);
-    if let Some(mut c) = child {
-        c.kill().ok();
-        c.wait().ok();
-    }
-    if let Some((stop, task)) = in_process {
-        let _ = stop.send(());
-        task.await??;
-    }
-
-    let mut api = latencies.lock().clone();
-    api.sort_by(f64::total_cmp);
-    let s = seen.lock();
-    let mut e2e: Vec<f64> = s
-        .sent_at
+    let after: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
+    let idle = if args.idle_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+        let later: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
+        Some(
+            after
+                .iter()
+                .zip(&later)
+                .map(|(a, b)| b.ticks.saturating_sub(a.ticks))
+                .sum::<u64>(),
+        )
+    } else {
+        None
+    };
+    let end = pids
         .iter()
-        .filter_map(|(id, sent)| {
-            s.delivered
-                .get(id)
-                .map(|d| d.duration_since(*sent).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    e2e.sort_by(f64::total_cmp);
+        .map(|p| procstat::sample(*p))
+        .collect::<Vec<_>>();
+    dispatchers.stop().await?;
+
+    let seen = recv.seen.lock();
+    let mut e2e = Vec::with_capacity(accepted);
+    let mut e2e_critical = Vec::new();
+    let mut e2e_low = Vec::new();
+    let mut tries = Vec::with_capacity(accepted);
+    for (id, (at, critical)) in &sent.accepted {
+        let Some(d) = seen.by_id.get(id) else {
+            continue;
+        };
+        tries.push(d.requests);
+        if let Some(delivered) = d.delivered_at {
+            let ms = delivered.duration_since(*at).as_secs_f64() * 1000.0;
+            e2e.push(ms);
+            if plan.critical_percent > 0 {
+                if *critical {
+                    e2e_critical.push(ms);
+                } else {
+                    e2e_low.push(ms);
+                }
+            }
+        }
+    }
     let delivered = e2e.len();
-    let report = serde_json::json!({
-        "requests": args.requests,
+    let completion = recv
+        .last_response
+        .lock()
+        .map_or(total, |at| at.duration_since(t0).as_secs_f64());
+    let cpu: f64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| b.cpu_seconds_to(*a))
+        .sum();
+    let peak_rss: Vec<f64> = end.iter().map(|s| s.peak_rss_kib as f64 / 1024.0).collect();
+    let attempts: u64 = tries.iter().map(|n| u64::from(*n)).sum();
+    let errors: usize = sent.errors.values().sum();
+    let mut report = json!({
+        "scenario": args.scenario.name(),
+        "requests": plan.requests,
         "concurrency": args.concurrency,
+        "instances": args.instances,
+        "database": if args.database_url.is_some() { "external" } else { "sqlite" },
+        "in_process": args.in_process,
+        "receiver": {"delay_ms": plan.behaviour.delay.as_millis() as u64, "fail_rate": plan.behaviour.fail_rate},
         "accepted": accepted,
         "delivered": delivered,
-        "errors": errors.load(Ordering::Relaxed),
-        "duplicates": s.duplicates,
-        "bad_signatures": s.bad_signatures,
+        "errors": errors,
+        "errors_by_status": sent.errors.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "duplicates": seen.duplicates,
+        "bad_signatures": seen.bad_signatures,
+        "accept_seconds": accepted_in,
+        "total_seconds": total,
+        "completion_seconds": completion,
         "accepted_per_sec": accepted as f64 / accepted_in,
         "delivered_per_sec_end_to_end": delivered as f64 / total,
-        "api_latency_ms": {"p50": pct(&api, 0.5), "p90": pct(&api, 0.9), "p99": pct(&api, 0.99), "max": api.last().copied().unwrap_or(0.0)},
-        "create_to_delivered_ms": {"p50": pct(&e2e, 0.5), "p99": pct(&e2e, 0.99)},
-        "dispatcher_cpu_seconds": cpu1 - cpu0,
-        "dispatcher_peak_rss_mib": rss_kb as f64 / 1024.0,
+        "api_latency_ms": summary(sent.latencies_ms),
+        "create_to_delivered_ms": summary(e2e),
+        "attempts": attempts,
+        "retries": attempts.saturating_sub(delivered as u64),
+        "failures_sent": seen.failures_sent,
+        "retry_gap_ms": summary(seen.retry_gaps_ms.clone()),
+        "receiver_max_in_flight": recv.max_in_flight.load(Ordering::Relaxed),
+        "dispatcher_cpu_seconds": cpu,
+        "dispatcher_cpu_ms_per_task": if delivered > 0 { cpu * 1000.0 / delivered as f64 } else { 0.0 },
+        "dispatcher_peak_rss_mib": peak_rss.iter().copied().fold(0.0, f64::max),
+        "dispatcher_peak_rss_mib_each": peak_rss,
     });
+    if plan.critical_percent > 0 {
+        report["critical_create_to_delivered_ms"] = summary(e2e_critical);
+        report["low_create_to_delivered_ms"] = summary(e2e_low);
+    }
+    if let Some(ticks) = idle {
+        report["idle_seconds"] = json!(args.idle_secs);
+        report["idle_cpu_ticks"] = json!(ticks);
+    }
     if args.json {
         println!("{report}");
     } else {
-        println!(
-            "requests {} at concurrency {}",
-            args.requests, args.concurrency
-        );
-        println!(
-            "  accepted            {accepted} ({:.0}/s)",
-            report["accepted_per_sec"].as_f64().unwrap_or(0.0)
-        );
-        println!(
-            "  delivered           {delivered} ({:.0}/s end to end)",
-            report["delivered_per_sec_end_to_end"]
-                .as_f64()
-                .unwrap_or(0.0)
-        );
-        println!(
-            "  API latency ms      p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            pct(&api, 0.5),
-            pct(&api, 0.9),
-            pct(&api, 0.99),
-            api.last().copied().unwrap_or(0.0)
-        );
-        println!(
-            "  create->delivered   p50 {:.1} ms  p99 {:.1} ms",
-            pct(&e2e, 0.5),
-            pct(&e2e, 0.99)
-        );
-        println!(
-            "  dispatcher          {:.2} CPU s, peak RSS {:.1} MiB",
-            cpu1 - cpu0,
-            rss_kb as f64 / 1024.0
-        );
-        println!(
-            "  errors {}  duplicates {}  bad signatures {}",
-            report["errors"], s.duplicates, s.bad_signatures
-        );
-        println!("{report}");
+        print_table(&report);
     }
-    if delivered < accepted || s.bad_signatures > 0 {
-        anyhow::bail!(
-            "{} accepted tasks were not delivered, {} bad signatures",
-            accepted - delivered,
-            s.bad_signatures
-        );
-    }
+    let missing = accepted - delivered;
+    anyhow::ensure!(
+        missing == 0 && seen.bad_signatures == 0,
+        "{missing} accepted tasks were not delivered, {} bad signatures",
+        seen.bad_signatures
+    );
     Ok(())
+}
+
+fn print_table(r: &serde_json::Value) {
+    let lat = |k: &str| {
+        let v = &r[k];
+        format!(
+            "p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  max {:>8.2}",
+            f(&v["p50"]),
+            f(&v["p90"]),
+            f(&v["p99"]),
+            f(&v["max"])
+        )
+    };
+    println!(
+        "scenario {}: {} requests at concurrency {}, {} dispatcher(s), database {}",
+        r["scenario"].as_str().unwrap_or(""),
+        r["requests"],
+        r["concurrency"],
+        r["instances"],
+        r["database"].as_str().unwrap_or("")
+    );
+    println!(
+        "  accepted              {:>8} ({:.0}/s)",
+        r["accepted"],
+        f(&r["accepted_per_sec"])
+    );
+    println!(
+        "  delivered             {:>8} ({:.0}/s end to end, last at {:.2} s)",
+        r["delivered"],
+        f(&r["delivered_per_sec_end_to_end"]),
+        f(&r["completion_seconds"])
+    );
+    println!("  API latency ms        {}", lat("api_latency_ms"));
+    println!("  create->delivered ms  {}", lat("create_to_delivered_ms"));
+    if r.get("critical_create_to_delivered_ms").is_some() {
+        println!(
+            "    critical ms         {}",
+            lat("critical_create_to_delivered_ms")
+        );
+        println!(
+            "    low ms              {}",
+            lat("low_create_to_delivered_ms")
+        );
+    }
+    println!(
+        "  attempts              {:>8} (retries {}, 500s sent {})",
+        r["attempts"], r["retries"], r["failures_sent"]
+    );
+    if r["retry_gap_ms"]["count"].as_u64().unwrap_or(0) > 0 {
+        println!("  retry gap ms          {}", lat("retry_gap_ms"));
+    }
+    println!(
+        "  receiver in flight    {:>8} at most",
+        r["receiver_max_in_flight"]
+    );
+    println!(
+        "  dispatcher            {:.2} CPU s ({:.3} ms/task), peak RSS {:.1} MiB",
+        f(&r["dispatcher_cpu_seconds"]),
+        f(&r["dispatcher_cpu_ms_per_task"]),
+        f(&r["dispatcher_peak_rss_mib"])
+    );
+    if let Some(t) = r.get("idle_cpu_ticks") {
+        println!(
+            "  idle                  {t} CPU ticks (10 ms each) in {} s",
+            r["idle_seconds"]
+        );
+    }
+    println!(
+        "  errors {} {}  duplicates {}  bad signatures {}",
+        r["errors"], r["errors_by_status"], r["duplicates"], r["bad_signatures"]
+    );
 }
