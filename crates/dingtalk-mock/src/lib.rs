@@ -82,6 +82,7 @@ pub use message::{Conversation, MockMessage, MsgType, Said};
 pub use oapi::custom_robot_sign;
 pub use state::{Api, MockFault, OutboxEntry, PingRecord};
 
+use axum::serve::ListenerExt as _;
 use message::{Envelope, callback_payload};
 use state::{Session, State, now_ms, random_hex};
 
@@ -120,6 +121,12 @@ impl DingTalkMock {
         let app = router(state.clone());
         let stop = state.shutdown.clone();
         let server = tokio::spawn(async move {
+            // Like any production gateway, no Nagle delay on small frames and replies.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::trace!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::warn!(error = %e, "dingtalk mock server stopped");
