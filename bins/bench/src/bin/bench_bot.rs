@@ -57,6 +57,10 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Run the bot inside this process instead of its binary (for the CI smoke test; CPU and
+    /// memory then include the mock and this tool).
+    #[arg(long)]
+    in_process: bool,
 }
 
 /// The bot process's CPU seconds and resident memory, from `/proc`.
@@ -155,16 +159,67 @@ impl Seen {
     }
 }
 
-struct Bot {
-    child: Child,
-    _dir: tempfile::TempDir,
+/// The bot under test: its binary, or (`--in-process`) its library on this runtime.
+enum Bot {
+    Process {
+        child: Child,
+        _dir: tempfile::TempDir,
+    },
+    InProcess {
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+        _dir: tempfile::TempDir,
+    },
 }
 
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Bot {
+    fn pid(&self) -> u32 {
+        match self {
+            Bot::Process { child, .. } => child.id(),
+            Bot::InProcess { .. } => std::process::id(),
+        }
     }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Bot::Process { mut child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Ok(())
+            }
+            Bot::InProcess { stop, task, .. } => {
+                let _ = stop.send(());
+                task.await?
+            }
+        }
+    }
+}
+
+fn max_jobs(args: &Args) -> usize {
+    (args.long_jobs + args.messages).max(32)
+}
+
+fn start_bot_in_process(args: &Args, mock: &DingTalkMock) -> anyhow::Result<Bot> {
+    let dir = tempfile::tempdir()?;
+    let config = dingtalk_bot::Config {
+        client_id: mock.config().client_id.clone(),
+        client_secret: mock.config().client_secret.clone(),
+        api_base: mock.base_url(),
+        oapi_base: mock.base_url(),
+        data_dir: dir.path().to_path_buf(),
+        echo_delay: args.job_time,
+        max_jobs: max_jobs(args),
+        ..dingtalk_bot::Config::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(dingtalk_bot::run(config, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Bot::InProcess {
+        stop,
+        task,
+        _dir: dir,
+    })
 }
 
 fn start_bot(args: &Args, mock: &DingTalkMock) -> anyhow::Result<Bot> {
@@ -173,7 +228,6 @@ fn start_bot(args: &Args, mock: &DingTalkMock) -> anyhow::Result<Bot> {
         None => std::env::current_exe()?.with_file_name("dingtalk-bot"),
     };
     let dir = tempfile::tempdir()?;
-    let max_jobs = (args.long_jobs + args.messages).max(32);
     let child = Command::new(&exe)
         .arg("--data-dir")
         .arg(dir.path())
@@ -186,7 +240,7 @@ fn start_bot(args: &Args, mock: &DingTalkMock) -> anyhow::Result<Bot> {
             "BOT_ECHO_DELAY",
             humantime::format_duration(args.job_time).to_string(),
         )
-        .env("BOT_MAX_JOBS", max_jobs.to_string())
+        .env("BOT_MAX_JOBS", max_jobs(args).to_string())
         // The bot logs every event at info, as in production; the terminal is not measured.
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -198,7 +252,7 @@ fn start_bot(args: &Args, mock: &DingTalkMock) -> anyhow::Result<Bot> {
                 exe.display()
             )
         })?;
-    Ok(Bot { child, _dir: dir })
+    Ok(Bot::Process { child, _dir: dir })
 }
 
 async fn wait_until(
@@ -270,8 +324,12 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let bot = start_bot(&args, &mock)?;
-    let pid = bot.child.id();
+    let bot = if args.in_process {
+        start_bot_in_process(&args, &mock)?
+    } else {
+        start_bot(&args, &mock)?
+    };
+    let pid = bot.pid();
     wait_until("the bot to connect", Duration::from_secs(30), || {
         mock.connections() > 0
     })
@@ -407,7 +465,7 @@ async fn main() -> anyhow::Result<()> {
         latency_phase,
         long_jobs_phase,
     };
-    drop(bot);
+    bot.stop().await?;
     mock.shutdown().await;
 
     if args.json {
