@@ -31,6 +31,21 @@ pub struct WebhookRequest<'a> {
     pub headers: &'a [(String, String)],
 }
 
+/// One chat message to send (see [`crate::chat`]).
+#[derive(Debug, Clone)]
+pub struct ChatRequest<'a> {
+    /// The platform.
+    pub kind: crate::chat::ChatKind,
+    /// The robot's webhook URL (it may hold the access token or key: never logged).
+    pub url: &'a str,
+    /// The signing secret (DingTalk `SEC...`, Feishu), if the robot has signing on.
+    pub secret: Option<&'a str>,
+    /// The body from [`crate::chat::render`], unsigned.
+    pub body: &'a serde_json::Value,
+    /// The breaker key (e.g. `channel:pr-team`); `None`: the URL's `scheme://host:port`.
+    pub breaker_key: Option<&'a str>,
+}
+
 /// What one attempt did.
 #[derive(Debug)]
 pub struct AttemptReport {
@@ -319,6 +334,12 @@ impl WebhookClient {
         target_key(url).and_then(|k| self.inner.breakers.retry_in(&k))
     }
 
+    /// While the breaker under `key` (see [`ChatRequest::breaker_key`]) is open, how long
+    /// until it lets a probe through.
+    pub fn breaker_retry_in_key(&self, key: &str) -> Option<Duration> {
+        self.inner.breakers.retry_in(&key.to_owned())
+    }
+
     /// The per-target breakers (for state-change events and metrics).
     pub fn breakers(&self) -> &BreakerRegistry<String> {
         &self.inner.breakers
@@ -328,8 +349,65 @@ impl WebhookClient {
     /// body cap and classifies. Never panics and never returns an error: failures are in the
     /// report.
     pub async fn send_webhook(&self, req: &WebhookRequest<'_>) -> AttemptReport {
+        let timestamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut headers: Vec<(&str, String)> = vec![
+            ("webhook-id", req.msg_id.to_owned()),
+            ("webhook-timestamp", timestamp.to_string()),
+        ];
+        if !req.secrets.is_empty() {
+            headers.push((
+                "webhook-signature",
+                signature_header(req.secrets, req.msg_id, timestamp, &req.body),
+            ));
+        }
+        for (k, v) in req.headers {
+            headers.push((k.as_str(), v.clone()));
+        }
+        self.post(req.url, None, req.body.clone(), &headers).await
+    }
+
+    /// Sends a chat message ([`crate::chat`]): signs it for its platform at this moment,
+    /// POSTs it with the same guard, breaker (keyed by `breaker_key` when given, so each
+    /// channel has its own) and body cap as a webhook, then lets the platform's answer decide:
+    /// `errcode`/`code` != 0 is a failure, throttles are retryable (see
+    /// [`crate::chat::classify_response`]).
+    pub async fn send_chat(&self, req: &ChatRequest<'_>) -> AttemptReport {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let (url, body) =
+            match crate::chat::signed_request(req.kind, req.url, req.secret, req.body, now_ms) {
+                Ok(r) => r,
+                Err(e) => return AttemptReport::not_sent(Outcome::Permanent, Some(e), None),
+            };
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let mut report = self.post(&url, req.breaker_key, body, &[]).await;
+        if let Some(status) = report.status {
+            let (outcome, error) = crate::chat::classify_response(
+                req.kind,
+                status,
+                report.response_body.as_deref(),
+                report.outcome,
+            );
+            report.outcome = outcome;
+            if let Some(e) = error {
+                report.error = Some(Error::Rejected(e));
+            }
+        }
+        report
+    }
+
+    async fn post(
+        &self,
+        target: &str,
+        breaker_key: Option<&str>,
+        body: Bytes,
+        headers: &[(&str, String)],
+    ) -> AttemptReport {
         let inner = &self.inner;
-        let url = match url::Url::parse(req.url) {
+        let url = match url::Url::parse(target) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
             _ => {
                 return AttemptReport::not_sent(
@@ -357,7 +435,7 @@ impl WebhookClient {
                 None,
             );
         }
-        let key = target_key(req.url).unwrap_or_default();
+        let key = breaker_key.map_or_else(|| target_key(target).unwrap_or_default(), str::to_owned);
         let permit = match inner.breakers.try_acquire(&key) {
             Ok(p) => p,
             Err(open) => {
@@ -371,26 +449,15 @@ impl WebhookClient {
             }
         };
 
-        let timestamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         let mut builder = inner
             .http
             .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", req.msg_id)
-            .header("webhook-timestamp", timestamp.to_string());
-        if !req.secrets.is_empty() {
-            builder = builder.header(
-                "webhook-signature",
-                signature_header(req.secrets, req.msg_id, timestamp, &req.body),
-            );
-        }
-        for (k, v) in req.headers {
-            builder = builder.header(k.as_str(), v.as_str());
+            .header(http::header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            builder = builder.header(*k, v.as_str());
         }
         let started = Instant::now();
-        let result = builder.body(req.body.clone()).send().await;
+        let result = builder.body(body).send().await;
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => {

@@ -18,6 +18,10 @@ pub enum Error {
     /// A signing secret is not `whsec_` + base64.
     #[error(transparent)]
     InvalidSecret(#[from] InvalidSecret),
+    /// The receiver answered, but its body says the message was refused (a chat platform's
+    /// non-zero `errcode`/`code`).
+    #[error("{0}")]
+    Rejected(String),
     /// The attempt failed without a usable response.
     #[error("{kind_name} error: {message}", kind_name = kind.as_str())]
     Transport {
@@ -41,9 +45,10 @@ impl Error {
     pub fn kind(&self) -> TransportErrorKind {
         match self {
             Error::Transport { kind, .. } => *kind,
-            Error::InvalidUrl(_) | Error::Build(_) | Error::InvalidSecret(_) => {
-                TransportErrorKind::Other
-            }
+            Error::InvalidUrl(_)
+            | Error::Build(_)
+            | Error::InvalidSecret(_)
+            | Error::Rejected(_) => TransportErrorKind::Other,
         }
     }
 

@@ -9,7 +9,10 @@
 //!   cannot bypass it), with an allowlist of CIDRs;
 //! - a circuit breaker per target (`scheme://host:port`): while open, nothing is sent and the
 //!   report says when a probe may go;
-//! - a classified [`AttemptReport`]: success, retryable (with `Retry-After`) or permanent.
+//! - a classified [`AttemptReport`]: success, retryable (with `Retry-After`) or permanent;
+//! - enterprise chat formats ([`chat`]: DingTalk custom robot, WeCom, Feishu/Lark, Slack),
+//!   rendered from the task package, signed per platform and sent with
+//!   [`WebhookClient::send_chat`] through the same guard and breakers.
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
 //!
@@ -45,13 +48,15 @@
 //!
 //! None.
 
+pub mod chat;
 mod client;
 mod error;
 mod signing;
 mod ssrf;
 
 pub use client::{
-    AttemptReport, USER_AGENT, WebhookClient, WebhookClientBuilder, WebhookRequest, target_key,
+    AttemptReport, ChatRequest, USER_AGENT, WebhookClient, WebhookClientBuilder, WebhookRequest,
+    target_key,
 };
 pub use error::{Error, Result};
 pub use retry_policy::{Classifier, Outcome, TransportErrorKind};
