@@ -53,8 +53,13 @@ pub struct Config {
     pub mode: Mode,
     /// HTTP mode's address.
     pub listen: SocketAddr,
-    /// Where the job database lives.
+    /// Where the job database lives (SQLite, unless `database_url` says otherwise).
     pub data_dir: PathBuf,
+    /// `sqlite://PATH` (default `<data_dir>/bot.db`) or `postgres://...` (several bot
+    /// instances sharing one job database).
+    pub database_url: Option<String>,
+    /// PostgreSQL connections per instance (ignored for SQLite).
+    pub database_pool_size: usize,
     /// Which processor.
     pub processor: ProcessorKind,
     /// The command processor's program and arguments (whitespace-separated).
@@ -98,6 +103,8 @@ impl Default for Config {
             mode: Mode::Stream,
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_pool_size: 8,
             processor: ProcessorKind::Echo,
             processor_command: None,
             processor_url: None,
@@ -125,6 +132,13 @@ impl std::fmt::Debug for Config {
             .field("client_secret", &"<redacted>")
             .field("api_base", &self.api_base)
             .field("mode", &self.mode)
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .as_deref()
+                    .map(workflow_core::store::redact_database_url),
+            )
             .field("processor", &self.processor)
             .finish_non_exhaustive()
     }
@@ -134,6 +148,20 @@ impl std::fmt::Debug for Config {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
+
+/// Where the job database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by every instance given the same URL.
+    Postgres {
+        /// The connection URL (may hold a password: never log it unredacted).
+        url: String,
+        /// Connections in this instance's pool.
+        pool_size: usize,
+    },
+}
 
 impl Config {
     /// Extracts and validates the configuration.
@@ -168,7 +196,41 @@ impl Config {
                 "max_jobs and max_jobs_per_user must be at least 1".into(),
             ));
         }
+        if c.database_pool_size == 0 {
+            return Err(ConfigError("database_pool_size must be at least 1".into()));
+        }
+        c.database()?;
         Ok(c)
+    }
+
+    /// The job database to use.
+    ///
+    /// # Errors
+    ///
+    /// An unsupported or malformed `database_url` (the message never shows a password).
+    pub fn database(&self) -> Result<Database, ConfigError> {
+        match self.database_url.as_deref() {
+            None | Some("") => Ok(Database::Sqlite(self.data_dir.join("bot.db"))),
+            Some(url) if url.starts_with("sqlite://") => {
+                let path = url.trim_start_matches("sqlite://");
+                if path.is_empty() {
+                    return Err(ConfigError("database_url: sqlite:// needs a path".into()));
+                }
+                Ok(Database::Sqlite(PathBuf::from(path)))
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                workflow_core::PostgresConfig::new(url)
+                    .validate()
+                    .map_err(|e| ConfigError(format!("database_url: {e}")))?;
+                Ok(Database::Postgres {
+                    url: url.to_owned(),
+                    pool_size: self.database_pool_size,
+                })
+            }
+            Some(_) => Err(ConfigError(
+                "database_url: expected sqlite://PATH or postgres://USER@HOST/DATABASE".into(),
+            )),
+        }
     }
 }
 
@@ -196,6 +258,15 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Job database: sqlite://PATH [default: DATA_DIR/bot.db] or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (instances sharing one database).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// PostgreSQL connections per instance [default: 8].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_pool_size: Option<usize>,
     /// Processor.
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,4 +322,73 @@ pub fn figment_for(cli: &Cli) -> Figment {
     )
     .merge(Env::prefixed("BOT_").ignore(&["config"]))
     .merge(Serialized::defaults(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        Config::load(
+            &Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(
+                    "client_id = \"id\"\nclient_secret = \"secret\"",
+                ))
+                .merge(Toml::string(toml)),
+        )
+    }
+
+    #[test]
+    fn the_job_database_is_sqlite_in_the_data_dir_unless_a_url_says_otherwise() {
+        let c = load("data_dir = \"/var/lib/bot\"").unwrap();
+        assert_eq!(
+            c.database().unwrap(),
+            Database::Sqlite(PathBuf::from("/var/lib/bot/bot.db"))
+        );
+        let c = load("database_url = \"sqlite:///tmp/jobs.db\"").unwrap();
+        assert_eq!(
+            c.database().unwrap(),
+            Database::Sqlite(PathBuf::from("/tmp/jobs.db"))
+        );
+        let c =
+            load("database_url = \"postgres://bot:pw@db.internal/jobs\"\ndatabase_pool_size = 4")
+                .unwrap();
+        assert_eq!(
+            c.database().unwrap(),
+            Database::Postgres {
+                url: "postgres://bot:pw@db.internal/jobs".into(),
+                pool_size: 4
+            }
+        );
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the password is never shown"
+        );
+    }
+
+    #[test]
+    fn bad_database_settings_are_named_without_the_password() {
+        let e = load("database_url = \"postgres://bot:pw@db:notaport/jobs\"")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("database_url") && !e.contains("pw@"), "{e}");
+        assert!(
+            load("database_url = \"mysql://x\"")
+                .unwrap_err()
+                .0
+                .contains("postgres://")
+        );
+        assert!(
+            load("database_url = \"sqlite://\"")
+                .unwrap_err()
+                .0
+                .contains("needs a path")
+        );
+        assert!(
+            load("database_pool_size = 0")
+                .unwrap_err()
+                .0
+                .contains("database_pool_size")
+        );
+    }
 }

@@ -67,10 +67,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("while creating {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_path(config.data_dir.join("bot.db"))
-            .context("while opening the job database")?,
-    );
+    let store: Arc<dyn Store> = match config.database()? {
+        config::Database::Sqlite(path) => Arc::new(
+            SqliteStore::open_path(&path)
+                .with_context(|| format!("while opening the job database {}", path.display()))?,
+        ),
+        config::Database::Postgres { url, pool_size } => {
+            let shown = workflow_core::store::redact_database_url(&url);
+            let mut pg = workflow_core::PostgresConfig::new(url);
+            pg.pool_size = pool_size;
+            Arc::new(
+                workflow_core::PostgresStore::connect(pg)
+                    .await
+                    .with_context(|| format!("while connecting to the job database {shown}"))?,
+            )
+        }
+    };
     let mut sender = DingTalkSender::builder()
         .client_id(config.client_id.clone())
         .client_secret(config.client_secret.clone())

@@ -72,8 +72,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the SQLite database and generated secrets live.
     pub data_dir: PathBuf,
-    /// `sqlite://path`; default `<data_dir>/dispatcher.db`.
+    /// `sqlite://PATH` (default `<data_dir>/dispatcher.db`) or `postgres://...` (several
+    /// dispatchers sharing one database).
     pub database_url: Option<String>,
+    /// PostgreSQL connections per instance (ignored for SQLite).
+    pub database_pool_size: usize,
+    /// How long a claimed delivery is leased; another instance (or a restart) takes over a task
+    /// whose lease ran out, so this bounds how late a dead instance's deliveries resume.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     /// Accepted API keys (Bearer tokens). Empty: one is generated and stored in the data dir.
     pub api_keys: List,
     /// `whsec_...` secrets to sign with (first signs; all sign during rotation). Empty: generated.
@@ -123,6 +130,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            database_pool_size: 16,
+            lease: Duration::from_secs(60),
             api_keys: List::default(),
             signing_secret: List::default(),
             allowed_target_cidrs: List::default(),
@@ -154,9 +163,11 @@ impl fmt::Debug for Config {
                 "database_url",
                 &self
                     .database_url
-                    .as_ref()
-                    .map(|u| u.split('?').next().unwrap_or("")),
+                    .as_deref()
+                    .map(workflow_core::store::redact_database_url),
             )
+            .field("database_pool_size", &self.database_pool_size)
+            .field("lease", &self.lease)
             .field("api_keys", &redacted(&self.api_keys))
             .field("signing_secret", &redacted(&self.signing_secret))
             .field("allowed_target_cidrs", &self.allowed_target_cidrs)
@@ -183,6 +194,13 @@ pub struct ConfigError(pub String);
 pub enum Database {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by every instance given the same URL.
+    Postgres {
+        /// The connection URL (may hold a password: never log it unredacted).
+        url: String,
+        /// Connections in this instance's pool.
+        pool_size: usize,
+    },
 }
 
 impl Config {
@@ -212,6 +230,12 @@ impl Config {
             return Err(ConfigError(
                 "max_in_flight, per_target_in_flight and task_queue_size must be at least 1".into(),
             ));
+        }
+        if self.database_pool_size == 0 {
+            return Err(ConfigError("database_pool_size must be at least 1".into()));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(ConfigError("lease must be at least 1s".into()));
         }
         for cidr in &self.allowed_target_cidrs.0 {
             cidr.parse::<ipnet::IpNet>().map_err(|_| {
@@ -245,10 +269,18 @@ impl Config {
                 }
                 Ok(Database::Sqlite(PathBuf::from(path)))
             }
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(ConfigError(
-                "database_url: PostgreSQL is not supported yet; use sqlite://PATH (the default)".into(),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                workflow_core::PostgresConfig::new(url)
+                    .validate()
+                    .map_err(|e| ConfigError(format!("database_url: {e}")))?;
+                Ok(Database::Postgres {
+                    url: url.to_owned(),
+                    pool_size: self.database_pool_size,
+                })
+            }
+            Some(_) => Err(ConfigError(
+                "database_url: expected sqlite://PATH or postgres://USER@HOST/DATABASE".into(),
             )),
-            Some(_) => Err(ConfigError("database_url: expected sqlite://PATH".into())),
         }
     }
 
@@ -282,10 +314,19 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// Database URL (sqlite://PATH).
+    /// Database URL: sqlite://PATH [default: DATA_DIR/dispatcher.db] or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (instances sharing one database).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// PostgreSQL connections per instance [default: 16].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_pool_size: Option<usize>,
+    /// Lease of a claimed delivery, e.g. 60s [default: 60s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     /// API keys, comma-separated.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -420,12 +461,36 @@ mod tests {
                 .0
                 .contains("signing_secret")
         );
+        assert_eq!(
+            load("database_url = \"postgres://app:pw@db.internal:5433/dispatch\"\ndatabase_pool_size = 8")
+                .unwrap()
+                .database()
+                .unwrap(),
+            Database::Postgres {
+                url: "postgres://app:pw@db.internal:5433/dispatch".into(),
+                pool_size: 8
+            }
+        );
+        let bad = load("database_url = \"postgres://app:pw@db:notaport/x\"")
+            .unwrap_err()
+            .0;
         assert!(
-            load("database_url = \"postgres://x\"")
+            bad.contains("database_url") && !bad.contains("pw@"),
+            "{bad}"
+        );
+        assert!(
+            load("database_url = \"mysql://x\"")
                 .unwrap_err()
                 .0
-                .contains("PostgreSQL")
+                .contains("postgres://")
         );
+        assert!(
+            load("database_pool_size = 0")
+                .unwrap_err()
+                .0
+                .contains("database_pool_size")
+        );
+        assert!(load("lease = \"10ms\"").unwrap_err().0.contains("lease"));
         assert!(load("max_retry_delay = \"soon\"").is_err());
     }
 
@@ -438,5 +503,11 @@ mod tests {
         };
         let s = format!("{c:?}");
         assert!(!s.contains("key-123") && !s.contains("whsec_"), "{s}");
+        let c = Config {
+            database_url: Some("postgres://app:s3cret@db/x".into()),
+            ..Config::default()
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("s3cret") && s.contains("app:***@db"), "{s}");
     }
 }

@@ -37,7 +37,7 @@
 //!
 //! # Feature flags
 //!
-//! None.
+//! None. PostgreSQL (`--database-url postgres://...`) is always built in.
 //!
 //! # Why some parts are our own
 //!
@@ -70,8 +70,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use webhook_client::{Classifier, WebhookClient};
 use workflow_core::{
-    Engine, EngineConfig, Jitter, RetryPolicy, SqliteConfig, SqliteStore, Store, WEBHOOK_KIND,
-    WebhookDeliveryHandler, WorkflowConfig, WorkflowManager,
+    Engine, EngineConfig, Jitter, PostgresConfig, PostgresStore, RetryPolicy, SqliteConfig,
+    SqliteStore, Store, WEBHOOK_KIND, WebhookDeliveryHandler, WorkflowConfig, WorkflowManager,
 };
 
 pub use config::{BreakerOpenPolicy, Cli, Config, ConfigError, LogFormat, figment_for};
@@ -203,13 +203,15 @@ pub fn metrics_handle() -> PrometheusHandle {
 pub struct App {
     state: AppState,
     engine: Engine,
-    database: std::path::PathBuf,
+    /// The database, as shown in logs (SQLite path, or PostgreSQL URL without its password).
+    database: String,
 }
 
 impl App {
     /// Creates the data directory, loads (or generates and prints once) the API key and the
-    /// signing secret, opens the SQLite store (recovering tasks a previous process left
-    /// behind) and starts the delivery engine. Must be called inside a tokio runtime.
+    /// signing secret, opens the store (SQLite, recovering tasks a previous process left
+    /// behind; or PostgreSQL, migrating it and listening for other instances' enqueues) and
+    /// starts the delivery engine. Must be called inside a tokio runtime.
     ///
     /// # Errors
     ///
@@ -232,6 +234,15 @@ impl App {
         }
         let signing = secrets::signing_secrets(&config.signing_secret.0, &config.data_dir)
             .context("while loading the signing secret")?;
+        if matches!(config.database()?, config::Database::Postgres { .. })
+            && (keys.generated || signing.generated)
+        {
+            tracing::warn!(
+                "API key or signing secret generated in the data directory while sharing a \
+                 PostgreSQL database: every instance must be given the same api_keys and \
+                 signing_secret, or callbacks and signatures differ between instances"
+            );
+        }
         if signing.generated {
             println!(
                 "Generated a webhook signing secret (stored in {}; shown once); receivers verify with it:\n\n    {}\n",
@@ -239,11 +250,24 @@ impl App {
                 signing.value[0].expose()
             );
         }
-        let config::Database::Sqlite(path) = config.database()?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(SqliteConfig::new(&path))
-                .with_context(|| format!("while opening {}", path.display()))?,
-        );
+        let (store, database): (Arc<dyn Store>, String) = match config.database()? {
+            config::Database::Sqlite(path) => (
+                Arc::new(
+                    SqliteStore::open(SqliteConfig::new(&path))
+                        .with_context(|| format!("while opening {}", path.display()))?,
+                ),
+                path.display().to_string(),
+            ),
+            config::Database::Postgres { url, pool_size } => {
+                let shown = workflow_core::store::redact_database_url(&url);
+                let mut pg = PostgresConfig::new(url);
+                pg.pool_size = pool_size;
+                let store = PostgresStore::connect(pg)
+                    .await
+                    .with_context(|| format!("while connecting to {shown}"))?;
+                (Arc::new(store), shown)
+            }
+        };
         let cidrs = config
             .allowed_target_cidrs
             .0
@@ -288,6 +312,7 @@ impl App {
                 task_queue_size: Some(config.task_queue_size),
                 prune_after: Some(config.retention),
                 shutdown_grace: config.shutdown_grace,
+                lease: config.lease,
                 ..EngineConfig::default()
             })
             .start();
@@ -313,7 +338,7 @@ impl App {
         Ok(App {
             state,
             engine,
-            database: path,
+            database,
         })
     }
 
@@ -350,7 +375,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("while reading the listen address")?;
-    tracing::info!(%addr, database = %app.database.display(), "dispatcher listening");
+    tracing::info!(%addr, database = %app.database, "dispatcher listening");
     let served = axum::serve(listener, app.router())
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,6 +1,7 @@
 //! The dispatcher's own integration tests, in one binary: the router in-process
 //! (`router`), and the real `dispatcher` executable (`binary`, `crash`) for what only a real
-//! process shows: signals, exit codes, first-start output, SIGKILL recovery.
+//! process shows: signals, exit codes, first-start output, SIGKILL recovery, and several
+//! processes sharing one PostgreSQL database (`scale_out`).
 //!
 //! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
 //! workspace's `tests/` package.
@@ -8,6 +9,7 @@
 mod binary;
 mod crash;
 mod router;
+mod scale_out;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
