@@ -494,6 +494,14 @@ async fn drive(
     Ok(sent)
 }
 
+/// The 1-minute load average (other work on the machine skews every figure).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn summary(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     json!({
@@ -529,6 +537,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let pids = dispatchers.pids();
     let before: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
+    let me_before = procstat::sample(std::process::id());
 
     let t0 = Instant::now();
     let sent = drive(
@@ -548,6 +557,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let total = t0.elapsed().as_secs_f64();
     let after: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
+    let me_after = procstat::sample(std::process::id());
     let idle = if args.idle_secs > 0 {
         tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
         let later: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
@@ -630,6 +640,8 @@ async fn main() -> anyhow::Result<()> {
         "receiver_max_in_flight": recv.max_in_flight.load(Ordering::Relaxed),
         "dispatcher_cpu_seconds": cpu,
         "dispatcher_cpu_ms_per_task": if delivered > 0 { cpu * 1000.0 / delivered as f64 } else { 0.0 },
+        "load_generator_and_receiver_cpu_seconds": if args.in_process { serde_json::Value::Null } else { json!(me_before.cpu_seconds_to(me_after)) },
+        "load_average_1m_at_end": load_average(),
         "dispatcher_peak_rss_mib": peak_rss.iter().copied().fold(0.0, f64::max),
         "dispatcher_peak_rss_mib_each": peak_rss,
     });
@@ -713,6 +725,13 @@ fn print_table(r: &serde_json::Value) {
         f(&r["dispatcher_cpu_seconds"]),
         f(&r["dispatcher_cpu_ms_per_task"]),
         f(&r["dispatcher_peak_rss_mib"])
+    );
+    if let Some(cpu) = r["load_generator_and_receiver_cpu_seconds"].as_f64() {
+        println!("  bench process         {cpu:.2} CPU s (load generator and receiver)");
+    }
+    println!(
+        "  machine load          {:.2} (1-minute average at the end)",
+        f(&r["load_average_1m_at_end"])
     );
     if let Some(t) = r.get("idle_cpu_ticks") {
         println!(
