@@ -122,6 +122,8 @@ pub struct Config {
     /// How long shutdown waits for deliveries in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Preset delivery channels (`[[channels]]` or `[channels.<name>]`; see `crate::channels`).
+    pub channels: crate::channels::ChannelList,
 }
 
 impl Default for Config {
@@ -149,6 +151,7 @@ impl Default for Config {
             breaker_open_wait: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             shutdown_grace: Duration::from_secs(10),
+            channels: crate::channels::ChannelList::default(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl fmt::Debug for Config {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("public_url", &self.public_url)
             .field("breaker_open_policy", &self.breaker_open_policy)
+            .field("channels", &self.channels)
             .finish_non_exhaustive()
     }
 }
@@ -251,6 +255,7 @@ impl Config {
             task_package::check_url(url).map_err(|r| ConfigError(format!("public_url: {r}")))?;
         }
         self.database()?;
+        crate::channels::Channels::from_config(&self.channels)?;
         Ok(())
     }
 

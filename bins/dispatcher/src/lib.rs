@@ -47,6 +47,7 @@
 //! answer in the same shape as the handlers.
 
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod openapi;
@@ -102,6 +103,8 @@ pub struct AppState {
     pub breaker_policy: BreakerOpenPolicy,
     /// Prometheus rendering.
     pub metrics: PrometheusHandle,
+    /// Preset delivery channels.
+    pub channels: channels::Channels,
 }
 
 impl std::fmt::Debug for AppState {
@@ -135,6 +138,7 @@ pub fn router(state: AppState) -> Router {
             "/workflow/tasks/{task_id}/callback",
             post(routes::callback::callback),
         )
+        .route("/workflow/channels", get(routes::channels::list_channels))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics_text))
@@ -297,10 +301,13 @@ impl App {
             Jitter::Additive(Duration::from_secs(10).min(config.base_retry_delay)),
         )
         .map_err(|e| anyhow::anyhow!("invalid retry settings: {e}"))?;
+        let channels = channels::Channels::from_config(&config.channels)?;
         let engine = Engine::builder(store.clone())
             .handler(
                 WEBHOOK_KIND,
-                Arc::new(WebhookDeliveryHandler::new(
+                Arc::new(channels::ChannelDeliveryHandler::new(
+                    WebhookDeliveryHandler::new(client.clone(), signing.value.clone()),
+                    channels.clone(),
                     client.clone(),
                     signing.value.clone(),
                 )),
@@ -334,6 +341,7 @@ impl App {
             public_url: config.public_url(),
             breaker_policy: config.breaker_open_policy,
             metrics: metrics_handle(),
+            channels,
         };
         Ok(App {
             state,

@@ -3,7 +3,7 @@
 
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::routes::{callback, ops, tasks};
+use crate::routes::{callback, channels, ops, tasks};
 
 /// The OpenAPI description of the API (served at `/openapi.json`).
 #[derive(Debug, OpenApi)]
@@ -14,7 +14,7 @@ use crate::routes::{callback, ops, tasks};
     ),
     paths(
         tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
-        tasks::retry_task, callback::callback, ops::healthz, ops::readyz, ops::metrics_text,
+        tasks::retry_task, callback::callback, channels::list_channels, ops::healthz, ops::readyz, ops::metrics_text,
         ops::openapi_json
     ),
     components(schemas(CreateTaskBody, EvidenceDataBody)),
@@ -62,8 +62,11 @@ pub(crate) struct CreateTaskBody {
     task_type: String,
     /// The evidence.
     evidence_data: EvidenceDataBody,
-    /// Where to deliver (http or https).
-    webhook_url: String,
+    /// Where to deliver (http or https); optional when `channel` is given (with both, the
+    /// package goes to `webhook_url` and a second task notifies the channel).
+    webhook_url: Option<String>,
+    /// A preset channel (see `GET /workflow/channels`), instead of or as well as `webhook_url`.
+    channel: Option<String>,
     /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
     priority: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! HTTP handlers, one module per area: `tasks` (the seed's API), `callback` (the closed loop),
-//! `ops` (health, readiness, metrics, the OpenAPI document).
+//! `channels` (the preset channels), `ops` (health, readiness, metrics, the OpenAPI document).
 
 pub mod callback;
+pub mod channels;
 pub mod ops;
 pub mod tasks;
 
