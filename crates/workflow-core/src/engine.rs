@@ -5,7 +5,9 @@
 //! attempt as an owned task in a [`JoinSet`]. When nothing is due it sleeps until the store's
 //! next due time, an enqueue (the store's [`Store::wakeup`]) or a freed slot: an idle engine
 //! does not poll. Outcomes are written with the claim's [`Fence`], so a worker that lost its
-//! lease cannot overwrite a newer attempt.
+//! lease cannot overwrite a newer attempt. A handler that defers an attempt (the target's
+//! breaker is open, its rate limit is reached) holds that target back: its tasks stay
+//! unclaimed until the deferral ends, so a failing target costs no writes while it waits.
 //!
 //! # Example
 //!
@@ -151,6 +153,33 @@ struct InFlight {
     total: usize,
     per_target: HashMap<String, usize>,
     running: HashMap<String, (Fence, CancellationToken)>,
+    /// Targets whose handler deferred an attempt (breaker open, rate limit), with when they
+    /// may go again: their tasks are not claimed before then.
+    held: HashMap<String, DateTime<Utc>>,
+}
+
+impl InFlight {
+    /// The targets not to claim now: at their concurrency cap, or held until later (expired
+    /// holds are dropped). With the earliest end of a hold, if any.
+    fn skipped_targets(
+        &mut self,
+        per_target_cap: usize,
+        now: DateTime<Utc>,
+    ) -> (Vec<String>, Option<DateTime<Utc>>) {
+        self.held.retain(|_, until| *until > now);
+        let mut skip: Vec<String> = self
+            .per_target
+            .iter()
+            .filter(|(_, n)| **n >= per_target_cap)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for target in self.held.keys() {
+            if !skip.contains(target) {
+                skip.push(target.clone());
+            }
+        }
+        (skip, self.held.values().min().copied())
+    }
 }
 
 struct Inner {
@@ -432,15 +461,15 @@ async fn run(inner: Arc<Inner>) {
         if inner.stop_claiming.is_cancelled() {
             break;
         }
-        let (free, skip) = {
-            let f = inner.in_flight.lock();
-            let skip: Vec<String> = f
-                .per_target
-                .iter()
-                .filter(|(_, n)| **n >= inner.config.per_target_in_flight)
-                .map(|(k, _)| k.clone())
-                .collect();
-            (inner.config.max_in_flight.saturating_sub(f.total), skip)
+        let (free, skip, hold_ends) = {
+            let mut f = inner.in_flight.lock();
+            let (skip, hold_ends) =
+                f.skipped_targets(inner.config.per_target_in_flight, inner.clock.now());
+            (
+                inner.config.max_in_flight.saturating_sub(f.total),
+                skip,
+                hold_ends,
+            )
         };
         // Whether something may be due that this loop cannot take now (no free slot, or a
         // target at its cap): then the store's next due time says nothing about other work.
@@ -504,7 +533,12 @@ async fn run(inner: Arc<Inner>) {
                         // fall due before any slot frees, and the store cannot say when, so
                         // look again shortly: this only happens while busy, never when idle.
                         if capped {
-                            CAPPED_RECHECK
+                            // A held target may go again before the recheck.
+                            hold_ends
+                                .map_or(CAPPED_RECHECK, |end| {
+                                    (end - now).to_std().unwrap_or_default()
+                                })
+                                .clamp(Duration::from_millis(10), CAPPED_RECHECK)
                         } else {
                             Duration::from_millis(10)
                         }
@@ -798,6 +832,15 @@ async fn record(
                 reason: reason.clone(),
             });
             metrics::counter!("workflow_attempts_total", "outcome" => "deferred").increment(1);
+            if let Some(target) = &task.target {
+                // Whatever deferred this task (the target's breaker, its rate limit) holds
+                // every task of the target: leave them unclaimed until then, instead of
+                // claiming and giving back each due one (a write and an event apiece, over
+                // and over while a failing target's breaker stays open).
+                let mut f = inner.in_flight.lock();
+                let end = f.held.entry(target.clone()).or_insert(until);
+                *end = (*end).max(until);
+            }
             match inner
                 .store
                 .release(fence, Release { at: until, reason }, now)

@@ -35,6 +35,10 @@ pub enum AttemptResult {
     },
     /// Not attempted (e.g. the target's breaker is open): due again after `retry_in`,
     /// without spending an attempt.
+    ///
+    /// A deferral speaks for the task's whole target: the engine claims none of that target's
+    /// tasks before `retry_in` has passed (other targets go on as usual). Return it only for
+    /// reasons that hold for every task of the target, such as its breaker or rate limit.
     Deferred {
         /// When to try.
         retry_in: Duration,
@@ -80,7 +84,8 @@ impl HandlerOutcome {
         })
     }
 
-    /// Not attempted; due again in `retry_in` without spending an attempt.
+    /// Not attempted; due again in `retry_in` without spending an attempt, and the task's
+    /// target is held back until then (see [`AttemptResult::Deferred`]).
     pub fn deferred(retry_in: Duration, reason: impl Into<String>) -> HandlerOutcome {
         HandlerOutcome::from(AttemptResult::Deferred {
             retry_in,

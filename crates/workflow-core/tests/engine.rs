@@ -1128,3 +1128,79 @@ async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_break
         s.abort();
     }
 }
+
+/// Defers every task of one target until a fixed moment (a breaker open until then) and
+/// succeeds at once for every other target; counts the deferrals.
+struct OpenUntil {
+    target: String,
+    reopen: tokio::time::Instant,
+    deferrals: Mutex<usize>,
+    others_done: Mutex<Vec<tokio::time::Instant>>,
+}
+
+#[async_trait]
+impl Handler for OpenUntil {
+    async fn handle(&self, task: &Task, _ctx: AttemptContext) -> HandlerOutcome {
+        let now = tokio::time::Instant::now();
+        if task.target.as_deref() == Some(&self.target) {
+            if now < self.reopen {
+                *self.deferrals.lock() += 1;
+                return HandlerOutcome::deferred(self.reopen - now, "circuit open for target");
+            }
+        } else {
+            self.others_done.lock().push(now);
+        }
+        HandlerOutcome::success()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferring_target_is_held_back_instead_of_claimed_over_and_over() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let held = "https://down.example:443";
+    for i in 0..500 {
+        let mut t = task(&format!("down-{i}"), Priority::High);
+        t.target = Some(held.to_owned());
+        store.enqueue(t, Default::default()).await.unwrap();
+    }
+    for i in 0..20 {
+        let mut t = task(&format!("up-{i}"), Priority::Low);
+        t.target = Some("https://up.example:443".to_owned());
+        store.enqueue(t, Default::default()).await.unwrap();
+    }
+    let h = Arc::new(OpenUntil {
+        target: held.to_owned(),
+        reopen: tokio::time::Instant::now() + Duration::from_secs(30),
+        deferrals: Mutex::new(0),
+        others_done: Mutex::new(vec![]),
+    });
+    let mut cfg = config();
+    cfg.max_in_flight = 16;
+    cfg.per_target_in_flight = 16;
+    cfg.batch_size = 16;
+    let e = engine(store.clone(), h.clone(), cfg);
+    for i in 0..500 {
+        let t = wait_final(&store, &format!("down-{i}")).await;
+        assert_eq!(t.status, TaskStatus::Completed);
+        assert_eq!(t.tries, 1, "deferrals spend no attempt");
+    }
+    for i in 0..20 {
+        assert_eq!(
+            wait_final(&store, &format!("up-{i}")).await.status,
+            TaskStatus::Completed
+        );
+    }
+    // Without the hold every one of the 500 due tasks is claimed and given back at least
+    // once; with it, only what was already claimed when the first deferral came back.
+    let deferrals = *h.deferrals.lock();
+    assert!(
+        deferrals <= 32,
+        "{deferrals} deferrals: the held target's tasks were claimed while it was held"
+    );
+    assert!(deferrals >= 1);
+    // The other target's tasks, lower in priority, went while the first one was held.
+    let others = h.others_done.lock().clone();
+    assert_eq!(others.len(), 20);
+    assert!(others.iter().all(|at| *at < h.reopen), "{others:?}");
+    e.shutdown().await;
+}
