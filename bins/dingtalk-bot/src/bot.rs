@@ -10,8 +10,8 @@ use dingtalk_stream::RobotMessage;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use workflow_core::{
-    AsyncTaskManager, AttemptContext, CancelOutcome, Engine, Handler, HandlerOutcome, NewTask,
-    Priority, Task, TaskFilter, TaskStatus,
+    AsyncTaskManager, AttemptContext, CancelOutcome, Engine, Enqueued, Handler, HandlerOutcome,
+    NewTask, Priority, Task, TaskFilter, TaskStatus,
 };
 
 use crate::processor::{Job, ProcessError, Processor};
@@ -380,10 +380,20 @@ impl Bot {
             run_at: self.engine.now(),
             idempotency_key: Some(format!("msg:{}", m.msg_id)),
         };
-        if let Err(e) = self.engine.enqueue(new).await {
-            tracing::error!(error = %e, "could not queue the task");
-            self.reply(m, "系统繁忙，请稍后重试。").await;
-            return;
+        match self.engine.enqueue(new).await {
+            Ok(Enqueued::Created(_)) => {}
+            Ok(Enqueued::Existing(t)) => {
+                // The same msgId again, past the in-memory dedupe (which a restart empties):
+                // the job exists and its user was told when it first arrived. Replying again
+                // would tell them twice, with the id of a task that was never stored.
+                tracing::info!(task_id = %t.id, msg_id = %m.msg_id, "duplicate delivery of a stored task dropped");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not queue the task");
+                self.reply(m, "系统繁忙，请稍后重试。").await;
+                return;
+            }
         }
         if long {
             let minutes = self
