@@ -250,7 +250,10 @@ pub struct ChannelView {
     pub kind: String,
     /// The limits in force, e.g. `["20/1m"]`.
     pub rate_limits: Vec<String>,
-    /// Whether messages are signed (a secret is configured).
+    /// Whether deliveries carry a signature: always for `webhook` (its own secret or the
+    /// server's `signing_secret`); for `dingtalk_robot` and `feishu_robot` when a secret is
+    /// configured; never for `wecom_robot` and `slack` (the URL is the credential) or
+    /// `dingtalk_app` (OpenAPI access token).
     pub signed: bool,
     /// Whether the template was overridden.
     pub custom_template: bool,
@@ -311,6 +314,25 @@ fn build_channel(c: &ChannelConfig) -> Result<Channel, ConfigError> {
         && let Some((field, _)) = app_only.iter().find(|(_, set)| *set)
     {
         return Err(err(field, "only for kind dingtalk_app".to_owned()));
+    }
+    // WeCom group robots and Slack incoming webhooks have no signature (the key in the URL
+    // is the credential): a secret there would be silently unused, and the channel listed as
+    // signed when it is not.
+    if matches!(
+        kind,
+        ChannelKind::Chat(ChatKind::WeComRobot | ChatKind::Slack)
+    ) && let Some(field) = match (&c.secret_env, &c.secret_file) {
+        (Some(_), _) => Some("secret_env"),
+        (None, Some(_)) => Some("secret_file"),
+        (None, None) => None,
+    } {
+        return Err(err(
+            field,
+            format!(
+                "{} messages are not signed (the key in the URL is the credential); remove the secret",
+                kind.as_str()
+            ),
+        ));
     }
     let secret = read_secret(c, "the secret")?;
     let url = match (&c.url, kind) {
@@ -499,7 +521,11 @@ impl Channels {
                 name: c.name.clone(),
                 kind: c.kind.as_str().to_owned(),
                 rate_limits: c.rates.iter().map(Rate::to_string).collect(),
-                signed: c.secret.is_some() && c.kind != ChannelKind::DingTalkApp,
+                signed: match c.kind {
+                    ChannelKind::Webhook => true,
+                    ChannelKind::Chat(_) => c.secret.is_some(),
+                    ChannelKind::DingTalkApp => false,
+                },
                 custom_template: c.template.is_some(),
             })
             .collect()
@@ -602,7 +628,14 @@ mod tests {
             "{fast}"
         );
         assert!(e("[channels.a]\nkind = \"slack\"\nurl = \"https://x.example/\"\ntemplate = \"{{nope}}\"").contains("channels.a.template"));
-        assert!(e("[channels.a]\nkind = \"slack\"\nurl = \"https://x.example/\"\nsecret_env = \"DISPATCHER_TEST_SURELY_UNSET_VAR\"").contains("channels.a.secret_env"));
+        assert!(e("[channels.a]\nkind = \"dingtalk_robot\"\nurl = \"https://x.example/\"\nsecret_env = \"DISPATCHER_TEST_SURELY_UNSET_VAR\"").contains("channels.a.secret_env"));
+        let unsigned = e(
+            "[channels.a]\nkind = \"wecom_robot\"\nurl = \"https://x.example/\"\nsecret_file = \"/nonexistent\"",
+        );
+        assert!(
+            unsigned.contains("channels.a.secret_file") && unsigned.contains("not signed"),
+            "{unsigned}"
+        );
         assert!(
             e("[channels.a]\nkind = \"dingtalk_app\"\nclient_id = \"c\"")
                 .contains("channels.a.secret_env")
