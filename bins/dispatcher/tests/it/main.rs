@@ -1,12 +1,15 @@
 //! The dispatcher's own integration tests, in one binary: the router in-process
-//! (`router`), and the real `dispatcher` executable (`binary`, `crash`) for what only a real
-//! process shows: signals, exit codes, first-start output, SIGKILL recovery, and several
-//! processes sharing one PostgreSQL database (`scale_out`).
+//! (`router`); preset channels end to end, against local stand-ins for each chat platform
+//! that check its wire format and signature (`channels`); and the real `dispatcher`
+//! executable (`binary`, `crash`) for what only a real process shows: signals, exit codes,
+//! first-start output, SIGKILL recovery, and several processes sharing one PostgreSQL
+//! database (`scale_out`).
 //!
 //! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
 //! workspace's `tests/` package.
 
 mod binary;
+mod channels;
 mod crash;
 mod router;
 mod scale_out;
