@@ -40,6 +40,9 @@ pub enum StoreError {
     /// The store was closed (shutdown).
     #[error("store is closed")]
     Closed,
+    /// Another process has the database open (a SQLite file belongs to one process).
+    #[error("database {0} is in use by another process")]
+    InUse(String),
 }
 
 impl StoreError {
@@ -56,5 +59,10 @@ impl StoreError {
     /// Whether the error is a lost fence.
     pub fn is_fenced(&self) -> bool {
         matches!(self, StoreError::Fenced { .. })
+    }
+
+    /// Whether another process holds the database.
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, StoreError::InUse(_))
     }
 }

@@ -388,7 +388,8 @@ async fn shutdown_releases_running_tasks_for_the_next_start() {
     e.shutdown().await;
     let t = store.get("a").await.unwrap().unwrap();
     assert_eq!(t.status, TaskStatus::Pending, "released, not left leased");
-    // A new engine on the same file finishes it.
+    // A new engine on the same file finishes it (the file is locked while the first is open).
+    drop((e, store));
     let store2: Arc<dyn Store> = Arc::new(SqliteStore::open_path(&path).unwrap());
     let e2 = engine(
         store2.clone(),

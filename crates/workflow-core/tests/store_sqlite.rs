@@ -307,3 +307,41 @@ async fn scale_100k_rows() {
     assert_eq!(s.counts().await.unwrap().active(), 0);
     assert_eq!(s.prune(conformance::at(3_000)).await.unwrap(), 100_000);
 }
+
+#[tokio::test]
+async fn a_file_open_in_one_store_is_refused_to_another_until_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let first = SqliteStore::open_path(&path).unwrap();
+    first
+        .enqueue(conformance::new_task("a", Priority::High, Utc::now()), NONE)
+        .await
+        .unwrap();
+    first
+        .claim_due("alive", Utc::now(), Duration::from_secs(3600), 1, &[])
+        .await
+        .unwrap();
+    // A second opener would expire the live lease (as after a crash): it is refused instead.
+    let err = SqliteStore::open_path(&path).unwrap_err();
+    assert!(err.is_in_use(), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    assert_eq!(
+        first
+            .get("a")
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_owner
+            .as_deref(),
+        Some("alive")
+    );
+    drop(first);
+    let again = SqliteStore::open_path(&path).unwrap();
+    assert_eq!(
+        again.get("a").await.unwrap().unwrap().status,
+        TaskStatus::Processing
+    );
+}

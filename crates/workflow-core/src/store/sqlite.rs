@@ -598,6 +598,31 @@ impl Writer {
     }
 }
 
+/// Takes an exclusive lock on `<database>.lock`, so a second process cannot open the same
+/// file: opening expires every lease (they belong to a dead process, since a file has one
+/// owner), which would hand a live process's running tasks out again. A separate file, because
+/// SQLite's own POSIX locks on the database are dropped when any descriptor of it is closed.
+/// In-memory databases (`:memory:`, `file:` URIs) are not locked.
+fn lock_file(path: &Path) -> StoreResult<Option<std::fs::File>> {
+    let shown = path.display().to_string();
+    if shown.is_empty() || shown == ":memory:" || shown.starts_with("file:") {
+        return Ok(None);
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(StoreError::backend)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(shown)),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::backend(e)),
+    }
+}
+
 fn open_connection(config: &SqliteConfig, read_only: bool) -> rusqlite::Result<Connection> {
     use rusqlite::OpenFlags;
     let flags = if read_only {
@@ -756,6 +781,8 @@ struct Inner {
     next_reader: AtomicUsize,
     wakeup: Arc<Notify>,
     counts: Arc<Mutex<Tally>>,
+    /// Held while the store is open; the OS lets go of it when the process dies.
+    _lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -774,13 +801,16 @@ impl SqliteStore {
     /// # Errors
     ///
     /// [`StoreError::Backend`] when the file cannot be created or opened, a migration fails,
-    /// or the file was written by a newer build (schema version above [`SQLITE_SCHEMA_VERSION`]).
+    /// or the file was written by a newer build (schema version above [`SQLITE_SCHEMA_VERSION`]);
+    /// [`StoreError::InUse`] when another process (or another open store in this one) has the
+    /// file open: a SQLite file belongs to one process at a time.
     pub fn open(config: SqliteConfig) -> StoreResult<SqliteStore> {
         if let Some(dir) = config.path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
         }
+        let lock = lock_file(&config.path)?;
         let mut conn = open_connection(&config, false).map_err(db_err)?;
         migrate(&mut conn)?;
         if config.recover_leases_on_open {
@@ -823,6 +853,7 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
                 wakeup: Arc::new(Notify::new()),
                 counts,
+                _lock: lock,
             }),
         })
     }
