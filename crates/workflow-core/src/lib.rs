@@ -93,4 +93,4 @@ pub use store::{
 };
 #[cfg(feature = "postgres")]
 pub use store::{PostgresConfig, PostgresStore};
-pub use webhook::{WEBHOOK_KIND, WebhookDeliveryHandler, WebhookPayload};
+pub use webhook::{WEBHOOK_KIND, WebhookDeliveryHandler, WebhookPayload, attempt_outcome};

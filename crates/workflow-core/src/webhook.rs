@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use webhook_client::{Outcome, SigningSecret, WebhookClient, WebhookRequest};
+use webhook_client::{AttemptReport, Outcome, SigningSecret, WebhookClient, WebhookRequest};
 
 use crate::handler::{AttemptContext, Handler, HandlerOutcome};
 use crate::model::Task;
@@ -77,22 +77,26 @@ impl Handler for WebhookDeliveryHandler {
             r = self.client.send_webhook(&request) => r,
             () = ctx.cancel.cancelled() => return HandlerOutcome::retryable("cancelled while sending"),
         };
-        if let Some(retry_in) = report.breaker_retry_in {
-            return HandlerOutcome::deferred(retry_in, "circuit open for target");
-        }
-        let error = report.error_message().unwrap_or_default();
-        let outcome = match report.outcome {
-            Outcome::Success => HandlerOutcome::success(),
-            Outcome::Retryable { retry_after } => {
-                HandlerOutcome::from(crate::handler::AttemptResult::Retryable {
-                    error,
-                    retry_after,
-                })
-            }
-            Outcome::Permanent => HandlerOutcome::permanent(error),
-        };
-        outcome
-            .with_status(report.status)
-            .with_response(report.response_body)
+        attempt_outcome(report, "circuit open for target")
     }
+}
+
+/// The engine's view of one delivery attempt: not sent because the breaker is open → deferred
+/// (with `deferral_reason`), else success, retryable (with the target's `Retry-After`) or
+/// permanent, keeping the status code and the truncated response for the attempt record.
+pub fn attempt_outcome(report: AttemptReport, deferral_reason: &str) -> HandlerOutcome {
+    if let Some(retry_in) = report.breaker_retry_in {
+        return HandlerOutcome::deferred(retry_in, deferral_reason);
+    }
+    let error = report.error_message().unwrap_or_default();
+    let outcome = match report.outcome {
+        Outcome::Success => HandlerOutcome::success(),
+        Outcome::Retryable { retry_after } => {
+            HandlerOutcome::from(crate::handler::AttemptResult::Retryable { error, retry_after })
+        }
+        Outcome::Permanent => HandlerOutcome::permanent(error),
+    };
+    outcome
+        .with_status(report.status)
+        .with_response(report.response_body)
 }

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use webhook_client::chat::{self, ChatFields, ChatKind, Template};
-use webhook_client::{
-    AttemptReport, ChatRequest, Outcome, SigningSecret, WebhookClient, WebhookRequest,
-};
+use webhook_client::{AttemptReport, ChatRequest, SigningSecret, WebhookClient, WebhookRequest};
 use workflow_core::{
     AttemptContext, AttemptResult, Handler, HandlerOutcome, Task, WebhookDeliveryHandler,
 };
@@ -48,20 +46,7 @@ impl ChannelDeliveryHandler {
 }
 
 fn from_report(report: AttemptReport) -> HandlerOutcome {
-    if let Some(retry_in) = report.breaker_retry_in {
-        return HandlerOutcome::deferred(retry_in, "circuit open for channel");
-    }
-    let error = report.error_message().unwrap_or_default();
-    let outcome = match report.outcome {
-        Outcome::Success => HandlerOutcome::success(),
-        Outcome::Retryable { retry_after } => {
-            HandlerOutcome::from(AttemptResult::Retryable { error, retry_after })
-        }
-        Outcome::Permanent => HandlerOutcome::permanent(error),
-    };
-    outcome
-        .with_status(report.status)
-        .with_response(report.response_body)
+    workflow_core::attempt_outcome(report, "circuit open for channel")
 }
 
 impl ChannelDeliveryHandler {
