@@ -162,6 +162,25 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
     child.wait().ok();
 }
 
+#[tokio::test]
+async fn a_second_dispatcher_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = spawn(dir.path(), port, &[]);
+    wait_healthy(&http(), &format!("http://127.0.0.1:{port}")).await;
+    // Opening the file would expire the first one's leases and deliver its tasks again.
+    let out = command(dir.path(), free_port())
+        .args(["--api-keys", KEY])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert!(first.try_wait().unwrap().is_none(), "the first one runs on");
+    terminate(&first);
+    assert!(first.wait().unwrap().success());
+}
+
 #[test]
 fn an_unreachable_postgres_fails_at_start_without_printing_the_password() {
     let dir = tempfile::tempdir().unwrap();
