@@ -1,5 +1,7 @@
 //! The conformance suite against `PostgresStore`, plus PostgreSQL-only checks: migrations under
-//! concurrent starts, two stores (two instances) sharing one database, wakeups across them.
+//! concurrent starts, two stores (two instances) sharing one database, wakeups across them,
+//! and the group-committed `finish_attempt` (many concurrent finishes, stale fences, a failed
+//! batch, finishers gone).
 //!
 //! Needs a server: `scripts/with-postgres.sh cargo test -p workflow-core` (CI runs every test
 //! under it). Without `TEST_DATABASE_URL` each test prints `skipped: TEST_DATABASE_URL not set`
@@ -13,7 +15,7 @@ use workflow_core::store::POSTGRES_SCHEMA_VERSION;
 use workflow_core::store::conformance::{self, fresh_postgres_database};
 use workflow_core::{
     Completion, EnqueueLimits, Fence, PostgresConfig, PostgresStore, Priority, Store, StoreError,
-    TaskStatus,
+    Task, TaskStatus,
 };
 
 async fn postgres() -> Option<Arc<dyn Store>> {
@@ -103,6 +105,13 @@ async fn two_instances_share_tasks_and_wake_each_other() {
         }
     };
     assert!(heard, "an enqueue on A wakes B through LISTEN/NOTIFY");
+    // Only t0 matters below: the tasks enqueued while B's listener was still connecting are
+    // due at 0, so they would be claimed before t0's lease (ending at 31) is reclaimed.
+    for k in 1..i {
+        a.cancel(&format!("t{k}"), "not needed", conformance::at(0))
+            .await
+            .unwrap();
+    }
     // B claims what A stored; A's stale fence after B reclaims is rejected.
     let t = b
         .claim_due("b", conformance::at(1), LEASE, 1, &[])
@@ -117,7 +126,7 @@ async fn two_instances_share_tasks_and_wake_each_other() {
     assert_eq!(
         again.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         ["t0"],
-        "A reclaims B's expired lease before newer due tasks of the same priority"
+        "A reclaims B's expired lease"
     );
     let err = b
         .finish_attempt(
@@ -196,6 +205,314 @@ async fn many_claimers_on_two_instances_claim_each_task_once() {
     all.dedup();
     assert_eq!((n, all.len()), (1000, 1000));
     assert_eq!(a.counts().await.unwrap().active(), 0);
+}
+
+/// Enqueues `n` tasks due at 0 and claims them all for `owner` at 1.
+async fn claimed(s: &PostgresStore, owner: &str, n: usize) -> Vec<Task> {
+    let batch = (0..n)
+        .map(|i| conformance::new_task(&format!("t{i}"), Priority::ALL[i % 4], conformance::at(0)))
+        .collect();
+    s.enqueue_batch(batch, NONE).await.unwrap();
+    let mut tasks = Vec::with_capacity(n);
+    while tasks.len() < n {
+        let got = s
+            .claim_due(owner, conformance::at(1), LEASE, 200, &[])
+            .await
+            .unwrap();
+        assert!(!got.is_empty(), "all {n} tasks are due");
+        tasks.extend(got);
+    }
+    tasks.sort_by_key(|t| t.seq);
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_finishes_are_group_committed_and_stale_fences_fail_alone() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let s = PostgresStore::connect(PostgresConfig::new(url))
+        .await
+        .unwrap();
+    let tasks = claimed(&s, "w", 500).await;
+    // Every task: its own good finish (success, retry or permanent failure by i % 3), except
+    // every tenth, which only gets a stale one (it stays processing). Every fifth of the rest
+    // also gets a stale finish racing its good one, and some ids are unknown: all in one
+    // shuffled stream, finished by 32 callers at once.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Kind {
+        Good,
+        Stale,
+        Missing,
+    }
+    let mut work: Vec<(Kind, usize, Fence)> = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let good = Fence::of(t);
+        let stale = if i % 2 == 0 {
+            Fence {
+                attempt: good.attempt - 1,
+                ..good.clone()
+            }
+        } else {
+            Fence {
+                owner: "someone-else".to_owned(),
+                ..good.clone()
+            }
+        };
+        if i % 10 == 0 {
+            work.push((Kind::Stale, i, stale));
+            continue;
+        }
+        work.push((Kind::Good, i, good));
+        if i % 5 == 0 {
+            work.push((Kind::Stale, i, stale));
+        }
+    }
+    for m in 0..10 {
+        let fence = Fence {
+            task_id: format!("missing{m}"),
+            attempt: 1,
+            owner: "w".to_owned(),
+        };
+        work.push((Kind::Missing, usize::MAX, fence));
+    }
+    // A fixed shuffle (a stride coprime with the length), so a failure reproduces.
+    let len = work.len();
+    let stride = (1..)
+        .map(|k| 7 * k + 3)
+        .find(|k| gcd(*k, len) == 1)
+        .unwrap();
+    let work: Arc<Vec<_>> = Arc::new((0..len).map(|j| work[(j * stride) % len].clone()).collect());
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..32 {
+        let (s, work) = (s.clone(), work.clone());
+        set.spawn(async move {
+            let mut out = Vec::new();
+            for (kind, i, fence) in work.iter().skip(c).step_by(32).cloned() {
+                let completion = match i % 3 {
+                    0 => Completion::Succeeded {
+                        result: Some(serde_json::json!({"i": i})),
+                    },
+                    1 => Completion::Retry {
+                        at: conformance::at(100),
+                        error: "HTTP 500".to_owned(),
+                    },
+                    _ => Completion::Failed {
+                        error: "HTTP 410".to_owned(),
+                    },
+                };
+                let ok = i % 3 == 0;
+                let r = s
+                    .finish_attempt(
+                        &fence,
+                        conformance::attempt(ok),
+                        completion,
+                        conformance::at(2),
+                    )
+                    .await;
+                out.push((kind, i, fence, r));
+            }
+            out
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        results.extend(r.unwrap());
+    }
+    assert_eq!(results.len(), len);
+    for (kind, i, fence, r) in &results {
+        match kind {
+            Kind::Good => {
+                let t = r.as_ref().unwrap_or_else(|e| panic!("{fence:?}: {e}"));
+                let want = [
+                    TaskStatus::Completed,
+                    TaskStatus::Retrying,
+                    TaskStatus::Failed,
+                ][i % 3];
+                assert_eq!((t.status, t.tries), (want, 1), "{fence:?}");
+            }
+            Kind::Stale => {
+                let e = r.as_ref().expect_err("a stale fence is rejected");
+                assert!(e.is_fenced(), "{fence:?}: {e}");
+            }
+            Kind::Missing => {
+                let e = r.as_ref().expect_err("no such task");
+                assert!(
+                    matches!(e, StoreError::NotFound(id) if *id == fence.task_id),
+                    "{e}"
+                );
+            }
+        }
+    }
+    // What is stored: each good finish exactly once, nothing of a stale one.
+    for (i, t) in tasks.iter().enumerate() {
+        let now = s.get(&t.id).await.unwrap().unwrap();
+        let attempts = s.attempts(&t.id).await.unwrap();
+        let events = s.events(&t.id).await.unwrap();
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+        if i % 10 == 0 {
+            assert_eq!(now, *t, "a stale finish writes nothing");
+            assert!(attempts.is_empty(), "{attempts:?}");
+            assert_eq!(reasons, ["created", "claimed"]);
+            continue;
+        }
+        let want = [
+            TaskStatus::Completed,
+            TaskStatus::Retrying,
+            TaskStatus::Failed,
+        ][i % 3];
+        assert_eq!(
+            (now.status, now.tries, now.lease_owner.as_deref()),
+            (want, 1, None)
+        );
+        assert_eq!(now.status.is_final(), want != TaskStatus::Retrying);
+        if want == TaskStatus::Completed {
+            assert_eq!(now.result, Some(serde_json::json!({"i": i})));
+        } else {
+            assert!(now.last_error.is_some());
+        }
+        assert_eq!(
+            attempts
+                .iter()
+                .map(|a| (a.task_id.as_str(), a.n))
+                .collect::<Vec<_>>(),
+            [(t.id.as_str(), 1)],
+            "one attempt"
+        );
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert_eq!(events[2].to, want);
+    }
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        counts.active(),
+        50 + 150,
+        "50 stale-only still processing, 150 retrying"
+    );
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[tokio::test]
+async fn a_database_error_fails_its_whole_batch_and_writes_nothing_of_it() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let s = PostgresStore::connect(PostgresConfig::new(url.clone()))
+        .await
+        .unwrap();
+    let tasks = claimed(&s, "w", 64).await;
+    // One attempt record the database refuses.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "ALTER TABLE workflow_attempts ADD CONSTRAINT refuse_boom CHECK (outcome <> 'boom')",
+        )
+        .await
+        .unwrap();
+    let finishes = tasks.iter().enumerate().map(|(i, t)| {
+        let mut a = conformance::attempt(true);
+        if i == 17 {
+            a.outcome = "boom".to_owned();
+        }
+        let s = s.clone();
+        async move {
+            s.finish_attempt(
+                &Fence::of(t),
+                a,
+                Completion::Succeeded { result: None },
+                conformance::at(2),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(finishes).await;
+    let err = results[17].as_ref().expect_err("the refused attempt fails");
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    assert!(chain(err).contains("refuse_boom"), "{}", chain(err));
+    for (t, r) in tasks.iter().zip(&results) {
+        let now = s.get(&t.id).await.unwrap().unwrap();
+        let attempts = s.attempts(&t.id).await.unwrap();
+        match r {
+            Ok(done) => {
+                assert_eq!(done.status, TaskStatus::Completed);
+                assert_eq!((now.status, attempts.len()), (TaskStatus::Completed, 1));
+            }
+            Err(e) => {
+                // Failed with the batch: the same error, and nothing of it written.
+                assert!(chain(e).contains("refuse_boom"), "{}: {}", t.id, chain(e));
+                assert_eq!(now, *t, "rolled back");
+                assert!(attempts.is_empty());
+            }
+        }
+    }
+    // The finishers go on: the others of the failed batch can finish now.
+    for (t, r) in tasks.iter().zip(&results) {
+        if r.is_err() && t.id != tasks[17].id {
+            s.finish_attempt(
+                &Fence::of(t),
+                conformance::attempt(true),
+                Completion::Succeeded { result: None },
+                conformance::at(3),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(
+        s.counts().await.unwrap().active(),
+        1,
+        "only the refused one is left"
+    );
+}
+
+/// An error with its sources (a database error's detail is in its source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+#[test]
+fn a_finish_whose_finishers_are_gone_is_an_error_not_a_hang() {
+    // The store outlives the runtime that ran its finishers (they were dropped with it).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some((s, t)) = rt.block_on(async {
+        let url = fresh_postgres_database().await?;
+        let s = PostgresStore::connect(PostgresConfig::new(url))
+            .await
+            .unwrap();
+        let t = claimed(&s, "w", 1).await.remove(0);
+        Some((s, t))
+    }) else {
+        return;
+    };
+    drop(rt);
+    let other = tokio::runtime::Runtime::new().unwrap();
+    let r = other.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            s.finish_attempt(
+                &Fence::of(&t),
+                conformance::attempt(true),
+                Completion::Succeeded { result: None },
+                conformance::at(2),
+            ),
+        )
+        .await
+        .expect("answered, not left waiting")
+    });
+    let err = r.expect_err("no finisher");
+    assert!(matches!(err, StoreError::Closed), "{err}");
 }
 
 #[tokio::test]
