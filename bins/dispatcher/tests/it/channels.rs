@@ -221,16 +221,7 @@ fn dingtalk_check(secret: &'static str, token: &'static str) -> Check {
 
 /// DingTalk answers HTTP 200 with an errcode: 0, or 310000 for a failed security check.
 fn dingtalk_reply() -> Reply {
-    Arc::new(|_, check| match check {
-        Ok(()) => (
-            StatusCode::OK,
-            json!({"errcode": 0, "errmsg": "ok"}).to_string(),
-        ),
-        Err(_) => (
-            StatusCode::OK,
-            json!({"errcode": 310_000, "errmsg": "sign not match"}).to_string(),
-        ),
-    })
+    errcode_ok_or(310_000, "sign not match")
 }
 
 /// WeCom group robot: `key` in the query, `{"msgtype":"markdown","markdown":{"content"}}`,
@@ -381,6 +372,79 @@ fn status_reply() -> Reply {
         Ok(()) => (StatusCode::OK, "accepted".to_owned()),
         Err(e) => (StatusCode::UNAUTHORIZED, e.clone()),
     })
+}
+
+// === one receiver and one channel per platform ===
+
+/// A DingTalk robot that checks the test secret and token and answers as DingTalk does.
+async fn dingtalk_peer() -> Peer {
+    Peer::start(
+        dingtalk_check(DINGTALK_SECRET, DINGTALK_TOKEN),
+        dingtalk_reply(),
+    )
+    .await
+}
+
+/// A dispatcher with one channel, `pr-team`: the DingTalk robot at `peer`, signing with
+/// `secret`.
+async fn start_dingtalk(peer: &Peer, secret: &str) -> Harness {
+    let dir = Dir::new();
+    let ch = ChannelConfig {
+        secret_file: dir.secret("dingtalk.sec", secret),
+        ..channel(
+            "pr-team",
+            "dingtalk_robot",
+            &peer.url(&format!("/robot/send?access_token={DINGTALK_TOKEN}")),
+        )
+    };
+    start(dir, vec![ch]).await
+}
+
+/// A WeCom group robot that checks the test key.
+async fn wecom_peer() -> Peer {
+    Peer::start(
+        wecom_check(WECOM_KEY),
+        errcode_ok_or(40008, "invalid message type"),
+    )
+    .await
+}
+
+/// The `wecom` channel: the WeCom robot at `peer`.
+fn wecom_channel(peer: &Peer) -> ChannelConfig {
+    channel(
+        "wecom",
+        "wecom_robot",
+        &peer.url(&format!("/cgi-bin/webhook/send?key={WECOM_KEY}")),
+    )
+}
+
+/// A Feishu bot that checks the test secret.
+async fn feishu_peer() -> Peer {
+    Peer::start(feishu_check(FEISHU_SECRET), feishu_reply()).await
+}
+
+/// A dispatcher with one channel, `lark`: the Feishu bot at `peer`, signing with `secret`.
+async fn start_feishu(peer: &Peer, secret: &str) -> Harness {
+    let dir = Dir::new();
+    let ch = ChannelConfig {
+        secret_file: dir.secret("feishu.sec", secret),
+        ..channel(
+            "lark",
+            "feishu_robot",
+            &peer.url("/open-apis/bot/v2/hook/abc-123"),
+        )
+    };
+    start(dir, vec![ch]).await
+}
+
+/// A Slack incoming webhook.
+async fn slack_peer() -> Peer {
+    Peer::start(slack_check(), slack_reply()).await
+}
+
+/// The `ops` channel: the Slack webhook at `peer`.
+fn slack_channel(peer: &Peer) -> ChannelConfig {
+    channel("ops", "slack", &peer.url("/services/T000/B000/XXXX"))
 }
 
 // === the dispatcher ===
@@ -556,6 +620,22 @@ fn assert_completed_in_one_attempt(info: &Value, channel: &str) {
     assert!(attempts[0]["error"].is_null(), "{info:#}");
 }
 
+/// Failed by its first attempt, refused for good; returns that attempt.
+fn assert_failed_for_good_in_one_attempt(info: &Value) -> &Value {
+    assert_eq!(info["status"], "failed", "{info:#}");
+    let attempts = info["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{info:#}");
+    assert_eq!(attempts[0]["outcome"], "permanent", "{info:#}");
+    &attempts[0]
+}
+
+/// When the task is to be tried next, if it is set.
+fn next_attempt_at(info: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    info["next_attempt_at"]
+        .as_str()
+        .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
+}
+
 /// The message shows the brand, the source linked to its URL (`link`, in the platform's
 /// syntax), the evidence, the intervention script, the task id and the callback link.
 fn assert_shows_the_task(text: &str, task_id: &str, link: &str) {
@@ -593,21 +673,8 @@ const MARKDOWN_LINK: &str = "[微博](https://weibo.com/1234567890/AbCdEf)";
 
 #[tokio::test]
 async fn dingtalk_robot_gets_signed_markdown_showing_the_task_and_the_loop_closes() {
-    let peer = Peer::start(
-        dingtalk_check(DINGTALK_SECRET, DINGTALK_TOKEN),
-        dingtalk_reply(),
-    )
-    .await;
-    let dir = Dir::new();
-    let ch = ChannelConfig {
-        secret_file: dir.secret("dingtalk.sec", DINGTALK_SECRET),
-        ..channel(
-            "pr-team",
-            "dingtalk_robot",
-            &peer.url(&format!("/robot/send?access_token={DINGTALK_TOKEN}")),
-        )
-    };
-    let t = start(dir, vec![ch]).await;
+    let peer = dingtalk_peer().await;
+    let t = start_dingtalk(&peer, DINGTALK_SECRET).await;
     let id = t.create("pr-team").await;
     let info = t.wait_final(&id).await;
     assert_delivered_once(&info, "pr-team");
@@ -639,17 +706,8 @@ async fn dingtalk_robot_gets_signed_markdown_showing_the_task_and_the_loop_close
 
 #[tokio::test]
 async fn wecom_robot_gets_markdown_content_showing_the_task() {
-    let peer = Peer::start(
-        wecom_check(WECOM_KEY),
-        errcode_ok_or(40008, "invalid message type"),
-    )
-    .await;
-    let ch = channel(
-        "wecom",
-        "wecom_robot",
-        &peer.url(&format!("/cgi-bin/webhook/send?key={WECOM_KEY}")),
-    );
-    let t = start(Dir::new(), vec![ch]).await;
+    let peer = wecom_peer().await;
+    let t = start(Dir::new(), vec![wecom_channel(&peer)]).await;
     let id = t.create("wecom").await;
     assert_delivered_once(&t.wait_final(&id).await, "wecom");
     let content = peer.single().body["markdown"]["content"]
@@ -666,17 +724,8 @@ async fn wecom_robot_gets_markdown_content_showing_the_task() {
 
 #[tokio::test]
 async fn feishu_robot_gets_a_signed_card_showing_the_task() {
-    let peer = Peer::start(feishu_check(FEISHU_SECRET), feishu_reply()).await;
-    let dir = Dir::new();
-    let ch = ChannelConfig {
-        secret_file: dir.secret("feishu.sec", FEISHU_SECRET),
-        ..channel(
-            "lark",
-            "feishu_robot",
-            &peer.url("/open-apis/bot/v2/hook/abc-123"),
-        )
-    };
-    let t = start(dir, vec![ch]).await;
+    let peer = feishu_peer().await;
+    let t = start_feishu(&peer, FEISHU_SECRET).await;
     let id = t.create("lark").await;
     assert_delivered_once(&t.wait_final(&id).await, "lark");
     let body = peer.single().body;
@@ -697,9 +746,8 @@ async fn feishu_robot_gets_a_signed_card_showing_the_task() {
 
 #[tokio::test]
 async fn slack_gets_blocks_showing_the_task() {
-    let peer = Peer::start(slack_check(), slack_reply()).await;
-    let ch = channel("ops", "slack", &peer.url("/services/T000/B000/XXXX"));
-    let t = start(Dir::new(), vec![ch]).await;
+    let peer = slack_peer().await;
+    let t = start(Dir::new(), vec![slack_channel(&peer)]).await;
     let id = t.create("ops").await;
     assert_delivered_once(&t.wait_final(&id).await, "ops");
     let body = peer.single().body;
@@ -850,17 +898,8 @@ async fn a_dingtalk_throttle_130101_is_retried_and_then_succeeds() {
         ),
     });
     let peer = Peer::start(check, reply).await;
-    let dir = Dir::new();
-    let ch = ChannelConfig {
-        secret_file: dir.secret("dingtalk.sec", DINGTALK_SECRET),
-        ..channel(
-            "pr-team",
-            "dingtalk_robot",
-            &peer.url(&format!("/robot/send?access_token={DINGTALK_TOKEN}")),
-        )
-    };
     // DingTalk's 10-minute block is capped by max_retry_delay (1 s here).
-    let t = start(dir, vec![ch]).await;
+    let t = start_dingtalk(&peer, DINGTALK_SECRET).await;
     let id = t.create("pr-team").await;
     let info = t.wait_final(&id).await;
     assert_eq!(info["status"], "completed", "{info:#}");
@@ -885,30 +924,14 @@ async fn a_dingtalk_throttle_130101_is_retried_and_then_succeeds() {
 
 #[tokio::test]
 async fn a_dingtalk_bad_sign_310000_is_a_failed_attempt_and_not_retried() {
-    let peer = Peer::start(
-        dingtalk_check(DINGTALK_SECRET, DINGTALK_TOKEN),
-        dingtalk_reply(),
-    )
-    .await;
-    let dir = Dir::new();
+    let peer = dingtalk_peer().await;
     // The wrong secret: the robot's security check refuses every message.
-    let ch = ChannelConfig {
-        secret_file: dir.secret("dingtalk.sec", "SECnotthesecretofthisrobot"),
-        ..channel(
-            "pr-team",
-            "dingtalk_robot",
-            &peer.url(&format!("/robot/send?access_token={DINGTALK_TOKEN}")),
-        )
-    };
-    let t = start(dir, vec![ch]).await;
+    let t = start_dingtalk(&peer, "SECnotthesecretofthisrobot").await;
     let id = t.create("pr-team").await;
     let info = t.wait_final(&id).await;
-    assert_eq!(info["status"], "failed", "{info:#}");
-    let attempts = info["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 1, "{info:#}");
-    assert_eq!(attempts[0]["outcome"], "permanent", "{info:#}");
-    assert_eq!(attempts[0]["status_code"], 200, "{info:#}");
-    let error = attempts[0]["error"].as_str().unwrap();
+    let attempt = assert_failed_for_good_in_one_attempt(&info);
+    assert_eq!(attempt["status_code"], 200, "{info:#}");
+    let error = attempt["error"].as_str().unwrap();
     assert!(
         error.contains("310000") && error.contains("sign not match"),
         "{error}"
@@ -935,18 +958,10 @@ async fn a_dingtalk_bad_sign_310000_is_a_failed_attempt_and_not_retried() {
 
 #[tokio::test]
 async fn the_rate_limit_defers_a_delivery_without_spending_an_attempt() {
-    let peer = Peer::start(
-        wecom_check(WECOM_KEY),
-        errcode_ok_or(40008, "invalid message type"),
-    )
-    .await;
+    let peer = wecom_peer().await;
     let ch = ChannelConfig {
         rate_limit: Some(RateList(vec!["1/h".to_owned()])),
-        ..channel(
-            "wecom",
-            "wecom_robot",
-            &peer.url(&format!("/cgi-bin/webhook/send?key={WECOM_KEY}")),
-        )
+        ..wecom_channel(&peer)
     };
     let t = start(Dir::new(), vec![ch]).await;
     let first = t.create("wecom").await;
@@ -957,10 +972,7 @@ async fn the_rate_limit_defers_a_delivery_without_spending_an_attempt() {
     // recorded and its whole budget left.
     let info = t
         .wait_until(&second, "deferred", |t| {
-            t["next_attempt_at"]
-                .as_str()
-                .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                .is_some_and(|at| at > created + chrono::Duration::minutes(30))
+            next_attempt_at(t).is_some_and(|at| at > created + chrono::Duration::minutes(30))
         })
         .await;
     assert_eq!(info["status"], "pending", "{info:#}");
@@ -972,10 +984,10 @@ async fn the_rate_limit_defers_a_delivery_without_spending_an_attempt() {
 
 #[tokio::test]
 async fn rate_limited_tasks_are_all_delivered_in_turn_with_one_attempt_each() {
-    let peer = Peer::start(slack_check(), slack_reply()).await;
+    let peer = slack_peer().await;
     let ch = ChannelConfig {
         rate_limit: Some(RateList(vec!["1/s".to_owned()])),
-        ..channel("ops", "slack", &peer.url("/services/T000/B000/XXXX"))
+        ..slack_channel(&peer)
     };
     let t = start(Dir::new(), vec![ch]).await;
     let a = t.create("ops").await;
@@ -1014,21 +1026,8 @@ async fn rate_limited_tasks_are_all_delivered_in_turn_with_one_attempt_each() {
 
 #[tokio::test]
 async fn the_dingtalk_robot_default_never_sends_more_than_20_a_minute() {
-    let peer = Peer::start(
-        dingtalk_check(DINGTALK_SECRET, DINGTALK_TOKEN),
-        dingtalk_reply(),
-    )
-    .await;
-    let dir = Dir::new();
-    let ch = ChannelConfig {
-        secret_file: dir.secret("dingtalk.sec", DINGTALK_SECRET),
-        ..channel(
-            "pr-team",
-            "dingtalk_robot",
-            &peer.url(&format!("/robot/send?access_token={DINGTALK_TOKEN}")),
-        )
-    };
-    let t = start(dir, vec![ch]).await;
+    let peer = dingtalk_peer().await;
+    let t = start_dingtalk(&peer, DINGTALK_SECRET).await;
     let (status, list) = t.get("/workflow/channels").await;
     assert_eq!(status, 200);
     assert_eq!(list["channels"][0]["rate_limits"], json!(["20/1m"]));
@@ -1042,9 +1041,7 @@ async fn the_dingtalk_robot_default_never_sends_more_than_20_a_minute() {
     for id in &ids {
         let info = t
             .wait_until(id, "delivered or deferred", |i| {
-                let later = i["next_attempt_at"]
-                    .as_str()
-                    .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                let later = next_attempt_at(i)
                     .is_some_and(|at| at > chrono::Utc::now() + chrono::Duration::seconds(5));
                 i["status"] == "completed"
                     || (i["status"] == "pending" && i["attempts"] == json!([]) && later)
@@ -1208,17 +1205,8 @@ async fn the_channel_list_shows_names_kinds_and_limits_but_never_urls_or_secrets
 #[tokio::test]
 async fn with_webhook_url_and_channel_the_package_goes_to_the_url_and_the_channel_is_told() {
     let hook = Peer::start(webhook_check(SECRET), status_reply()).await;
-    let chat = Peer::start(
-        wecom_check(WECOM_KEY),
-        errcode_ok_or(40008, "invalid message type"),
-    )
-    .await;
-    let ch = channel(
-        "wecom",
-        "wecom_robot",
-        &chat.url(&format!("/cgi-bin/webhook/send?key={WECOM_KEY}")),
-    );
-    let t = start(Dir::new(), vec![ch]).await;
+    let chat = wecom_peer().await;
+    let t = start(Dir::new(), vec![wecom_channel(&chat)]).await;
     let mut body = for_channel("wecom");
     body["webhook_url"] = hook.url("/hook").into();
     let (status, v) = t.post("/workflow/tasks", &body).await;
@@ -1247,20 +1235,12 @@ async fn with_webhook_url_and_channel_the_package_goes_to_the_url_and_the_channe
 
 #[tokio::test]
 async fn a_custom_template_is_filled_with_the_platforms_escaping() {
-    let peer = Peer::start(
-        wecom_check(WECOM_KEY),
-        errcode_ok_or(40008, "invalid message type"),
-    )
-    .await;
+    let peer = wecom_peer().await;
     let ch = ChannelConfig {
         template: Some(
             "{{risk_emoji}} {{risk_label}} {{brand}} {{source_link}} {{task_id}}".to_owned(),
         ),
-        ..channel(
-            "wecom",
-            "wecom_robot",
-            &peer.url(&format!("/cgi-bin/webhook/send?key={WECOM_KEY}")),
-        )
+        ..wecom_channel(&peer)
     };
     let t = start(Dir::new(), vec![ch]).await;
     let id = t.create("wecom").await;
@@ -1274,25 +1254,13 @@ async fn a_custom_template_is_filled_with_the_platforms_escaping() {
 
 #[tokio::test]
 async fn a_feishu_sign_mismatch_is_a_failed_attempt_and_not_retried() {
-    let peer = Peer::start(feishu_check(FEISHU_SECRET), feishu_reply()).await;
-    let dir = Dir::new();
-    let ch = ChannelConfig {
-        secret_file: dir.secret("feishu.sec", "not-the-bots-secret"),
-        ..channel(
-            "lark",
-            "feishu_robot",
-            &peer.url("/open-apis/bot/v2/hook/abc-123"),
-        )
-    };
-    let t = start(dir, vec![ch]).await;
+    let peer = feishu_peer().await;
+    let t = start_feishu(&peer, "not-the-bots-secret").await;
     let id = t.create("lark").await;
     let info = t.wait_final(&id).await;
-    assert_eq!(info["status"], "failed", "{info:#}");
-    let attempts = info["attempts"].as_array().unwrap();
-    assert_eq!(attempts.len(), 1, "{info:#}");
-    assert_eq!(attempts[0]["outcome"], "permanent", "{info:#}");
+    let attempt = assert_failed_for_good_in_one_attempt(&info);
     assert!(
-        attempts[0]["error"].as_str().unwrap().contains("19021"),
+        attempt["error"].as_str().unwrap().contains("19021"),
         "{info:#}"
     );
     assert_eq!(peer.hits().len(), 1);
