@@ -348,7 +348,8 @@ impl Bot {
     async fn task(&self, m: &RobotMessage, user: &str, text: &str) {
         let long = self.tasks.should_use_async(text);
         let class = self.tasks.classify(text);
-        let active = self
+        let idempotency_key = format!("msg:{}", m.msg_id);
+        let recent = self
             .engine
             .store()
             .list(&TaskFilter {
@@ -358,8 +359,18 @@ impl Bot {
                 ..TaskFilter::default()
             })
             .await
-            .map(|p| p.tasks.iter().filter(|t| !t.status.is_final()).count())
-            .unwrap_or(0);
+            .map(|p| p.tasks)
+            .unwrap_or_default();
+        if let Some(t) = recent
+            .iter()
+            .find(|t| t.idempotency_key.as_deref() == Some(idempotency_key.as_str()))
+        {
+            // A redelivery of a message already stored (see the `Existing` case below): a user
+            // at the job limit must not be told about the limit for a job they already have.
+            tracing::info!(task_id = %t.id, msg_id = %m.msg_id, "duplicate delivery of a stored task dropped");
+            return;
+        }
+        let active = recent.iter().filter(|t| !t.status.is_final()).count();
         if active >= self.settings.max_jobs_per_user {
             self.reply(
                 m,
@@ -378,7 +389,7 @@ impl Bot {
             target: Some(user.to_owned()),
             max_attempts: 3,
             run_at: self.engine.now(),
-            idempotency_key: Some(format!("msg:{}", m.msg_id)),
+            idempotency_key: Some(idempotency_key),
         };
         match self.engine.enqueue(new).await {
             Ok(Enqueued::Created(_)) => {}

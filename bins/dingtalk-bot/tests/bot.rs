@@ -237,3 +237,43 @@ async fn a_restarted_bot_finishes_the_interrupted_job() {
     assert_eq!(out[1].text, "处理结果：市场调研 华东");
     bot.stop().await;
 }
+
+#[tokio::test]
+async fn a_redelivery_from_a_user_at_the_job_limit_is_dropped_not_refused() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.echo_delay = Duration::from_secs(60);
+    c.max_jobs_per_user = 1;
+    c.shutdown_grace = Duration::from_millis(100);
+    let bot = start(c.clone());
+    connected(&mock).await;
+    let first = MockMessage::single("u9", "市场调研 华南").msg_id("msgAtTheLimit==");
+    mock.say(first.clone()).await;
+    wait_outbox(&mock, |o| !o.is_empty()).await;
+    // A restart empties the in-memory dedupe; the job is still running and fills u9's one slot.
+    bot.stop().await;
+    let bot = start(c);
+    for _ in 0..500 {
+        if mock.connections() > 0 && mock.say(first.clone()).await.delivered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A new request is refused: the limit is in force.
+    mock.say(MockMessage::single("u9", "市场调研 西北")).await;
+    wait_outbox(&mock, |o| o.iter().any(|e| e.text.starts_with("您已有"))).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = mock.outbox();
+    let refused = out.iter().filter(|e| e.text.starts_with("您已有")).count();
+    let told = out
+        .iter()
+        .filter(|e| e.text.starts_with("收到任务"))
+        .count();
+    assert_eq!(refused, 1, "only the new request is refused: {out:#?}");
+    assert_eq!(
+        told, 1,
+        "the redelivered request is not acknowledged again: {out:#?}"
+    );
+    bot.stop().await;
+}
