@@ -377,11 +377,12 @@ const FEISHU_TEMPLATE: &str = "**来源**：{{source_link}}\n\
 **任务**：{{task_id}}（{{task_type}}）\n\
 **回执**：POST {{callback_url}}（X-Callback-Token: {{callback_token}}）";
 
-const SLACK_TEMPLATE: &str = "*Source:* {{source_link}}\n\
-*Evidence:*\n> {{fragment}}\n\
-*Suggested action:* {{intervention_script}}\n\
-*Task:* `{{task_id}}` ({{task_type}})\n\
-*Report back:* `POST {{callback_url}}` with `X-Callback-Token: {{callback_token}}`";
+// Chinese labels like the other kinds: the teams reading these work in Chinese.
+const SLACK_TEMPLATE: &str = "*来源*：{{source_link}}\n\
+*证据*：\n> {{fragment}}\n\
+*建议处置*：{{intervention_script}}\n\
+*任务*：`{{task_id}}`（{{task_type}}）\n\
+*回执*：`POST {{callback_url}}`（`X-Callback-Token: {{callback_token}}`）";
 
 /// The platform's JSON body for `fields`, with `template` (or the built-in one) as the
 /// message text. Unsigned: [`signed_request`] adds the signature at send time.
@@ -447,7 +448,7 @@ pub fn render(kind: ChatKind, fields: &ChatFields, template: Option<&Template>) 
                 },
                 {
                     "type": "context",
-                    "elements": [{"type": "mrkdwn", "text": format!("task `{}` · risk {}", fields.get("task_id"), fields.get("risk_level"))}],
+                    "elements": [{"type": "mrkdwn", "text": format!("任务 `{}` · {}风险", fields.get("task_id"), fields.get("risk_label"))}],
                 },
             ],
         }),

@@ -771,7 +771,7 @@ async fn slack_gets_blocks_showing_the_task() {
         .filter_map(Value::as_str)
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(all.contains("高风险") && all.contains("risk high"), "{all}");
+    assert!(all.contains(&format!("任务 `{id}` · 高风险")), "{all}");
     assert_shows_the_task(&all, &id, &format!("<{EVIDENCE_URL}|{SOURCE}>"));
     t.stop().await;
 }
