@@ -1,21 +1,24 @@
 //! The conformance suite against `PostgresStore`, plus PostgreSQL-only checks: migrations under
 //! concurrent starts, two stores (two instances) sharing one database, wakeups across them,
-//! and the group-committed `finish_attempt` (many concurrent finishes, stale fences, a failed
-//! batch, finishers gone).
+//! the group-committed `finish_attempt` (many concurrent finishes, stale fences, a failed
+//! batch, finishers gone) and the group-committed `enqueue` (many concurrent enqueues with
+//! keys, duplicates and a queue limit, one batch's own conflicts, a failed batch, a refused
+//! value, enqueuers gone).
 //!
 //! Needs a server: `scripts/with-postgres.sh cargo test -p workflow-core` (CI runs every test
 //! under it). Without `TEST_DATABASE_URL` each test prints `skipped: TEST_DATABASE_URL not set`
 //! and passes. Every test creates its own database, so they run in parallel.
 #![cfg(feature = "postgres")]
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use workflow_core::store::POSTGRES_SCHEMA_VERSION;
 use workflow_core::store::conformance::{self, fresh_postgres_database};
 use workflow_core::{
-    Completion, EnqueueLimits, Fence, PostgresConfig, PostgresStore, Priority, Store, StoreError,
-    Task, TaskStatus,
+    Completion, EnqueueLimits, Enqueued, Fence, NewTask, PostgresConfig, PostgresStore, Priority,
+    Store, StoreError, Task, TaskStatus,
 };
 
 async fn postgres() -> Option<Arc<dyn Store>> {
@@ -528,4 +531,413 @@ async fn an_unreachable_server_is_a_backend_error() {
     let err = PostgresStore::connect(config).await.expect_err("no server");
     assert!(matches!(err, StoreError::Backend(_)), "{err}");
     assert!(!err.to_string().contains("pw@"), "{err}");
+}
+
+// === group-committed enqueues ===
+
+fn keyed(id: &str, key: &str) -> NewTask {
+    let mut t = conformance::new_task(id, Priority::Low, conformance::at(0));
+    t.idempotency_key = Some(key.to_owned());
+    t
+}
+
+/// A plain client on the test database, for checks behind the store's back.
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Every task id, and every id's number of `created` events.
+async fn ids_and_created_events(url: &str) -> (HashSet<String>, HashMap<String, i64>) {
+    let client = raw(url).await;
+    let ids = client
+        .query("SELECT id FROM workflow_tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let events = client
+        .query(
+            "SELECT task_id, count(*) FROM workflow_events WHERE reason = 'created' GROUP BY task_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    (ids, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enqueues_are_group_committed_and_each_gets_its_own_answer() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let mut config = PostgresConfig::new(url.clone());
+    config.pool_size = 8;
+    let s = PostgresStore::connect(config).await.unwrap();
+    for j in 0..10 {
+        s.enqueue(keyed(&format!("pre{j}"), &format!("pre-key{j}")), NONE)
+            .await
+            .unwrap();
+    }
+    // Within a tenth (at least 64) of the limit every enqueue is counted exactly, so exactly
+    // 50 more may be created, whatever the batches.
+    const LIMIT: u64 = 60;
+    let lim = EnqueueLimits {
+        max_active: Some(LIMIT),
+    };
+    // 500 requests: new ids, new ids under 15 repeated keys, ids that exist, 10 ids used five
+    // times each, and new ids under the keys of existing tasks.
+    let request = |i: usize| -> NewTask {
+        match i % 10 {
+            0..=4 => conformance::new_task(&format!("a{i}"), Priority::Low, conformance::at(0)),
+            5 | 6 => keyed(&format!("b{i}"), &format!("rk{}", (i / 10) % 15)),
+            7 => {
+                conformance::new_task(&format!("pre{}", i % 10), Priority::Low, conformance::at(0))
+            }
+            8 => conformance::new_task(
+                &format!("d{}", (i / 10) % 10),
+                Priority::Low,
+                conformance::at(0),
+            ),
+            _ => keyed(&format!("e{i}"), &format!("pre-key{}", (i / 10) % 10)),
+        }
+    };
+    let workers = (0..32).map(|w| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mine = (0..500).filter(|i| i % 32 == w).map(|i| {
+                let s = s.clone();
+                let t = request(i);
+                async move { (i, s.enqueue(t, lim).await) }
+            });
+            futures::future::join_all(mine).await
+        })
+    });
+    let mut results: Vec<(usize, Result<Enqueued, StoreError>)> = Vec::new();
+    for w in futures::future::join_all(workers).await {
+        results.extend(w.unwrap());
+    }
+    assert_eq!(results.len(), 500);
+    let mut created: HashSet<String> = HashSet::new();
+    let mut key_owner: HashMap<String, String> = HashMap::new();
+    let mut existing_of: Vec<(String, String)> = Vec::new(); // (key, id answered)
+    let mut duplicate_d: HashSet<String> = HashSet::new();
+    let mut full = 0;
+    for (i, r) in &results {
+        let r = r.as_ref();
+        match (i % 10, r) {
+            (_, Err(StoreError::QueueFull { limit })) if i % 10 != 7 && i % 10 != 9 => {
+                assert_eq!(*limit, LIMIT);
+                full += 1;
+            }
+            (0..=4 | 5 | 6 | 8, Ok(Enqueued::Created(t))) => {
+                assert_eq!(t.id, request(*i).id, "request {i}");
+                assert!(t.seq > 0);
+                assert!(created.insert(t.id.clone()), "{} created twice", t.id);
+                if let Some(k) = &t.idempotency_key {
+                    assert!(
+                        key_owner.insert(k.clone(), t.id.clone()).is_none(),
+                        "{k} twice"
+                    );
+                }
+            }
+            (5 | 6, Ok(Enqueued::Existing(t))) => {
+                let key = request(*i).idempotency_key.unwrap();
+                assert_eq!(t.idempotency_key.as_deref(), Some(key.as_str()));
+                existing_of.push((key, t.id.clone()));
+            }
+            (7, Err(StoreError::Duplicate(id))) => assert_eq!(*id, request(*i).id),
+            (8, Err(StoreError::Duplicate(id))) => {
+                assert_eq!(*id, request(*i).id);
+                duplicate_d.insert(id.clone());
+            }
+            (9, Ok(Enqueued::Existing(t))) => {
+                assert_eq!(t.id, format!("pre{}", (i / 10) % 10), "request {i}");
+                assert_eq!(t.status, TaskStatus::Pending);
+            }
+            (_, other) => panic!("request {i}: {other:?}"),
+        }
+    }
+    assert_eq!(created.len() as u64, LIMIT - 10, "exactly up to the limit");
+    assert!(full > 0);
+    for (key, id) in &existing_of {
+        assert_eq!(
+            key_owner.get(key),
+            Some(id),
+            "{key}: existing of its creator"
+        );
+    }
+    for id in &duplicate_d {
+        assert!(created.contains(id), "{id} duplicate of a created one");
+    }
+    assert_eq!(s.counts().await.unwrap().active(), LIMIT);
+    let (ids, events) = ids_and_created_events(&url).await;
+    let mut expected = created.clone();
+    expected.extend((0..10).map(|j| format!("pre{j}")));
+    assert_eq!(ids, expected, "the table holds exactly the created tasks");
+    assert_eq!(events.len(), expected.len());
+    assert!(events.values().all(|n| *n == 1), "one created event each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_enqueueing_the_same_keys_and_ids_create_each_once() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let a = PostgresStore::connect(PostgresConfig::new(url.clone()))
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(PostgresConfig::new(url.clone()))
+        .await
+        .unwrap();
+    // Both instances get the same 300 requests at once: their batches conflict with each
+    // other's rows, which they find committed (or in flight) only when inserting.
+    let request = |i: usize| -> NewTask {
+        if i.is_multiple_of(2) {
+            keyed(&format!("k{i}"), &format!("key{}", i % 40))
+        } else {
+            conformance::new_task(&format!("id{}", i % 50), Priority::Low, conformance::at(0))
+        }
+    };
+    let workers = (0..32).map(|w| {
+        let s = if w % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let mine = (0..600).filter(|i| i % 16 == w / 2).map(|i| {
+                let s = s.clone();
+                async move { (i % 300, s.enqueue(request(i % 300), NONE).await) }
+            });
+            futures::future::join_all(mine).await
+        })
+    });
+    let mut created: HashSet<String> = HashSet::new();
+    let mut key_owner: HashMap<String, String> = HashMap::new();
+    let mut existing: Vec<(String, String)> = Vec::new();
+    let mut duplicates: HashSet<String> = HashSet::new();
+    for w in futures::future::join_all(workers).await {
+        for (i, r) in w.unwrap() {
+            let req = request(i);
+            match r {
+                Ok(Enqueued::Created(t)) => {
+                    assert_eq!(t.id, req.id);
+                    assert!(created.insert(t.id.clone()), "{} created twice", t.id);
+                    if let Some(k) = t.idempotency_key {
+                        assert!(key_owner.insert(k.clone(), t.id).is_none(), "{k} twice");
+                    }
+                }
+                Ok(Enqueued::Existing(t)) => {
+                    let key = req.idempotency_key.expect("only keyed requests");
+                    assert_eq!(t.idempotency_key.as_deref(), Some(key.as_str()));
+                    existing.push((key, t.id));
+                }
+                Err(StoreError::Duplicate(id)) => {
+                    assert_eq!(id, req.id);
+                    duplicates.insert(id);
+                }
+                Err(e) => panic!("request {i}: {e}"),
+            }
+        }
+    }
+    // Even requests use 20 keys (each under a new id), odd ones 25 plain ids.
+    assert_eq!(key_owner.len(), 20, "each key created once");
+    assert_eq!(created.len(), 45, "each key and each plain id once");
+    for (key, id) in &existing {
+        assert_eq!(key_owner.get(key), Some(id));
+    }
+    assert!(duplicates.iter().all(|id| created.contains(id)));
+    let (ids, events) = ids_and_created_events(&url).await;
+    assert_eq!(ids, created);
+    assert_eq!(events.len(), created.len());
+    assert!(events.values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn one_batch_answers_its_own_repeated_keys_and_ids_in_order() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let s = PostgresStore::connect(PostgresConfig::new(url.clone()))
+        .await
+        .unwrap();
+    s.enqueue(keyed("old", "old-key"), NONE).await.unwrap();
+    let new = |id: &str| conformance::new_task(id, Priority::Low, conformance::at(0));
+    let check = |limits: EnqueueLimits| {
+        let s = s.clone();
+        async move {
+            let p = |x: &str| format!("{x}-{:?}", limits.max_active);
+            let requests = vec![
+                keyed(&p("a"), &p("k")),
+                keyed(&p("b"), &p("k")),
+                new(&p("c")),
+                new(&p("c")),
+                new("old"),
+                keyed(&p("d"), "old-key"),
+                keyed(&p("c"), &p("k2")),
+            ];
+            // On this current-thread runtime all of them are queued before an enqueuer runs:
+            // one batch, in this order.
+            let out =
+                futures::future::join_all(requests.into_iter().map(|t| s.enqueue(t, limits))).await;
+            assert!(
+                matches!(&out[0], Ok(Enqueued::Created(t)) if t.id == p("a")),
+                "{out:?}"
+            );
+            assert!(
+                matches!(&out[1], Ok(Enqueued::Existing(t)) if t.id == p("a")),
+                "{out:?}"
+            );
+            assert!(
+                matches!(&out[2], Ok(Enqueued::Created(t)) if t.id == p("c")),
+                "{out:?}"
+            );
+            assert!(
+                matches!(&out[3], Err(StoreError::Duplicate(id)) if *id == p("c")),
+                "{out:?}"
+            );
+            assert!(
+                matches!(&out[4], Err(StoreError::Duplicate(id)) if id == "old"),
+                "{out:?}"
+            );
+            assert!(
+                matches!(&out[5], Ok(Enqueued::Existing(t)) if t.id == "old"),
+                "{out:?}"
+            );
+            assert!(
+                matches!(&out[6], Err(StoreError::Duplicate(id)) if *id == p("c")),
+                "{out:?}"
+            );
+            assert!(s.get(&p("b")).await.unwrap().is_none());
+            assert!(s.get(&p("d")).await.unwrap().is_none());
+        }
+    };
+    check(NONE).await;
+    // The same near a limit (counted exactly), with room for all.
+    check(EnqueueLimits {
+        max_active: Some(10),
+    })
+    .await;
+    // A full queue still answers existing keys and ids; only creations are refused, and
+    // only those past the limit, the batch's own earlier creations counted (5 active now).
+    let lim = EnqueueLimits {
+        max_active: Some(7),
+    };
+    let requests = vec![
+        keyed("x1", "old-key"),
+        new("x2"),
+        new("old"),
+        new("x3"),
+        keyed("x4", "kx"),
+        keyed("x5", "kx"),
+    ];
+    let out = futures::future::join_all(requests.into_iter().map(|t| s.enqueue(t, lim))).await;
+    assert!(
+        matches!(&out[0], Ok(Enqueued::Existing(t)) if t.id == "old"),
+        "{out:?}"
+    );
+    assert!(matches!(&out[1], Ok(Enqueued::Created(_))), "{out:?}");
+    assert!(matches!(&out[2], Err(StoreError::Duplicate(_))), "{out:?}");
+    assert!(matches!(&out[3], Ok(Enqueued::Created(_))), "{out:?}");
+    assert!(
+        matches!(&out[4], Err(StoreError::QueueFull { limit: 7 })),
+        "{out:?}"
+    );
+    assert!(
+        matches!(&out[5], Err(StoreError::QueueFull { limit: 7 })),
+        "{out:?}"
+    );
+    assert_eq!(s.counts().await.unwrap().active(), 7);
+    let (ids, events) = ids_and_created_events(&url).await;
+    assert_eq!(ids.len(), 7);
+    assert_eq!(events.len(), 7);
+    assert!(events.values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn a_database_error_fails_its_whole_enqueue_batch_and_a_refused_value_only_itself() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let s = PostgresStore::connect(PostgresConfig::new(url.clone()))
+        .await
+        .unwrap();
+    let client = raw(&url).await;
+    client
+        .batch_execute(
+            "ALTER TABLE workflow_tasks ADD CONSTRAINT refuse_boom CHECK (kind <> 'boom')",
+        )
+        .await
+        .unwrap();
+    let batch = |bad: usize, how: fn(&mut NewTask)| {
+        (0..20).map(move |i| {
+            let mut t =
+                conformance::new_task(&format!("t{bad}-{i}"), Priority::Low, conformance::at(0));
+            if i == bad {
+                how(&mut t);
+            }
+            t
+        })
+    };
+    let out = futures::future::join_all(
+        batch(7, |t| t.kind = "boom".to_owned()).map(|t| s.enqueue(t, NONE)),
+    )
+    .await;
+    for r in &out {
+        let err = r.as_ref().expect_err("the whole batch fails");
+        assert!(matches!(err, StoreError::Backend(_)), "{err}");
+        assert!(chain(err).contains("refuse_boom"), "{}", chain(err));
+    }
+    assert_eq!(
+        s.counts().await.unwrap().active(),
+        0,
+        "nothing of it written"
+    );
+    // The enqueuers go on; a value the database refuses (a NUL in a text column) fails alone.
+    let out = futures::future::join_all(
+        batch(3, |t| t.target = Some("a\0b".to_owned())).map(|t| s.enqueue(t, NONE)),
+    )
+    .await;
+    for (i, r) in out.iter().enumerate() {
+        if i == 3 {
+            assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+        } else {
+            assert!(matches!(r, Ok(Enqueued::Created(_))), "{i}: {r:?}");
+        }
+    }
+    assert_eq!(s.counts().await.unwrap().active(), 19);
+}
+
+#[test]
+fn an_enqueue_whose_enqueuers_are_gone_is_an_error_not_a_hang() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(s) = rt.block_on(async {
+        let url = fresh_postgres_database().await?;
+        Some(
+            PostgresStore::connect(PostgresConfig::new(url))
+                .await
+                .unwrap(),
+        )
+    }) else {
+        return;
+    };
+    drop(rt);
+    let other = tokio::runtime::Runtime::new().unwrap();
+    let r = other.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            s.enqueue(
+                conformance::new_task("late", Priority::Low, conformance::at(0)),
+                NONE,
+            ),
+        )
+        .await
+        .expect("answered, not left waiting")
+    });
+    let err = r.expect_err("no enqueuer");
+    assert!(matches!(err, StoreError::Closed), "{err}");
 }
