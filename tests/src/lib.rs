@@ -55,7 +55,7 @@ pub struct Delivery {
     pub signature_ok: bool,
 }
 
-/// How the receiver answers.
+/// How the receiver answers (called on the blocking pool, so it may block).
 pub type Responder = Arc<dyn Fn(&serde_json::Value, usize) -> StatusCode + Send + Sync>;
 
 /// A local webhook receiver.
@@ -101,7 +101,13 @@ async fn receive(State(s): State<ReceiverState>, headers: HeaderMap, body: Bytes
         });
         d.len()
     };
-    (s.respond)(&json, n)
+    // Responders may block (one test holds a delivery until its backlog is queued): run them
+    // on the blocking pool. Blocking a runtime worker instead can strand whatever task sits in
+    // that worker's LIFO slot (other workers cannot steal it) until the responder returns.
+    let respond = s.respond.clone();
+    tokio::task::spawn_blocking(move || respond(&json, n))
+        .await
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl Receiver {
