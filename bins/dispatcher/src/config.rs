@@ -193,19 +193,7 @@ impl fmt::Debug for Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
-/// Where the database is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    /// A SQLite file.
-    Sqlite(PathBuf),
-    /// A PostgreSQL database, shared by every instance given the same URL.
-    Postgres {
-        /// The connection URL (may hold a password: never log it unredacted).
-        url: String,
-        /// Connections in this instance's pool.
-        pool_size: usize,
-    },
-}
+pub use workflow_core::store::Database;
 
 impl Config {
     /// Extracts and validates the configuration from a figment (see [`figment_for`]).
@@ -265,28 +253,12 @@ impl Config {
     ///
     /// An unsupported or malformed `database_url`.
     pub fn database(&self) -> Result<Database, ConfigError> {
-        match self.database_url.as_deref() {
-            None | Some("") => Ok(Database::Sqlite(self.data_dir.join("dispatcher.db"))),
-            Some(url) if url.starts_with("sqlite://") => {
-                let path = url.trim_start_matches("sqlite://");
-                if path.is_empty() {
-                    return Err(ConfigError("database_url: sqlite:// needs a path".into()));
-                }
-                Ok(Database::Sqlite(PathBuf::from(path)))
-            }
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                workflow_core::PostgresConfig::new(url)
-                    .validate()
-                    .map_err(|e| ConfigError(format!("database_url: {e}")))?;
-                Ok(Database::Postgres {
-                    url: url.to_owned(),
-                    pool_size: self.database_pool_size,
-                })
-            }
-            Some(_) => Err(ConfigError(
-                "database_url: expected sqlite://PATH or postgres://USER@HOST/DATABASE".into(),
-            )),
-        }
+        Database::from_url(
+            self.database_url.as_deref(),
+            self.data_dir.join("dispatcher.db"),
+            self.database_pool_size,
+        )
+        .map_err(|e| ConfigError(format!("database_url: {e}")))
     }
 
     /// The base URL of callback links.

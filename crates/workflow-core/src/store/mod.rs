@@ -23,12 +23,14 @@ use tokio::sync::Notify;
 // Also compiled for rustdoc, so the docs show the suite and links to it resolve.
 #[cfg(any(feature = "conformance", doc))]
 pub mod conformance;
+mod database;
 pub(crate) mod logic;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
 
+pub use database::{Database, InvalidDatabaseUrl};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{
