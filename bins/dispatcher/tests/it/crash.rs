@@ -5,33 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::HeaderMap;
-use axum::routing::post;
-
-use crate::{KEY, free_port, http, seed_body, spawn, wait_healthy};
+use crate::{KEY, free_port, http, receiver, seed_body, spawn, wait_healthy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_then_restart_delivers_every_accepted_task() {
-    let counts = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
-    let c = counts.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap| {
-            let c = c.clone();
-            async move {
-                let id = headers["webhook-id"]
-                    .to_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                *c.lock().unwrap().entry(id).or_default() += 1;
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (hook, counts) = receiver().await;
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

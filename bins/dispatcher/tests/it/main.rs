@@ -14,9 +14,15 @@ mod crash;
 mod router;
 mod scale_out;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
 
 /// The API key the binary tests configure.
 const KEY: &str = "binary-test-key";
@@ -94,4 +100,31 @@ fn seed_body(hook: &str) -> String {
     .unwrap();
     body["webhook_url"] = hook.into();
     body.to_string()
+}
+
+/// Deliveries seen by the receiver, by task id (the `webhook-id` header).
+type Seen = Arc<Mutex<HashMap<String, u32>>>;
+
+/// A receiver on a loopback port counting deliveries by `webhook-id`; returns its hook URL.
+async fn receiver() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap| {
+            let s = s.clone();
+            async move {
+                let id = headers["webhook-id"]
+                    .to_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                *s.lock().unwrap().entry(id).or_default() += 1;
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (hook, seen)
 }

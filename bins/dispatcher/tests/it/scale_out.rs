@@ -9,44 +9,14 @@
 //! submission to the last delivery, with submitter, receiver, PostgreSQL and the dispatchers
 //! all on this machine.
 
-use std::collections::HashMap;
 use std::process::Child;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::http::HeaderMap;
-use axum::routing::post;
 use workflow_core::store::conformance::fresh_postgres_database;
 
-use crate::{KEY, free_port, http, seed_body, spawn, wait_healthy};
-
-/// Deliveries seen by the receiver, by task id (the `webhook-id` header).
-type Seen = Arc<Mutex<HashMap<String, u32>>>;
-
-async fn receiver() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap| {
-            let s = s.clone();
-            async move {
-                let id = headers["webhook-id"]
-                    .to_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                *s.lock().unwrap().entry(id).or_default() += 1;
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (hook, seen)
-}
+use crate::{KEY, Seen, free_port, http, receiver, seed_body, spawn, wait_healthy};
 
 fn tasks() -> usize {
     std::env::var("SCALE_OUT_TASKS")
