@@ -73,4 +73,4 @@ pub use package::{
     UnknownRiskLevel, UnknownTaskType, create_task_package,
 };
 pub use priority::{Priority, UnknownPriority};
-pub use validate::{FieldError, ValidationErrors, check_url, limits};
+pub use validate::{EVIDENCE_FIELDS, FieldError, ValidationErrors, check_url, is_blank, limits};

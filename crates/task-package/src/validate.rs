@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::Priority;
 use crate::package::{
-    CreateTaskRequest, DeliveryFormat, PACKAGE_VERSION, RiskLevel, TaskPackage, TaskType,
-    is_snake_case,
+    CreateTaskRequest, DeliveryFormat, EvidenceData, PACKAGE_VERSION, RiskLevel, TaskPackage,
+    TaskType, is_snake_case,
 };
 
 /// Size limits: text in characters (Unicode scalar values), URLs, tokens, `source_meta` and
@@ -24,10 +24,54 @@ pub mod limits {
     pub const URL: usize = 2_048;
     /// `source_meta`, serialised, in bytes.
     pub const SOURCE_META: usize = 16 * 1024;
-    /// The whole request or package, in bytes.
+    /// A request body as sent, in bytes (checked before it is parsed).
     pub const BODY: usize = 64 * 1024;
     /// `delivery_instructions.callback_token`, in bytes.
     pub const TOKEN: usize = 512;
+    /// The evidence as the package carries it (`evidence_data` as compact JSON), in bytes.
+    ///
+    /// This is the one size limit on content: a request and a package are checked against
+    /// it alike, so whatever a request may carry, the package made from it is valid too.
+    pub const EVIDENCE: usize = 60 * 1024;
+    /// The largest package JSON the other limits allow: the evidence plus delivery
+    /// instructions and metadata at their limits. It follows from the limits above and is
+    /// never reached by a package that passes them.
+    pub const PACKAGE: usize = EVIDENCE + 2 * URL + TOKEN + 1024;
+}
+
+/// The evidence fields, which the seed's flat request form carries at the top level and
+/// the package nests under `evidence_data`.
+pub const EVIDENCE_FIELDS: [&str; 7] = [
+    "evidence_fragment",
+    "associated_url",
+    "source_name",
+    "risk_level",
+    "brand_name",
+    "intervention_script",
+    "source_meta",
+];
+
+/// Whether `c` shows nothing: zero-width and other format characters, controls, fillers.
+///
+/// A field made only of these (and whitespace) reads as empty to a person, so it counts as
+/// blank. Covers Unicode's `Cc` and `Cf` characters that occur in text, plus the fillers and
+/// blanks that render as nothing (Hangul fillers, the braille blank).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{0000}'..='\u{001F}' | '\u{007F}'..='\u{009F}'
+        | '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}'
+        | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFFB}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E007F}')
+}
+
+/// Whether `s` is empty to a reader: only whitespace and invisible characters.
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| c.is_whitespace() || is_invisible(c))
 }
 
 /// One invalid field.
@@ -206,7 +250,7 @@ fn string_field<'a>(
             None
         }
         Some(Value::String(s)) => {
-            if s.trim().is_empty() {
+            if is_blank(s) {
                 errs.push(&path, "must not be empty");
                 None
             } else if s.chars().count() > max_chars {
@@ -231,37 +275,50 @@ fn scenario_field_limit(key: &str) -> usize {
     }
 }
 
-fn check_evidence(
+/// The JSON path of `name` under `prefix` (empty: the top level).
+fn path_of(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// Checks `evidence_data` of the nested form.
+fn check_nested_evidence(
     errs: &mut ValidationErrors,
     value: Option<&Value>,
     task_type: Option<&TaskType>,
 ) {
-    let obj = match value {
-        Some(Value::Object(o)) => o,
-        None | Some(Value::Null) => {
-            errs.push("evidence_data", "is required");
-            return;
-        }
-        Some(other) => {
-            errs.push(
-                "evidence_data",
-                format!("must be an object, not {}", type_name(other)),
-            );
-            return;
-        }
-    };
-    let p = "evidence_data";
+    match value {
+        Some(Value::Object(o)) => check_evidence(errs, o, "evidence_data", task_type),
+        None | Some(Value::Null) => errs.push("evidence_data", "is required"),
+        Some(other) => errs.push(
+            "evidence_data",
+            format!("must be an object, not {}", type_name(other)),
+        ),
+    }
+}
+
+/// Checks the evidence fields of `obj`, naming them under `p` (`evidence_data` in the
+/// nested form and the package, empty in the seed's flat form).
+fn check_evidence(
+    errs: &mut ValidationErrors,
+    obj: &serde_json::Map<String, Value>,
+    p: &str,
+    task_type: Option<&TaskType>,
+) {
     string_field(errs, obj, p, "evidence_fragment", true, limits::FRAGMENT);
     if let Some(url) = string_field(errs, obj, p, "associated_url", true, usize::MAX)
         && let Err(reason) = check_url(url)
     {
-        errs.push("evidence_data.associated_url", reason);
+        errs.push(path_of(p, "associated_url"), reason);
     }
     string_field(errs, obj, p, "source_name", true, limits::NAME);
     if let Some(level) = string_field(errs, obj, p, "risk_level", true, 32)
         && let Err(e) = level.parse::<RiskLevel>()
     {
-        errs.push("evidence_data.risk_level", e.to_string());
+        errs.push(path_of(p, "risk_level"), e.to_string());
     }
     string_field(errs, obj, p, "brand_name", true, limits::NAME);
     string_field(errs, obj, p, "intervention_script", true, limits::SCRIPT);
@@ -270,7 +327,7 @@ fn check_evidence(
         None | Some(Value::Null) => {
             for key in required {
                 errs.push(
-                    format!("evidence_data.source_meta.{key}"),
+                    path_of(p, &format!("source_meta.{key}")),
                     "is required for this task type",
                 );
             }
@@ -279,15 +336,15 @@ fn check_evidence(
             let size = serde_json::to_vec(meta).map_or(usize::MAX, |v| v.len());
             if size > limits::SOURCE_META {
                 errs.push(
-                    "evidence_data.source_meta",
+                    path_of(p, "source_meta"),
                     format!("must be at most {} bytes as JSON", limits::SOURCE_META),
                 );
             }
             for key in required {
-                let path = format!("evidence_data.source_meta.{key}");
+                let path = path_of(p, &format!("source_meta.{key}"));
                 let max = scenario_field_limit(key);
                 match meta.get(*key) {
-                    Some(Value::String(s)) if s.trim().is_empty() => {
+                    Some(Value::String(s)) if is_blank(s) => {
                         errs.push(path, "must not be empty");
                     }
                     Some(Value::String(s)) if s.chars().count() > max => {
@@ -304,9 +361,24 @@ fn check_evidence(
             }
         }
         Some(other) => errs.push(
-            "evidence_data.source_meta",
+            path_of(p, "source_meta"),
             format!("must be an object, not {}", type_name(other)),
         ),
+    }
+}
+
+/// The one content limit ([`limits::EVIDENCE`]), on the evidence exactly as the package
+/// will carry it. `field` names it in the client's form.
+fn check_evidence_size(errs: &mut ValidationErrors, evidence: &EvidenceData, field: &str) {
+    let size = serde_json::to_vec(evidence).map_or(usize::MAX, |v| v.len());
+    if size > limits::EVIDENCE {
+        errs.push(
+            field,
+            format!(
+                "the evidence must be at most {} bytes as JSON (it is {size})",
+                limits::EVIDENCE
+            ),
+        );
     }
 }
 
@@ -319,12 +391,25 @@ fn drop_nulls(obj: &mut serde_json::Map<String, Value>) {
 impl CreateTaskRequest {
     /// Parses and validates a request body, reporting every invalid field at once.
     ///
-    /// Rules: required fields present and non-blank; `task_type` a known scenario or a
-    /// snake_case custom name; `risk_level` and `priority` known values (case-insensitive);
-    /// URLs absolute http(s) without credentials; the size [`limits`]; the scenario fields of
-    /// `source_meta` (see [`TaskType::required_source_meta`]); `webhook_url` required unless a
-    /// `channel` is named. `null` counts as absent. Unknown fields, at the top level and in
-    /// `evidence_data`, are ignored so that clients can send newer fields to older servers.
+    /// Two forms are accepted and make the same request:
+    /// - the seed's **flat** form, exactly as its API document prints it: the evidence fields
+    ///   ([`EVIDENCE_FIELDS`]) at the top level beside `webhook_url` and `priority`;
+    ///   `task_type` is optional there (default `negative_evidence_intervention`);
+    /// - the **nested** form: `task_type` and `evidence_data` as in the package itself.
+    ///
+    /// A body with an `evidence_data` member is the nested form; errors name fields as the
+    /// client sent them (`risk_level` in the flat form, `evidence_data.risk_level` in the
+    /// nested one). Mixing the forms is an error for each evidence field at the top level of
+    /// a nested body.
+    ///
+    /// Rules: required fields present and not blank (whitespace and invisible characters
+    /// alone are blank); `task_type` a known scenario or a snake_case custom name;
+    /// `risk_level` and `priority` known values (case-insensitive); URLs absolute http(s)
+    /// without credentials; the size [`limits`], the evidence as a whole at most
+    /// [`limits::EVIDENCE`] bytes as the package will carry it; the scenario fields of
+    /// `source_meta` (see [`TaskType::required_source_meta`]); `webhook_url` required unless
+    /// a `channel` is named. `null` counts as absent. Unknown fields are ignored so that
+    /// clients can send newer fields to older servers.
     ///
     /// # Errors
     ///
@@ -336,22 +421,23 @@ impl CreateTaskRequest {
             errs.push("", format!("body must be at most {} bytes", limits::BODY));
             return Err(errs);
         }
-        let mut value: Value = match serde_json::from_slice(body) {
+        let value: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
                 errs.push("", format!("malformed JSON: {e}"));
                 return Err(errs);
             }
         };
-        let Value::Object(obj) = &mut value else {
+        let Value::Object(mut obj) = value else {
             errs.push(
                 "",
                 format!("body must be a JSON object, not {}", type_name(&value)),
             );
             return Err(errs);
         };
+        let nested = obj.contains_key("evidence_data");
         let task_type =
-            string_field(&mut errs, obj, "", "task_type", true, 64).and_then(|t| {
+            string_field(&mut errs, &obj, "", "task_type", nested, 64).and_then(|t| {
                 match t.parse::<TaskType>() {
                     Ok(t) => Some(t),
                     Err(e) => {
@@ -360,9 +446,28 @@ impl CreateTaskRequest {
                     }
                 }
             });
-        check_evidence(&mut errs, obj.get("evidence_data"), task_type.as_ref());
-        let channel = string_field(&mut errs, obj, "", "channel", false, limits::NAME);
-        match string_field(&mut errs, obj, "", "webhook_url", false, usize::MAX) {
+        let task_type = match (&task_type, obj.get("task_type")) {
+            (None, None | Some(Value::Null)) if !nested => {
+                Some(TaskType::NegativeEvidenceIntervention)
+            }
+            _ => task_type,
+        };
+        if nested {
+            check_nested_evidence(&mut errs, obj.get("evidence_data"), task_type.as_ref());
+            for name in EVIDENCE_FIELDS {
+                if obj.get(name).is_some_and(|v| !v.is_null()) {
+                    errs.push(
+                        name,
+                        "belongs in evidence_data when evidence_data is sent (or send the \
+                         flat form, without evidence_data)",
+                    );
+                }
+            }
+        } else {
+            check_evidence(&mut errs, &obj, "", task_type.as_ref());
+        }
+        let channel = string_field(&mut errs, &obj, "", "channel", false, limits::NAME);
+        match string_field(&mut errs, &obj, "", "webhook_url", false, usize::MAX) {
             Some(url) => {
                 if let Err(reason) = check_url(url) {
                     errs.push("webhook_url", reason);
@@ -373,18 +478,52 @@ impl CreateTaskRequest {
             }
             None => {}
         }
-        if let Some(p) = string_field(&mut errs, obj, "", "priority", false, 32)
-            && let Err(e) = p.parse::<Priority>()
-        {
-            errs.push("priority", e.to_string());
-        }
+        let priority = match string_field(&mut errs, &obj, "", "priority", false, 32) {
+            Some(p) => p
+                .parse::<Priority>()
+                .map_err(|e| errs.push("priority", e.to_string()))
+                .ok(),
+            None => Some(Priority::default()),
+        };
         errs.into_result()?;
-        drop_nulls(obj);
-        if let Some(Value::Object(evidence)) = obj.get_mut("evidence_data") {
-            drop_nulls(evidence);
-        }
+        let mut evidence = if nested {
+            // Checked to be an object above; the else branch is never taken.
+            let Some(Value::Object(evidence)) = obj.remove("evidence_data") else {
+                return Err(FieldError::new("evidence_data", "must be an object").into());
+            };
+            evidence
+        } else {
+            let mut evidence = serde_json::Map::new();
+            for name in EVIDENCE_FIELDS {
+                if let Some(v) = obj.remove(name) {
+                    evidence.insert(name.to_owned(), v);
+                }
+            }
+            evidence
+        };
+        drop_nulls(&mut evidence);
         // Every field was checked above, so this only fails on a rule we forgot to check.
-        serde_json::from_value(value).map_err(|e| FieldError::new("", e.to_string()).into())
+        let evidence_data: EvidenceData = serde_json::from_value(Value::Object(evidence))
+            .map_err(|e| ValidationErrors::from(FieldError::new("", e.to_string())))?;
+        let mut errs = ValidationErrors::default();
+        check_evidence_size(
+            &mut errs,
+            &evidence_data,
+            if nested { "evidence_data" } else { "" },
+        );
+        errs.into_result()?;
+        let text = |name: &str| {
+            obj.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Ok(CreateTaskRequest {
+            task_type: task_type.unwrap_or(TaskType::NegativeEvidenceIntervention),
+            evidence_data,
+            webhook_url: text("webhook_url"),
+            priority: priority.unwrap_or_default(),
+            channel: text("channel"),
+        })
     }
 }
 
@@ -394,24 +533,23 @@ impl TaskPackage {
     /// Checks the package: the evidence rules of
     /// [`CreateTaskRequest::from_json_slice`], absolute http(s) `webhook_url` and
     /// `callback_url`, a snake_case `delivery_format`, a non-blank `callback_token` of at most
-    /// [`limits::TOKEN`] bytes, `created_at` in RFC 3339 UTC, `version` `"1.0"`, and at most
-    /// [`limits::BODY`] bytes of JSON in all.
+    /// [`limits::TOKEN`] bytes, `created_at` in RFC 3339 UTC and `version` `"1.0"`. The
+    /// evidence limit is the request's ([`limits::EVIDENCE`]), so a package made from any
+    /// valid request passes; the whole package is then within [`limits::PACKAGE`].
     ///
     /// # Errors
     ///
     /// [`ValidationErrors`] naming each invalid field.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::default();
-        if self.to_json_bytes().len() > limits::BODY {
-            errs.push(
-                "",
-                format!("package must be at most {} bytes", limits::BODY),
-            );
-        }
         match serde_json::to_value(&self.evidence_data) {
-            Ok(evidence) => check_evidence(&mut errs, Some(&evidence), Some(&self.task_type)),
+            Ok(Value::Object(evidence)) => {
+                check_evidence(&mut errs, &evidence, "evidence_data", Some(&self.task_type));
+            }
+            Ok(_) => errs.push("evidence_data", "must be an object"),
             Err(e) => errs.push("evidence_data", e.to_string()),
         }
+        check_evidence_size(&mut errs, &self.evidence_data, "evidence_data");
         let delivery = &self.delivery_instructions;
         if let Err(reason) = check_url(&delivery.webhook_url) {
             errs.push("delivery_instructions.webhook_url", reason);
@@ -430,7 +568,7 @@ impl TaskPackage {
             errs.push("delivery_instructions.callback_url", reason);
         }
         if let Some(token) = &delivery.callback_token {
-            if token.trim().is_empty() {
+            if is_blank(token) {
                 errs.push("delivery_instructions.callback_token", "must not be empty");
             } else if token.len() > limits::TOKEN {
                 errs.push(

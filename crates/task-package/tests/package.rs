@@ -112,8 +112,21 @@ fn reports_every_invalid_field_at_once() {
 
 #[test]
 fn missing_sections_and_wrong_types_are_named() {
+    // Without `evidence_data` a body is the seed's flat form: its fields are named flat.
     assert_eq!(
         fields(&serde_json::json!({})),
+        [
+            "evidence_fragment",
+            "associated_url",
+            "source_name",
+            "risk_level",
+            "brand_name",
+            "intervention_script",
+            "webhook_url"
+        ]
+    );
+    assert_eq!(
+        fields(&serde_json::json!({"evidence_data": null})),
         ["task_type", "evidence_data", "webhook_url"]
     );
     let got = fields(
@@ -360,12 +373,13 @@ fn unknown_fields_are_ignored() {
 
 #[test]
 fn validation_errors_serialise_for_an_http_400() {
-    let err = CreateTaskRequest::from_json_slice(br#"{"priority": "soon"}"#).unwrap_err();
+    let err = CreateTaskRequest::from_json_slice(br#"{"priority": "soon", "evidence_data": 1}"#)
+        .unwrap_err();
     assert_eq!(
         serde_json::to_value(&err).unwrap(),
         serde_json::json!({"errors": [
             {"field": "task_type", "reason": "is required"},
-            {"field": "evidence_data", "reason": "is required"},
+            {"field": "evidence_data", "reason": "must be an object, not a number"},
             {"field": "webhook_url", "reason": "is required (or name a preset channel)"},
             {"field": "priority", "reason": "unknown priority \"soon\" (expected critical, high, medium or low)"},
         ]})
@@ -388,8 +402,8 @@ fn package_validation_checks_delivery_and_size() {
         serde_json::json!({"pad": "p".repeat(limits::SOURCE_META - 20)});
     pkg.delivery_instructions.webhook_url = format!("https://a.example/{}", "w".repeat(2_000));
     pkg.delivery_instructions.callback_url = Some(pkg.delivery_instructions.webhook_url.clone());
-    assert!(pkg.to_json_bytes().len() <= limits::BODY);
-    let big = pkg.to_json_bytes().len();
+    assert!(pkg.to_json_bytes().len() <= limits::PACKAGE);
+    let big = serde_json::to_vec(&pkg.evidence_data).unwrap().len();
     let err = pkg.validate().unwrap_err();
     let got: Vec<_> = err.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(
@@ -402,7 +416,7 @@ fn package_validation_checks_delivery_and_size() {
         "{big} bytes"
     );
     pkg.delivery_instructions.callback_token = Some("t".repeat(limits::TOKEN + 1));
-    pkg.evidence_data.source_meta["more"] = "m".repeat(limits::BODY - big).into();
+    pkg.evidence_data.source_meta["more"] = "m".repeat(limits::EVIDENCE - big).into();
     let got: Vec<_> = pkg
         .validate()
         .unwrap_err()
@@ -412,8 +426,8 @@ fn package_validation_checks_delivery_and_size() {
     assert_eq!(
         got,
         [
-            "",
             "evidence_data.source_meta",
+            "evidence_data",
             "delivery_instructions.delivery_format",
             "delivery_instructions.callback_token",
             "metadata.created_at"
@@ -548,5 +562,127 @@ proptest! {
         let back = TaskPackage::from_json_slice(&bytes).unwrap();
         prop_assert_eq!(&back, &pkg);
         prop_assert_eq!(back.to_json_bytes(), bytes);
+    }
+}
+
+/// The seed document's example request, verbatim (section "POST /workflow/tasks").
+fn seed_flat_request() -> Vec<u8> {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/seeds/000_689ef479de5cb7cf.txt"
+    ));
+    match doc {
+        Ok(doc) => {
+            let start = doc.find("**请求体**").expect("the seed has a request body");
+            let json = &doc[start..];
+            let open = json.find("```json\n").expect("a json block") + 8;
+            let close = json[open..].find("```").expect("a closed block");
+            json[open..open + close].as_bytes().to_vec()
+        }
+        // The repository's own copy, for checkouts without ../shared.
+        Err(_) => golden("seed_flat_request.json").into_bytes(),
+    }
+}
+
+#[test]
+fn the_seeds_flat_request_parses_to_the_same_request_as_the_nested_form() {
+    let flat = CreateTaskRequest::from_json_slice(&seed_flat_request()).unwrap();
+    assert_eq!(flat.task_type, TaskType::NegativeEvidenceIntervention);
+    assert_eq!(flat.evidence_data.risk_level, RiskLevel::High);
+    assert_eq!(flat.evidence_data.evidence_fragment, "负面证据片段内容");
+    assert_eq!(
+        flat.evidence_data.source_meta,
+        serde_json::json!({"platform": "信源平台", "category": "内容类别"})
+    );
+    assert_eq!(
+        flat.webhook_url.as_deref(),
+        Some("https://hooks.example.com/webhook")
+    );
+    assert_eq!(flat.priority, Priority::Medium);
+    let value: serde_json::Value = serde_json::from_slice(&seed_flat_request()).unwrap();
+    let mut evidence = serde_json::Map::new();
+    for name in task_package::EVIDENCE_FIELDS {
+        evidence.insert(name.to_owned(), value[name].clone());
+    }
+    let nested = serde_json::json!({
+        "task_type": "negative_evidence_intervention",
+        "evidence_data": evidence,
+        "webhook_url": value["webhook_url"],
+        "priority": value["priority"],
+    });
+    let nested = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&nested).unwrap()).unwrap();
+    assert_eq!(flat, nested);
+}
+
+#[test]
+fn the_flat_form_selects_a_scenario_and_names_fields_flat() {
+    let mut body: serde_json::Value = serde_json::from_slice(&seed_flat_request()).unwrap();
+    body["task_type"] = "competitor_alert".into();
+    body["risk_level"] = "severe".into();
+    body["associated_url"] = "ftp://x".into();
+    assert_eq!(
+        fields(&body),
+        [
+            "associated_url",
+            "risk_level",
+            "source_meta.competitor_name",
+            "source_meta.alert_type"
+        ]
+    );
+    body["risk_level"] = "critical".into();
+    body["associated_url"] = "https://a.example/".into();
+    body["source_meta"]["competitor_name"] = "对手".into();
+    body["source_meta"]["alert_type"] = "price_cut".into();
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(req.task_type, TaskType::CompetitorAlert);
+}
+
+#[test]
+fn evidence_fields_beside_evidence_data_are_refused() {
+    let mut body = json(&golden("seed_request.json"));
+    body["brand_name"] = "另一个".into();
+    assert_eq!(fields(&body), ["brand_name"]);
+}
+
+#[test]
+fn invisible_characters_alone_are_blank() {
+    for blank in ["\u{200B}", "\u{200B}\u{200C}\u{200D}\u{FEFF}", " \u{2060} ", "\u{3164}", "\u{00AD}"] {
+        assert!(task_package::is_blank(blank), "{blank:?}");
+        let mut body = json(&golden("seed_request.json"));
+        body["evidence_data"]["brand_name"] = blank.into();
+        assert_eq!(fields(&body), ["evidence_data.brand_name"], "{blank:?}");
+    }
+    assert!(!task_package::is_blank("a\u{200B}"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever a request may carry, the package made from it is one `TaskPackage` accepts,
+    /// even with the longest callback URL and token a dispatcher may add: one limit.
+    #[test]
+    fn every_accepted_request_makes_a_valid_package(
+        fragment in 0usize..=10_000,
+        script in 0usize..=5_000,
+        meta in 0usize..=16_300,
+        wide in proptest::bool::ANY,
+        escaped in proptest::bool::ANY,
+    ) {
+        let ch = if wide { "长" } else if escaped { "\"" } else { "x" };
+        let mut body = json(&golden("seed_request.json"));
+        body["evidence_data"]["evidence_fragment"] = format!("f{}", ch.repeat(fragment)).into();
+        body["evidence_data"]["intervention_script"] = format!("s{}", ch.repeat(script)).into();
+        body["evidence_data"]["source_meta"] = serde_json::json!({"pad": "p".repeat(meta)});
+        let bytes = serde_json::to_vec(&body).unwrap();
+        if let Ok(req) = CreateTaskRequest::from_json_slice(&bytes) {
+            let mut pkg = create_task_package(&req, chrono::Utc::now());
+            pkg.delivery_instructions.webhook_url =
+                format!("https://a.example/{}", "w".repeat(limits::URL - 18));
+            pkg.delivery_instructions.callback_url = Some(pkg.delivery_instructions.webhook_url.clone());
+            pkg.delivery_instructions.callback_token = Some("t".repeat(limits::TOKEN));
+            let out = pkg.to_json_bytes();
+            proptest::prop_assert!(out.len() <= limits::PACKAGE);
+            proptest::prop_assert!(TaskPackage::from_json_slice(&out).is_ok(), "{} bytes", out.len());
+        }
     }
 }
