@@ -437,13 +437,13 @@ impl CreateTaskRequest {
         };
         let nested = obj.contains_key("evidence_data");
         let task_type =
-            string_field(&mut errs, &obj, "", "task_type", nested, 64).and_then(|t| {
-                match t.parse::<TaskType>() {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        errs.push("task_type", e.to_string());
-                        None
-                    }
+            string_field(&mut errs, &obj, "", "task_type", nested, 64).and_then(|t| match t
+                .parse::<TaskType>()
+            {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errs.push("task_type", e.to_string());
+                    None
                 }
             });
         let task_type = match (&task_type, obj.get("task_type")) {
@@ -512,11 +512,7 @@ impl CreateTaskRequest {
             if nested { "evidence_data" } else { "" },
         );
         errs.into_result()?;
-        let text = |name: &str| {
-            obj.get(name)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let text = |name: &str| obj.get(name).and_then(Value::as_str).map(str::to_owned);
         Ok(CreateTaskRequest {
             task_type: task_type.unwrap_or(TaskType::NegativeEvidenceIntervention),
             evidence_data,

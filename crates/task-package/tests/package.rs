@@ -577,7 +577,7 @@ fn seed_flat_request() -> Vec<u8> {
             let json = &doc[start..];
             let open = json.find("```json\n").expect("a json block") + 8;
             let close = json[open..].find("```").expect("a closed block");
-            json[open..open + close].as_bytes().to_vec()
+            json.as_bytes()[open..open + close].to_vec()
         }
         // The repository's own copy, for checkouts without ../shared.
         Err(_) => golden("seed_flat_request.json").into_bytes(),
@@ -646,7 +646,13 @@ fn evidence_fields_beside_evidence_data_are_refused() {
 
 #[test]
 fn invisible_characters_alone_are_blank() {
-    for blank in ["\u{200B}", "\u{200B}\u{200C}\u{200D}\u{FEFF}", " \u{2060} ", "\u{3164}", "\u{00AD}"] {
+    for blank in [
+        "\u{200B}",
+        "\u{200B}\u{200C}\u{200D}\u{FEFF}",
+        " \u{2060} ",
+        "\u{3164}",
+        "\u{00AD}",
+    ] {
         assert!(task_package::is_blank(blank), "{blank:?}");
         let mut body = json(&golden("seed_request.json"));
         body["evidence_data"]["brand_name"] = blank.into();
