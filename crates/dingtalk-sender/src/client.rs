@@ -23,6 +23,11 @@ pub const DEFAULT_OAPI_BASE: &str = "https://oapi.dingtalk.com";
 /// `invalidParameter.userIds.overMax`).
 pub const MAX_USERS_PER_CALL: usize = 20;
 
+/// [`Error::NotDelivered`] reasons, one per list of DingTalk's `batchSend` answer.
+pub(crate) const NOT_DELIVERED_INVALID: &str = "invalid user";
+pub(crate) const NOT_DELIVERED_FILTERED: &str = "filtered";
+pub(crate) const NOT_DELIVERED_FLOW_CONTROLLED: &str = "flow-controlled";
+
 /// Longest title sent with a long markdown's parts (it is only the notification preview).
 const MAX_TITLE_CHARS: usize = 64;
 
@@ -41,6 +46,8 @@ pub struct SenderBuilder {
     connect_timeout: Duration,
     refresh_margin: Duration,
     part_bytes: usize,
+    extra_roots_pem: Vec<Vec<u8>>,
+    max_file_bytes: usize,
 }
 
 impl fmt::Debug for SenderBuilder {
@@ -56,6 +63,7 @@ impl fmt::Debug for SenderBuilder {
             .field("flow_control_retries", &self.flow_control_retries)
             .field("timeout", &self.timeout)
             .field("part_bytes", &self.part_bytes)
+            .field("extra_roots", &self.extra_roots_pem.len())
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +149,25 @@ impl SenderBuilder {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (one or more PEM blocks) besides the platform's roots:
+    /// a private CA, or a local mock's throwaway one. May be called more than once. Checked by
+    /// [`SenderBuilder::build`].
+    ///
+    /// The platform's roots come from the platform verifier, which on Linux reads the system
+    /// bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (which then replace the system
+    /// bundle, as they do for OpenSSL).
+    pub fn add_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots_pem.push(pem.into());
+        self
+    }
+
+    /// Largest file [`DingTalkSender::download_file`] accepts (default 20 MiB: DingTalk's own
+    /// limit for files sent to a robot).
+    pub fn max_file_bytes(mut self, n: usize) -> Self {
+        self.max_file_bytes = n;
+        self
+    }
+
     /// Reads `DINGTALK_CLIENT_ID`, `DINGTALK_CLIENT_SECRET`, `DINGTALK_ROBOT_CODE`,
     /// `DINGTALK_API_BASE` and `DINGTALK_OAPI_BASE` where set and non-empty. A convenience for
     /// binaries and examples; libraries should take their configuration explicitly.
@@ -185,10 +212,22 @@ impl SenderBuilder {
         }
         // Someone else may have installed a provider already: that one is fine too.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = Vec::new();
+        for pem in &self.extra_roots_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Config(format!("CA certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Config(
+                    "CA certificates: no PEM certificate found".into(),
+                ));
+            }
+            roots.extend(certs);
+        }
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_merge(roots)
             .build()
             .map_err(|e| Error::Config(format!("http client: {}", e.without_url())))?;
         let robot_code = self
@@ -202,17 +241,23 @@ impl SenderBuilder {
                 token: TokenCache::new(self.refresh_margin),
                 batch_bucket: TokenBucket::new(self.qps, 1),
                 group_bucket: TokenBucket::new(self.qps, 1),
+                file_bucket: TokenBucket::new(self.qps, 1),
+                card_bucket: TokenBucket::new(self.qps, 1),
                 config: self,
             }),
         })
     }
 }
 
-/// The OpenAPI endpoints with their own QPS budget.
-#[derive(Debug, Clone, Copy)]
-enum Api {
+/// The OpenAPI endpoints this crate calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
     BatchSend,
     GroupSend,
+    FileDownload,
+    CardCreate,
+    CardDeliver,
+    CardUpdate,
 }
 
 impl Api {
@@ -220,6 +265,9 @@ impl Api {
         match self {
             Api::BatchSend => "/v1.0/robot/oToMessages/batchSend",
             Api::GroupSend => "/v1.0/robot/groupMessages/send",
+            Api::FileDownload => "/v1.0/robot/messageFiles/download",
+            Api::CardCreate | Api::CardUpdate => "/v1.0/card/instances",
+            Api::CardDeliver => "/v1.0/card/instances/deliver",
         }
     }
 
@@ -227,7 +275,23 @@ impl Api {
         match self {
             Api::BatchSend => "batchSend",
             Api::GroupSend => "groupMessages/send",
+            Api::FileDownload => "messageFiles/download",
+            Api::CardCreate => "card/instances create",
+            Api::CardDeliver => "card/instances/deliver",
+            Api::CardUpdate => "card/instances update",
         }
+    }
+
+    fn method(self) -> reqwest::Method {
+        match self {
+            Api::CardUpdate => reqwest::Method::PUT,
+            _ => reqwest::Method::POST,
+        }
+    }
+
+    /// Whether repeating the call after a timeout cannot do harm (no message sent twice).
+    fn idempotent(self) -> bool {
+        matches!(self, Api::FileDownload | Api::CardUpdate)
     }
 }
 
@@ -238,6 +302,8 @@ struct Inner {
     token: TokenCache,
     batch_bucket: TokenBucket,
     group_bucket: TokenBucket,
+    file_bucket: TokenBucket,
+    card_bucket: TokenBucket,
 }
 
 /// Pushes robot messages through the DingTalk OpenAPI and replies through session webhooks.
@@ -367,6 +433,8 @@ impl DingTalkSender {
             connect_timeout: Duration::from_secs(5),
             refresh_margin: Duration::from_secs(300),
             part_bytes: DEFAULT_PART_BYTES,
+            extra_roots_pem: Vec::new(),
+            max_file_bytes: 20 * 1024 * 1024,
         }
     }
 
@@ -383,6 +451,15 @@ impl DingTalkSender {
     /// The robot code sends carry.
     pub fn robot_code(&self) -> &str {
         &self.inner.robot_code
+    }
+
+    /// The HTTP client (its trust roots and timeouts), for calls outside the OpenAPI.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub(crate) fn max_file_bytes(&self) -> usize {
+        self.inner.config.max_file_bytes
     }
 
     /// A valid access token, for OpenAPI calls this crate does not wrap. Cached, refreshed
@@ -443,7 +520,20 @@ impl DingTalkSender {
         token: Option<&AccessToken>,
         body: &Value,
     ) -> std::result::Result<Value, CallError> {
-        let mut req = self.inner.http.post(url).json(body);
+        self.call_json(reqwest::Method::POST, url, token, body)
+            .await
+    }
+
+    /// One call with a JSON body; 2xx JSON is success (an empty 2xx body is `null`), anything
+    /// else an error.
+    async fn call_json(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: Option<&AccessToken>,
+        body: &Value,
+    ) -> std::result::Result<Value, CallError> {
+        let mut req = self.inner.http.request(method, url).json(body);
         if let Some(t) = token {
             req = req.header("x-acs-dingtalk-access-token", &t.0);
         }
@@ -466,6 +556,9 @@ impl DingTalkSender {
             .map_err(|e| (Error::transport(e), retry_after))?;
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
             return parsed.ok_or_else(|| {
                 (
                     Error::UnexpectedResponse {
@@ -499,21 +592,24 @@ impl DingTalkSender {
 
     /// An authenticated, paced OpenAPI call: the token is refreshed once if refused, throttling
     /// and connection failures are retried with backoff, anything else is returned.
-    async fn api_call(&self, api: Api, body: &Value) -> Result<Value> {
+    pub(crate) async fn api_call(&self, api: Api, body: &Value) -> Result<Value> {
         let url = format!("{}{}", self.inner.config.api_base, api.path());
         let bucket = match api {
             Api::BatchSend => &self.inner.batch_bucket,
             Api::GroupSend => &self.inner.group_bucket,
+            Api::FileDownload => &self.inner.file_bucket,
+            Api::CardCreate | Api::CardDeliver | Api::CardUpdate => &self.inner.card_bucket,
         };
         let mut retries = 0;
         let mut refreshed = false;
         loop {
             bucket.acquire().await;
             let token = self.token().await?;
-            let (e, retry_after) = match self.post_json(&url, Some(&token), body).await {
-                Ok(v) => return Ok(v),
-                Err(failure) => failure,
-            };
+            let (e, retry_after) =
+                match self.call_json(api.method(), &url, Some(&token), body).await {
+                    Ok(v) => return Ok(v),
+                    Err(failure) => failure,
+                };
             if e.is_invalid_token() && !refreshed {
                 tracing::info!(
                     api = api.name(),
@@ -523,7 +619,8 @@ impl DingTalkSender {
                 self.inner.token.invalidate(&token);
                 continue;
             }
-            if !e.is_safe_to_retry() {
+            let retry = e.is_safe_to_retry() || (api.idempotent() && e.is_retryable());
+            if !retry {
                 tracing::warn!(api = api.name(), error = %e, "dingtalk call failed");
                 return Err(e);
             }
@@ -702,11 +799,11 @@ impl DingTalkSender {
             }
             let r = self.send_to_users(&[user_id], &message).await?;
             let reason = if !r.invalid_users.is_empty() {
-                "invalid user"
+                NOT_DELIVERED_INVALID
             } else if !r.filtered_users.is_empty() {
-                "filtered"
+                NOT_DELIVERED_FILTERED
             } else if !r.flow_controlled_users_failed.is_empty() {
-                "flow-controlled"
+                NOT_DELIVERED_FLOW_CONTROLLED
             } else {
                 continue;
             };
@@ -738,7 +835,10 @@ impl DingTalkSender {
     ///
     /// # Errors
     ///
-    /// The first part that failed (earlier parts were delivered).
+    /// The first part that failed (earlier parts were delivered), or [`Error::NotDelivered`]
+    /// naming the first user that DingTalk answered for (with HTTP 200) as invalid, filtered or
+    /// still flow-controlled after the retries ([`SenderBuilder::flow_control_retries`]); the
+    /// other users were sent every part.
     pub async fn send_long_markdown(
         &self,
         target: &Target,
@@ -749,6 +849,7 @@ impl DingTalkSender {
         let parts = self.split_for_param(text, &title);
         let n = parts.len();
         let mut target = target.clone();
+        let mut undelivered: Option<(String, &'static str)> = None;
         for (i, part) in parts.into_iter().enumerate() {
             let part_title = if n > 1 {
                 format!("{title} ({}/{n})", i + 1)
@@ -759,13 +860,32 @@ impl DingTalkSender {
             if let SendReport::Users(r) = self.send(&target, &message).await?
                 && let Target::Users(users) = &mut target
             {
+                if undelivered.is_none() {
+                    undelivered = r
+                        .invalid_users
+                        .first()
+                        .map(|u| (u.clone(), NOT_DELIVERED_INVALID))
+                        .or_else(|| {
+                            r.filtered_users
+                                .first()
+                                .map(|u| (u.clone(), NOT_DELIVERED_FILTERED))
+                        })
+                        .or_else(|| {
+                            r.flow_controlled_users_failed
+                                .first()
+                                .map(|u| (u.clone(), NOT_DELIVERED_FLOW_CONTROLLED))
+                        });
+                }
                 users.retain(|u| !r.invalid_users.contains(u) && !r.filtered_users.contains(u));
                 if users.is_empty() {
                     break;
                 }
             }
         }
-        Ok(n)
+        match undelivered {
+            Some((user_id, reason)) => Err(Error::NotDelivered { user_id, reason }),
+            None => Ok(n),
+        }
     }
 
     /// Replies through a conversation's session webhook (`sessionWebhook` of the callback; no

@@ -24,6 +24,13 @@
 //!   (never inside a UTF-8 character), closes and reopens code fences and numbers the parts
 //!   "(1/3)"; [`DingTalkSender::send_long_markdown`] sends them in order, each within
 //!   DingTalk's 15,000-byte `msgParam` limit. [`reassemble`] undoes it.
+//! - **Files users send** ([`DingTalkSender::download_file`]): `messageFiles/download` turns a
+//!   callback's `downloadCode` into a temporary URL, whose bytes are fetched (size-capped).
+//! - **Interactive cards** ([`DingTalkSender::create_and_deliver_card`],
+//!   [`DingTalkSender::update_card`]): created, delivered and updated as the official SDK's
+//!   `CardReplier` does (`/v1.0/card/instances`, `/v1.0/card/instances/deliver`).
+//! - **Trust**: the platform's roots (on Linux `SSL_CERT_FILE` / `SSL_CERT_DIR` when set) plus
+//!   any CA given to [`SenderBuilder::add_root_certificates_pem`].
 //! - **Secrets** (app secret, access tokens, session-webhook URLs) never appear in logs, errors
 //!   or `Debug` output.
 //!
@@ -70,17 +77,21 @@
 //!
 //! None.
 
+mod card;
 mod client;
 mod error;
+mod files;
 mod message;
 mod split;
 mod throttle;
 mod token;
 
+pub use card::{CardParams, CardSpace};
 pub use client::{
     BatchSendReport, DEFAULT_API_BASE, DEFAULT_OAPI_BASE, DingTalkSender, GroupSendReport,
     MAX_USERS_PER_CALL, SendReport, SenderBuilder, Target,
 };
 pub use error::{Error, Result, TransportKind};
+pub use files::DownloadedFile;
 pub use message::Message;
 pub use split::{DEFAULT_PART_BYTES, MIN_PART_BYTES, MSG_PARAM_LIMIT, reassemble, split_message};

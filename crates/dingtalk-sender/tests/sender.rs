@@ -502,3 +502,55 @@ async fn users_still_flow_controlled_after_their_retries_are_reported() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn long_markdown_names_a_user_dingtalk_did_not_deliver_to_and_the_others_get_every_part() {
+    let mock = DingTalkMock::start(MockConfig {
+        qps_limit: None,
+        invalid_users: HashSet::from(["ghost".to_owned()]),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let s = builder(&mock).part_bytes(1_000).build().unwrap();
+    let text = "第一段内容。\n\n".repeat(200);
+    let err = s
+        .send_long_markdown(
+            &Target::Users(vec!["a".into(), "ghost".into()]),
+            "报告",
+            &text,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotDelivered { user_id, reason: "invalid user" } if user_id == "ghost"),
+        "{err}"
+    );
+    let to_a: Vec<String> = mock
+        .outbox()
+        .into_iter()
+        .filter(|e| e.to.contains(&"a".to_owned()))
+        .map(|e| e.text)
+        .collect();
+    assert!(to_a.len() > 1);
+    assert_eq!(reassemble(&to_a), text);
+    assert!(
+        mock.outbox()
+            .iter()
+            .skip(1)
+            .all(|e| !e.to.contains(&"ghost".to_owned())),
+        "an invalid user is not sent the later parts"
+    );
+
+    // A user still flow-controlled after the retries is reported too, never as delivered.
+    mock.flow_control("busy");
+    let s = builder(&mock).flow_control_retries(0).build().unwrap();
+    let err = s
+        .send_long_markdown(&Target::Users(vec!["busy".into()]), "报告", "短结果")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotDelivered { user_id, reason: "flow-controlled" } if user_id == "busy"),
+        "{err}"
+    );
+}
