@@ -101,6 +101,23 @@ async fn seed_request_round_trip_delivers_the_exact_signed_package() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    let wrong_bearer = http
+        .post(&callback_url)
+        .bearer_auth("forged")
+        .json(&serde_json::json!({"status": "resolved"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_bearer.status(), 401);
+    // What a receiver's HTTP client tries first: the token as a Bearer credential.
+    let accepted = http
+        .post(&callback_url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"status": "accepted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
     let ok = http
         .post(&callback_url)
         .header("x-callback-token", &token)

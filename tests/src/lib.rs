@@ -126,6 +126,8 @@ impl Receiver {
         let deliveries = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/hook", post(receive))
+            // Other paths on the same host:port, for per-endpoint tests.
+            .route("/hook/{*rest}", post(receive))
             .with_state(ReceiverState {
                 deliveries: deliveries.clone(),
                 respond,

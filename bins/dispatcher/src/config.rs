@@ -87,6 +87,9 @@ pub struct Config {
     pub signing_secret: List,
     /// CIDRs a webhook may target even though they are not public (e.g. `127.0.0.0/8`).
     pub allowed_target_cidrs: List,
+    /// Fixed addresses for webhook hosts, `HOST=IP:PORT` each, like curl's `--resolve`: for
+    /// split-horizon networks and tests. The SSRF guard still checks the address.
+    pub resolve: List,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// First retry delay.
@@ -137,6 +140,7 @@ impl Default for Config {
             api_keys: List::default(),
             signing_secret: List::default(),
             allowed_target_cidrs: List::default(),
+            resolve: List::default(),
             max_retries: 3,
             base_retry_delay: Duration::from_secs(30),
             max_retry_delay: Duration::from_secs(3600),
@@ -174,6 +178,7 @@ impl fmt::Debug for Config {
             .field("api_keys", &redacted(&self.api_keys))
             .field("signing_secret", &redacted(&self.signing_secret))
             .field("allowed_target_cidrs", &self.allowed_target_cidrs)
+            .field("resolve", &self.resolve)
             .field("max_retries", &self.max_retries)
             .field("base_retry_delay", &self.base_retry_delay)
             .field("max_retry_delay", &self.max_retry_delay)
@@ -196,6 +201,28 @@ pub struct ConfigError(pub String);
 pub use workflow_core::store::Database;
 
 impl Config {
+    /// [`Config::resolve`] parsed: `(host, address)` pairs.
+    ///
+    /// # Errors
+    ///
+    /// An entry that is not `HOST=IP:PORT`.
+    pub fn resolve_overrides(&self) -> Result<Vec<(String, std::net::SocketAddr)>, ConfigError> {
+        self.resolve
+            .0
+            .iter()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .and_then(|(host, addr)| {
+                        let host = host.trim().to_ascii_lowercase();
+                        let addr = addr.trim().parse().ok()?;
+                        (!host.is_empty()).then_some((host, addr))
+                    })
+                    .ok_or_else(|| ConfigError(format!("resolve: {entry:?} is not HOST=IP:PORT")))
+            })
+            .collect()
+    }
+
     /// Extracts and validates the configuration from a figment (see [`figment_for`]).
     ///
     /// # Errors
@@ -234,6 +261,7 @@ impl Config {
                 ConfigError(format!("allowed_target_cidrs: {cidr:?} is not a CIDR"))
             })?;
         }
+        self.resolve_overrides()?;
         for s in &self.signing_secret.0 {
             webhook_client::SigningSecret::parse(s).map_err(|_| {
                 ConfigError("signing_secret: must be whsec_ followed by base64".into())
@@ -316,6 +344,10 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_target_cidrs: Option<String>,
+    /// Fixed addresses for webhook hosts, `HOST=IP:PORT`, comma-separated (like curl's --resolve).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<String>,
     /// Retries after the first attempt [default: 3].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

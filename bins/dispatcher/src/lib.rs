@@ -279,9 +279,13 @@ impl App {
             .map(|c| c.parse())
             .collect::<Result<Vec<ipnet::IpNet>, _>>()
             .context("while parsing allowed_target_cidrs")?;
-        let client = WebhookClient::builder()
+        let mut client = WebhookClient::builder()
             .timeout(config.delivery_timeout)
-            .allow_cidrs(cidrs)
+            .allow_cidrs(cidrs);
+        for (host, addr) in config.resolve_overrides()? {
+            client = client.resolve(&host, addr);
+        }
+        let client = client
             .breaker(circuit_breaker::BreakerConfig {
                 open_wait: config.breaker_open_wait,
                 max_open_wait: config.breaker_open_wait.saturating_mul(20),

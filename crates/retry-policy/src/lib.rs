@@ -441,11 +441,14 @@ impl Classifier {
 }
 
 /// Parses a `Retry-After` header: delta seconds (`"120"`) or an HTTP date, as a delay from
-/// `now`. A date in the past gives zero; garbage gives `None`.
+/// `now`. A date in the past gives zero; garbage gives `None`. A number of seconds too large
+/// for a `u64` is still a (huge) delay, not garbage: callers cap it like any long one.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -651,6 +654,15 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let p = RetryPolicy::default();
+        assert!(
+            p.next_delay(0, parse_retry_after("99999999999999999999999", now))
+                .is_some_and(|d| d <= p.max_delay)
+        );
         assert_eq!(parse_retry_after("-5", now), None);
     }
 }

@@ -42,7 +42,7 @@ pub struct ChatRequest<'a> {
     pub secret: Option<&'a str>,
     /// The body from [`crate::chat::render`], unsigned.
     pub body: &'a serde_json::Value,
-    /// The breaker key (e.g. `channel:pr-team`); `None`: the URL's `scheme://host:port`.
+    /// The breaker key (e.g. `channel:pr-team`); `None`: the URL's [endpoint](endpoint_key).
     pub breaker_key: Option<&'a str>,
 }
 
@@ -110,6 +110,7 @@ pub struct WebhookClientBuilder {
     default_headers: Vec<(String, String)>,
     ssrf_guard: bool,
     allow_cidrs: Vec<IpNet>,
+    resolve: std::collections::HashMap<String, Vec<std::net::SocketAddr>>,
     breaker: BreakerConfig,
     classifier: Classifier,
     pool_idle_per_host: usize,
@@ -125,6 +126,7 @@ impl Default for WebhookClientBuilder {
             default_headers: Vec::new(),
             ssrf_guard: true,
             allow_cidrs: Vec::new(),
+            resolve: std::collections::HashMap::new(),
             breaker: BreakerConfig::default(),
             classifier: Classifier::default(),
             pool_idle_per_host: 64,
@@ -175,6 +177,17 @@ impl WebhookClientBuilder {
         self
     }
 
+    /// Connects to `addr` for `host` instead of asking DNS (curl's `--resolve`): for
+    /// split-horizon networks and tests. The SSRF guard still checks `addr`. TLS still
+    /// verifies the certificate for `host`.
+    pub fn resolve(mut self, host: &str, addr: std::net::SocketAddr) -> Self {
+        self.resolve
+            .entry(host.to_ascii_lowercase())
+            .or_default()
+            .push(addr);
+        self
+    }
+
     /// Per-target breaker settings.
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = config;
@@ -221,6 +234,7 @@ impl WebhookClientBuilder {
             .default_headers(headers)
             .dns_resolver(GuardedResolver {
                 policy: policy.clone(),
+                overrides: Arc::new(self.resolve),
             })
             .build()
             .map_err(|e| Error::Build(e.without_url().to_string()))?;
@@ -260,7 +274,36 @@ impl fmt::Debug for WebhookClient {
     }
 }
 
-/// The breaker key of a URL: `scheme://host:port` (default ports filled in).
+/// The breaker key of a URL: its endpoint, `scheme://host:port/path`, and when it has a query,
+/// `?q=` with a hash of it (a query may hold a token: `robot/send?access_token=...`). Default
+/// ports are filled in and the host lowercased, so spellings of one endpoint share a key.
+///
+/// Each endpoint has its own breaker, so one dead hook on a host shared with others
+/// (`hooks.slack.com`, `oapi.dingtalk.com`, a partner's gateway) does not stop the rest. It
+/// is safe in logs and metrics.
+pub fn endpoint_key(url: &str) -> Option<String> {
+    use sha2::Digest;
+    let u = url::Url::parse(url).ok()?;
+    let host = target_key(url)?;
+    Some(match u.query() {
+        Some(q) if !q.is_empty() => {
+            let digest = sha2::Sha256::digest(q.as_bytes());
+            format!("{host}{}?q={}", u.path(), hex_prefix(&digest[..6]))
+        }
+        _ => format!("{host}{}", u.path()),
+    })
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    use fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The host key of a URL: `scheme://host:port` (default ports filled in). Connection pools
+/// and concurrency caps are per host; breakers are per [endpoint](endpoint_key).
 pub fn target_key(url: &str) -> Option<String> {
     let u = url::Url::parse(url).ok()?;
     let host = u.host_str()?;
@@ -329,9 +372,9 @@ impl WebhookClient {
         WebhookClientBuilder::default()
     }
 
-    /// While the breaker of `url`'s target is open, how long until it lets a probe through.
+    /// While the breaker of `url`'s endpoint is open, how long until it lets a probe through.
     pub fn breaker_retry_in(&self, url: &str) -> Option<Duration> {
-        target_key(url).and_then(|k| self.inner.breakers.retry_in(&k))
+        endpoint_key(url).and_then(|k| self.inner.breakers.retry_in(&k))
     }
 
     /// While the breaker under `key` (see [`ChatRequest::breaker_key`]) is open, how long
@@ -435,7 +478,8 @@ impl WebhookClient {
                 None,
             );
         }
-        let key = breaker_key.map_or_else(|| target_key(target).unwrap_or_default(), str::to_owned);
+        let key =
+            breaker_key.map_or_else(|| endpoint_key(target).unwrap_or_default(), str::to_owned);
         let permit = match inner.breakers.try_acquire(&key) {
             Ok(p) => p,
             Err(open) => {

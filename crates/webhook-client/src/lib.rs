@@ -56,7 +56,7 @@ mod ssrf;
 
 pub use client::{
     AttemptReport, ChatRequest, USER_AGENT, WebhookClient, WebhookClientBuilder, WebhookRequest,
-    target_key,
+    endpoint_key, target_key,
 };
 pub use error::{Error, Result};
 pub use retry_policy::{Classifier, Outcome, TransportErrorKind};

@@ -110,15 +110,20 @@ pub struct BlockedAddress;
 #[derive(Debug, Clone)]
 pub(crate) struct GuardedResolver {
     pub(crate) policy: Arc<SsrfPolicy>,
+    /// Fixed addresses by lowercase host name, checked like resolved ones.
+    pub(crate) overrides: Arc<std::collections::HashMap<String, Vec<SocketAddr>>>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
+        let fixed = self.overrides.get(&host.to_ascii_lowercase()).cloned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = match fixed {
+                Some(addrs) => addrs,
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
                 .filter(|a| policy.permits(a.ip()))

@@ -822,7 +822,11 @@ async fn record(
     };
     metrics::histogram!("workflow_attempt_duration_seconds").record(elapsed.as_secs_f64());
     let (completion, will_retry) = match outcome.result {
-        AttemptResult::Deferred { retry_in, reason } => {
+        AttemptResult::Deferred {
+            retry_in,
+            reason,
+            hold_target,
+        } => {
             let until =
                 now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::TimeDelta::MAX);
             tracing::info!(task_id = %task.id, %until, reason = %reason, "attempt deferred");
@@ -832,7 +836,7 @@ async fn record(
                 reason: reason.clone(),
             });
             metrics::counter!("workflow_attempts_total", "outcome" => "deferred").increment(1);
-            if let Some(target) = &task.target {
+            if let Some(target) = task.target.as_ref().filter(|_| hold_target) {
                 // Whatever deferred this task (the target's breaker, its rate limit) holds
                 // every task of the target: leave them unclaimed until then, instead of
                 // claiming and giving back each due one (a write and an event apiece, over

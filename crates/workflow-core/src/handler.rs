@@ -36,14 +36,18 @@ pub enum AttemptResult {
     /// Not attempted (e.g. the target's breaker is open): due again after `retry_in`,
     /// without spending an attempt.
     ///
-    /// A deferral speaks for the task's whole target: the engine claims none of that target's
-    /// tasks before `retry_in` has passed (other targets go on as usual). Return it only for
-    /// reasons that hold for every task of the target, such as its breaker or rate limit.
+    /// With `hold_target`, the deferral speaks for the task's whole target: the engine claims
+    /// none of that target's tasks before `retry_in` has passed (other targets go on as
+    /// usual). Hold only for reasons that apply to every task of the target, such as its
+    /// breaker or rate limit; a reason narrower than the target (the breaker of one endpoint
+    /// on a host shared with others) defers this task alone.
     Deferred {
         /// When to try.
         retry_in: Duration,
         /// Why.
         reason: String,
+        /// Whether every task of the target waits as well.
+        hold_target: bool,
     },
 }
 
@@ -90,6 +94,17 @@ impl HandlerOutcome {
         HandlerOutcome::from(AttemptResult::Deferred {
             retry_in,
             reason: reason.into(),
+            hold_target: true,
+        })
+    }
+
+    /// Not attempted; this task alone is due again in `retry_in` without spending an
+    /// attempt. Other tasks of its target go on (see [`AttemptResult::Deferred`]).
+    pub fn deferred_task(retry_in: Duration, reason: impl Into<String>) -> HandlerOutcome {
+        HandlerOutcome::from(AttemptResult::Deferred {
+            retry_in,
+            reason: reason.into(),
+            hold_target: false,
         })
     }
 

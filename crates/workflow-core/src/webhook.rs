@@ -77,16 +77,27 @@ impl Handler for WebhookDeliveryHandler {
             r = self.client.send_webhook(&request) => r,
             () = ctx.cancel.cancelled() => return HandlerOutcome::retryable("cancelled while sending"),
         };
-        attempt_outcome(report, "circuit open for target")
+        // The breaker is the endpoint's, the task's target its host's (concurrency is per
+        // host): an open breaker defers this task, not the host's other endpoints.
+        attempt_outcome(report, "circuit open for endpoint", false)
     }
 }
 
 /// The engine's view of one delivery attempt: not sent because the breaker is open → deferred
-/// (with `deferral_reason`), else success, retryable (with the target's `Retry-After`) or
+/// (with `deferral_reason`; `breaker_is_target`: the breaker guards the task's whole target,
+/// so the target is held), else success, retryable (with the target's `Retry-After`) or
 /// permanent, keeping the status code and the truncated response for the attempt record.
-pub fn attempt_outcome(report: AttemptReport, deferral_reason: &str) -> HandlerOutcome {
+pub fn attempt_outcome(
+    report: AttemptReport,
+    deferral_reason: &str,
+    breaker_is_target: bool,
+) -> HandlerOutcome {
     if let Some(retry_in) = report.breaker_retry_in {
-        return HandlerOutcome::deferred(retry_in, deferral_reason);
+        return if breaker_is_target {
+            HandlerOutcome::deferred(retry_in, deferral_reason)
+        } else {
+            HandlerOutcome::deferred_task(retry_in, deferral_reason)
+        };
     }
     let error = report.error_message().unwrap_or_default();
     let outcome = match report.outcome {

@@ -46,7 +46,7 @@ impl ChannelDeliveryHandler {
 }
 
 fn from_report(report: AttemptReport) -> HandlerOutcome {
-    workflow_core::attempt_outcome(report, "circuit open for channel")
+    workflow_core::attempt_outcome(report, "circuit open for channel", true)
 }
 
 impl ChannelDeliveryHandler {

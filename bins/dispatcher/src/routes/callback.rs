@@ -29,10 +29,11 @@ pub struct CallbackRequest {
 const CALLBACK_STATUSES: [&str; 4] = ["accepted", "in_progress", "resolved", "rejected"];
 
 /// The receiver reports how the task ended (closes the loop). Authenticated by the task's
-/// `callback_token` (header `X-Callback-Token` or body field), not by an API key.
+/// `callback_token` (as `Authorization: Bearer <token>`, header `X-Callback-Token`, or the
+/// body field), not by an API key.
 #[utoipa::path(
     post, path = "/workflow/tasks/{task_id}/callback", tag = "tasks",
-    params(("task_id" = String, Path, description = "Task id"), ("X-Callback-Token" = Option<String>, Header, description = "The task's callback token")),
+    params(("task_id" = String, Path, description = "Task id"), ("X-Callback-Token" = Option<String>, Header, description = "The task's callback token (or send it as `Authorization: Bearer`, or as the body's `callback_token`)")),
     request_body = CallbackRequest,
     responses(
         (status = 200, description = "Recorded", body = TaskStatusResponse),
@@ -47,10 +48,21 @@ pub(crate) async fn callback(
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    // A token in the header is checked before the body is even parsed.
+    // A token in a header is checked before the body is even parsed: `X-Callback-Token`,
+    // else `Authorization: Bearer` (what a receiver's HTTP client tries first).
     let header_token = headers
         .get("x-callback-token")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .or_else(|| {
+            let auth = headers.get(axum::http::header::AUTHORIZATION)?;
+            let auth = auth.to_str().unwrap_or_default().trim();
+            let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
+            Some(if scheme.eq_ignore_ascii_case("bearer") {
+                token.trim().to_owned()
+            } else {
+                String::new()
+            })
+        });
     if let Some(token) = &header_token
         && !state.callbacks.verify(&task_id, token)
     {
@@ -70,7 +82,8 @@ pub(crate) async fn callback(
             .and_then(|v| v.as_str())
             .ok_or_else(|| {
                 ApiError::unauthorized(
-                    "missing callback token (X-Callback-Token header or callback_token field)",
+                    "missing callback token (Authorization: Bearer, X-Callback-Token or the \
+                     callback_token field)",
                 )
             })?;
         if !state.callbacks.verify(&task_id, token) {

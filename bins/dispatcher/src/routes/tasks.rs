@@ -23,6 +23,13 @@ use crate::config::BreakerOpenPolicy;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::json_body;
 
+/// The seed's `message` for a new task, word for word.
+pub const CREATED_MESSAGE: &str = "Workflow task created and dispatched successfully";
+/// The `message` when an `Idempotency-Key` names a task that exists (header
+/// `Idempotent-Replayed: true`); the rest of the answer is that task's.
+pub const REPLAYED_MESSAGE: &str =
+    "Workflow task already exists for this Idempotency-Key; returning it";
+
 /// The answer to `POST /workflow/tasks` (the seed's shape).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateTaskResponse {
@@ -194,17 +201,23 @@ pub(crate) async fn create_task(
         }
         _ => None,
     };
+    // A replay answers what the stored task does, not what the new request asked for.
+    let (webhook_url, channel_name) = if replayed {
+        (task_url(&task).unwrap_or_default(), task_channel(&task))
+    } else {
+        (webhook_url.unwrap_or_default(), channel.map(|c| c.name))
+    };
     let body = CreateTaskResponse {
         status: "success".to_owned(),
         task_id: task.id,
         message: if replayed {
-            "任务已存在（幂等键重复），返回原任务"
+            REPLAYED_MESSAGE
         } else {
-            "任务已创建并加入分发队列"
+            CREATED_MESSAGE
         }
         .to_owned(),
-        webhook_url: webhook_url.unwrap_or_default(),
-        channel: channel.map(|c| c.name),
+        webhook_url,
+        channel: channel_name,
         channel_task_id,
     };
     let mut resp = Json(body).into_response();
@@ -293,14 +306,17 @@ fn task_url(task: &Task) -> Option<String> {
         .map(str::to_owned)
 }
 
+fn task_channel(task: &Task) -> Option<String> {
+    task.payload
+        .get("channel")
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
+}
+
 pub(crate) fn info(task: Task, attempts: Vec<workflow_core::AttemptRecord>) -> TaskInfo {
     TaskInfo {
         webhook_url: task_url(&task),
-        channel: task
-            .payload
-            .get("channel")
-            .and_then(|c| c.as_str())
-            .map(str::to_owned),
+        channel: task_channel(&task),
         task_id: task.id,
         status: task.status.as_str().to_owned(),
         completed_at: task.finished_at,

@@ -13,6 +13,7 @@ mod channels;
 mod crash;
 mod router;
 mod scale_out;
+mod seed;
 
 use std::collections::HashMap;
 use std::path::Path;

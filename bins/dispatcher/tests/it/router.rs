@@ -595,6 +595,24 @@ async fn idempotency_key_returns_the_same_task() {
     assert!(!first.headers.contains_key("idempotent-replayed"));
     assert_eq!(second.headers["idempotent-replayed"], "true");
     assert_eq!(t.task_count().await, 1);
+    assert_eq!(
+        first.json["message"],
+        "Workflow task created and dispatched successfully"
+    );
+    // A replay with another URL answers the stored task's URL, not the new request's.
+    let other = t
+        .call(
+            Request::post("/workflow/tasks")
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "click-42")
+                .body(Body::from(seed_body("http://127.0.0.2:9/other")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(other.json["task_id"], first.json["task_id"]);
+    assert_eq!(other.json["webhook_url"], DEAD);
+    assert_eq!(t.task_count().await, 1);
     t.stop().await;
 }
 
