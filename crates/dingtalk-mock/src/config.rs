@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
+use crate::MockTls;
+
 /// How the mock behaves. Every field has a default taken from the protocol reference.
 ///
 /// Build it with struct update syntax: `MockConfig { qps_limit: None, ..MockConfig::default() }`.
@@ -53,6 +55,9 @@ pub struct MockConfig {
     pub http_callback_url: Option<String>,
     /// The custom group robot served at `/robot/send`.
     pub custom_robot: CustomRobotConfig,
+    /// TLS mode (`None`, the default: plain `http://` and `ws://`). With it the mock serves
+    /// `https://` only, and the Stream gateway hands out `wss://` endpoints, as DingTalk does.
+    pub tls: Option<MockTls>,
 }
 
 impl Default for MockConfig {
@@ -75,6 +80,7 @@ impl Default for MockConfig {
             groups: HashSet::new(),
             http_callback_url: None,
             custom_robot: CustomRobotConfig::default(),
+            tls: None,
         }
     }
 }
@@ -102,6 +108,7 @@ impl fmt::Debug for MockConfig {
                 &self.http_callback_url.as_ref().map(|_| "<set>"),
             )
             .field("custom_robot", &self.custom_robot)
+            .field("tls", &self.tls)
             .finish()
     }
 }

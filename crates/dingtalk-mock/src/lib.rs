@@ -22,6 +22,32 @@
 //!   tokens, QPS limit, injected error bodies;
 //! - a control API under `/_mock/` (say a message, read the outbox, turn the knobs).
 //!
+//! # TLS mode
+//!
+//! Real DingTalk is `https://` and `wss://` only. [`DingTalkMock::start_tls`] (or
+//! [`MockConfig::tls`], or `dingtalk-mock --tls --write-ca ca.pem` on the command line) serves
+//! TLS only, with a certificate for `localhost`, `127.0.0.1` and `::1` signed by a throwaway CA
+//! generated at start ([`MockTls::Generate`]), or one given as PEM ([`MockTls::Pem`], `--tls-cert`
+//! `--tls-key` `--tls-ca`). [`DingTalkMock::base_url`] is then `https://127.0.0.1:PORT`, the
+//! gateway hands out `wss://127.0.0.1:PORT/connect`, and session webhooks are `https://`.
+//! Clients trust [`DingTalkMock::ca_pem`]: as an extra root (reqwest's
+//! `add_root_certificate`, `dingtalk_stream::StreamConfig::add_root_certificates_pem`) or,
+//! for a child process, as the file `SSL_CERT_FILE` (Rust/rustls, OpenSSL) or
+//! `REQUESTS_CA_BUNDLE` (Python requests) names.
+//!
+//! ```
+//! use dingtalk_mock::{DingTalkMock, MockConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mock = DingTalkMock::start_tls(MockConfig::default()).await?;
+//! assert!(mock.base_url().starts_with("https://"));
+//! let ca_pem: &str = mock.ca_pem().expect("a generated CA");
+//! # let _ = ca_pem;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Lifetimes (tokens, tickets, sessions, rate windows, grace periods, redelivery, pings) run
 //! on tokio's clock, so they follow paused time; the epoch-millisecond fields on the wire
 //! (`createAt`, `sessionWebhookExpiredTime`, `time`) are wall-clock, as DingTalk's are.
@@ -63,6 +89,7 @@ mod oapi;
 mod openapi;
 mod state;
 mod stream;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,6 +108,7 @@ pub use error::{Error, Result};
 pub use message::{Conversation, MockMessage, MsgType, Said};
 pub use oapi::custom_robot_sign;
 pub use state::{Api, MockFault, OutboxEntry, PingRecord};
+pub use tls::MockTls;
 
 use axum::serve::ListenerExt as _;
 use message::{Envelope, callback_payload};
@@ -92,6 +120,7 @@ pub struct DingTalkMock {
     addr: SocketAddr,
     state: Arc<State>,
     server: Option<tokio::task::JoinHandle<()>>,
+    ca_pem: Option<String>,
 }
 
 impl DingTalkMock {
@@ -110,34 +139,72 @@ impl DingTalkMock {
     ///
     /// [`Error::Bind`] when `addr` cannot be bound.
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> Result<DingTalkMock> {
+        // Built before binding, so a bad certificate fails fast.
+        let server_tls = config.tls.as_ref().map(tls::server_tls).transpose()?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(Error::Bind)?;
         let addr = listener.local_addr().map_err(Error::Bind)?;
-        let state = Arc::new(State::new(config, format!("http://{addr}")));
+        let scheme = if server_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let state = Arc::new(State::new(config, format!("{scheme}://{addr}")));
         if let Some(every) = state.config.ping_interval {
             state.spawn(stream::ping_loop(state.clone(), every));
         }
         let app = router(state.clone());
         let stop = state.shutdown.clone();
-        let server = tokio::spawn(async move {
-            // Like any production gateway, no Nagle delay on small frames and replies.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::trace!(error = %e, "could not set TCP_NODELAY");
+        let ca_pem = server_tls.as_ref().and_then(|t| t.ca_pem.clone());
+        let server = match server_tls {
+            Some(t) => tokio::spawn(tls::serve(listener, t.acceptor, app, stop)),
+            None => tokio::spawn(async move {
+                // Like any production gateway, no Nagle delay on small frames and replies.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::trace!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
+                let serve =
+                    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "dingtalk mock server stopped");
                 }
-            });
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "dingtalk mock server stopped");
-            }
-        });
-        tracing::debug!(%addr, "dingtalk mock listening");
+            }),
+        };
+        tracing::debug!(%addr, tls = ca_pem.is_some(), "dingtalk mock listening");
         Ok(DingTalkMock {
             addr,
             state,
             server: Some(server),
+            ca_pem,
         })
+    }
+
+    /// Starts in TLS mode on `127.0.0.1:0`: `https://` and `wss://` only, with a certificate
+    /// for `localhost`, `127.0.0.1` and `::1` signed by a throwaway CA generated now (unless
+    /// `config.tls` already says otherwise). Clients trust [`DingTalkMock::ca_pem`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] when the certificate cannot be made or read, [`Error::Bind`] when no
+    /// port can be bound.
+    pub async fn start_tls(mut config: MockConfig) -> Result<DingTalkMock> {
+        config.tls.get_or_insert_with(MockTls::default);
+        DingTalkMock::start(config).await
+    }
+
+    /// In TLS mode, the PEM of the CA that signed the server certificate (`None` in plain mode,
+    /// or when a certificate given as [`MockTls::Pem`] came without its CA). Hand it to clients
+    /// as an extra root, or write it to a file for `SSL_CERT_FILE` / `REQUESTS_CA_BUNDLE`.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Whether the mock serves `https://` and `wss://`.
+    pub fn is_tls(&self) -> bool {
+        self.state.base_url.starts_with("https://")
     }
 
     /// Stops the server and waits for it: Stream sockets get a close frame, idle HTTP
@@ -150,7 +217,8 @@ impl DingTalkMock {
         }
     }
 
-    /// `http://127.0.0.1:PORT`: the base URL for both the api and the oapi host.
+    /// `http://127.0.0.1:PORT` (`https://` in TLS mode): the base URL for both the api and the
+    /// oapi host.
     pub fn base_url(&self) -> String {
         self.state.base_url.clone()
     }

@@ -1,11 +1,12 @@
 //! `dingtalk-mock`: run the local DingTalk by hand.
 //!
 //! `dingtalk-mock --listen 127.0.0.1:9090 --client-id ID --client-secret SECRET`
+//! `dingtalk-mock --tls --write-ca /tmp/mock-ca.pem` (https and wss, with a throwaway CA)
 
 use std::time::Duration;
 
 use clap::Parser;
-use dingtalk_mock::{DingTalkMock, MockConfig};
+use dingtalk_mock::{DingTalkMock, MockConfig, MockTls};
 
 /// A local DingTalk (OpenAPI, session webhooks, custom robot, Stream gateway) on one port.
 #[derive(Debug, Parser)]
@@ -37,6 +38,22 @@ struct Args {
     /// Redeliver un-ACKed callbacks after this many seconds (0: never).
     #[arg(long, default_value_t = 0)]
     redelivery_after: u64,
+    /// TLS mode: serve https:// and wss:// only. Without --tls-cert, with a certificate for
+    /// localhost, 127.0.0.1 and ::1 signed by a throwaway CA generated at start.
+    #[arg(long)]
+    tls: bool,
+    /// TLS mode with this certificate chain (PEM, leaf first) instead of a generated one.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) that signed --tls-cert, for --write-ca.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Write the CA clients must trust (PEM) to this file (TLS mode), e.g. for SSL_CERT_FILE.
+    #[arg(long)]
+    write_ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -47,7 +64,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let default_secret = args.client_secret == MockConfig::default().client_secret;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(MockTls::Pem {
+            cert_chain_pem: std::fs::read_to_string(cert)?,
+            key_pem: std::fs::read_to_string(key)?,
+            ca_pem: args
+                .tls_ca
+                .as_ref()
+                .map(std::fs::read_to_string)
+                .transpose()?,
+        }),
+        _ if args.tls || args.write_ca.is_some() => Some(MockTls::Generate),
+        _ => None,
+    };
     let config = MockConfig {
+        tls,
         robot_code: args.client_id.clone(),
         client_id: args.client_id,
         client_secret: args.client_secret,
@@ -59,6 +90,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mock = DingTalkMock::start_on(args.listen, config).await?;
     let base = mock.base_url();
+    if let (Some(path), Some(ca)) = (&args.write_ca, mock.ca_pem()) {
+        std::fs::write(path, ca)?;
+        println!("  CA written to {}", path.display());
+    }
     println!("dingtalk-mock on {base} (use it as both the api and the oapi base URL)");
     // Only the well-known default secrets are printed; a secret you passed stays yours.
     if default_secret {
@@ -75,6 +110,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  say:    curl -XPOST {base}/_mock/messages -H 'content-type: application/json' \\\n            -d '{{\"text\":\"你好\",\"sender_staff_id\":\"user1\"}}'"
     );
     println!("  outbox: curl {base}/_mock/outbox");
+    if mock.ca_pem().is_some() && args.write_ca.is_none() {
+        println!(
+            "  CA (trust it, e.g. as SSL_CERT_FILE):\n{}",
+            mock.ca_pem().unwrap_or_default()
+        );
+    }
     tokio::signal::ctrl_c().await?;
     mock.shutdown().await;
     Ok(())

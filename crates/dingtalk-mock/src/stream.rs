@@ -68,7 +68,15 @@ pub(crate) async fn open(AxState(state): AxState<Arc<State>>, body: String) -> R
         tickets.retain(|_, exp| now < *exp);
         tickets.insert(ticket.clone(), now + state.config.ticket_ttl);
     }
-    let endpoint = format!("{}/connect", state.base_url.replacen("http://", "ws://", 1));
+    // `https://host:port` -> `wss://host:port/connect`: an explicit port and the `/connect`
+    // path, which the Java SDK assumes whatever the endpoint says (§5.2).
+    let endpoint = format!(
+        "{}/connect",
+        state
+            .base_url
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
+    );
     json_response(
         StatusCode::OK,
         &json!({"endpoint": endpoint, "ticket": ticket}),

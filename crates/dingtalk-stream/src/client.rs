@@ -48,6 +48,9 @@ pub struct StreamConfig {
     pub connect_timeout: Duration,
     /// Capacity of the channel of incoming messages.
     pub channel_capacity: usize,
+    /// PEM certificates trusted as roots besides the platform's (see the crate docs, "TLS"),
+    /// e.g. the CA of a local DingTalk mock or of a TLS-inspecting proxy.
+    pub extra_root_certs_pem: Vec<Vec<u8>>,
 }
 
 impl StreamConfig {
@@ -66,7 +69,16 @@ impl StreamConfig {
             dedupe_capacity: 100_000,
             connect_timeout: Duration::from_secs(10),
             channel_capacity: 1024,
+            extra_root_certs_pem: Vec::new(),
         }
+    }
+
+    /// Also trusts the certificates in `pem` (one or more `CERTIFICATE` blocks) as roots, for
+    /// both the gateway request and the WebSocket. The PEM is parsed by
+    /// [`StreamClient::new`], which fails on a PEM without a certificate.
+    pub fn add_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_root_certs_pem.push(pem.into());
+        self
     }
 
     /// Sets the OpenAPI base URL.
@@ -100,6 +112,7 @@ impl fmt::Debug for StreamConfig {
             .field("backoff_min", &self.backoff_min)
             .field("backoff_max", &self.backoff_max)
             .field("dedupe_ttl", &self.dedupe_ttl)
+            .field("extra_root_certs", &self.extra_root_certs_pem.len())
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +196,8 @@ impl StreamHandle {
 pub struct StreamClient {
     config: Arc<StreamConfig>,
     http: reqwest::Client,
+    /// The `wss://` connector: the same roots as `http`, no ALPN (WebSocket is HTTP/1.1).
+    ws_tls: Arc<rustls::ClientConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,15 +246,22 @@ impl StreamClient {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when the id or secret is empty, or the HTTP client cannot be built.
+    /// [`Error::Config`] when the id or secret is empty, an extra root certificate is not
+    /// readable PEM, no trust root can be loaded, or the HTTP client cannot be built.
     pub fn new(config: StreamConfig) -> Result<StreamClient, Error> {
         if config.client_id.trim().is_empty() || config.client_secret.trim().is_empty() {
             return Err(Error::Config(
                 "client id and client secret are required".into(),
             ));
         }
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = Vec::new();
+        for pem in &config.extra_root_certs_pem {
+            roots.extend(crate::tls::certs_from_pem(pem)?);
+        }
+        let http_tls = crate::tls::client_config(&roots, &[b"h2", b"http/1.1"])?;
+        let ws_tls = Arc::new(crate::tls::client_config(&roots, &[])?);
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(http_tls)
             .timeout(config.connect_timeout)
             .user_agent(concat!("dingtalk-stream-rs/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -247,6 +269,7 @@ impl StreamClient {
         Ok(StreamClient {
             config: Arc::new(config),
             http,
+            ws_tls,
         })
     }
 
@@ -331,7 +354,13 @@ impl StreamClient {
             // Nagle off: ACKs are tiny frames written one per CALLBACK. With Nagle on, the
             // second ACK of a burst waits for the TCP ACK of the first, which the gateway's
             // delayed ACK holds back for ~40 ms (measured with bench-bot: burst ACK p90 46 ms).
-            tokio_tungstenite::connect_async_with_config(url.as_str(), None, true),
+            // A `ws://` endpoint ignores the connector; `wss://` uses it.
+            tokio_tungstenite::connect_async_tls_with_config(
+                url.as_str(),
+                None,
+                true,
+                Some(tokio_tungstenite::Connector::Rustls(self.ws_tls.clone())),
+            ),
         )
         .await
         .map_err(|_| Error::WebSocket("handshake timed out".into()))?

@@ -15,6 +15,19 @@
 //! `timestamp + "\n" + appSecret`, one-hour window, constant-time compare) and answers 401 to
 //! anything else.
 //!
+//! # TLS
+//!
+//! The gateway request (`https://`) and the Stream socket (`wss://`, what DingTalk hands
+//! out) trust the same roots, through `rustls-platform-verifier` (the verifier reqwest uses):
+//! - on Linux, the system store (`/etc/ssl/certs` and the other usual places), or, when set,
+//!   the PEM file `SSL_CERT_FILE` and the directories `SSL_CERT_DIR` name instead;
+//! - on macOS and Windows, the OS's own certificate verifier;
+//! - plus any [`StreamConfig::add_root_certificates_pem`] adds (a local mock's CA, a
+//!   company proxy's).
+//!
+//! rustls runs with the `ring` provider passed to it explicitly: this crate installs no
+//! process-wide crypto provider. Plain `ws://` and `http://` endpoints (a local mock) work too.
+//!
 //! We wrote our own because none of the existing crates ACKs before handling, deduplicates by
 //! `msgId`, switches connections make-before-break, or detects zombie connections (see the
 //! protocol reference, section 9).
@@ -41,6 +54,7 @@ mod frame;
 mod http_mode;
 mod message;
 mod sign;
+mod tls;
 
 pub use client::{
     DEFAULT_API_BASE, StatsSnapshot, StreamClient, StreamConfig, StreamHandle, StreamStats,
