@@ -17,7 +17,7 @@ use crate::routes::{callback, channels, ops, tasks};
         tasks::retry_task, callback::callback, channels::list_channels, ops::healthz, ops::readyz, ops::metrics_text,
         ops::openapi_json
     ),
-    components(schemas(CreateTaskBody, EvidenceDataBody)),
+    components(schemas(CreateTaskForms, FlatTaskBody, CreateTaskBody, EvidenceDataBody)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -39,7 +39,56 @@ impl Modify for BearerAuth {
 // reports every invalid field at once); these mirrors only describe it, so task-package stays
 // free of an OpenAPI dependency.
 
-/// The body of `POST /workflow/tasks` (the seed's request).
+/// The body of `POST /workflow/tasks`: the seed's flat form or the nested package form.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Read by utoipa's derive only.
+pub(crate) enum CreateTaskForms {
+    /// The seed's request, evidence fields at the top level.
+    Flat(FlatTaskBody),
+    /// The nested form, as the package is delivered.
+    Nested(CreateTaskBody),
+}
+
+/// The seed's request body, exactly as its API document prints it.
+#[derive(ToSchema)]
+#[schema(example = json!({
+    "evidence_fragment": "负面证据片段内容",
+    "associated_url": "https://example.com/source",
+    "source_name": "信源名称",
+    "risk_level": "High",
+    "brand_name": "品牌名称",
+    "intervention_script": "干预脚本内容",
+    "source_meta": {"platform": "信源平台", "category": "内容类别"},
+    "webhook_url": "https://hooks.example.com/webhook",
+    "priority": "medium"
+}))]
+#[allow(dead_code)] // Read by utoipa's derive only.
+pub(crate) struct FlatTaskBody {
+    /// The scenario (default `negative_evidence_intervention`).
+    task_type: Option<String>,
+    /// The text of the negative evidence.
+    evidence_fragment: String,
+    /// Where it was found (http or https).
+    associated_url: String,
+    /// Platform name, e.g. 微博.
+    source_name: String,
+    /// `low`, `medium`, `high` or `critical`, case-insensitive.
+    risk_level: String,
+    /// The brand concerned.
+    brand_name: String,
+    /// The suggested reply.
+    intervention_script: String,
+    /// Free-form metadata about the source (an object).
+    source_meta: Option<serde_json::Value>,
+    /// Where to deliver (http or https); required unless `channel` is given.
+    webhook_url: Option<String>,
+    /// A preset channel (see `GET /workflow/channels`).
+    channel: Option<String>,
+    /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
+    priority: Option<String>,
+}
+
+/// The nested form of `POST /workflow/tasks`.
 #[derive(ToSchema)]
 #[schema(example = json!({
     "task_type": "negative_evidence_intervention",

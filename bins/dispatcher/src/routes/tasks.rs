@@ -85,7 +85,7 @@ async fn dispatch_to_channel(
 /// Creates a task from the seed's request body and queues its delivery.
 #[utoipa::path(
     post, path = "/workflow/tasks", tag = "tasks",
-    request_body(content = crate::openapi::CreateTaskBody, description = "The seed's request", content_type = "application/json"),
+    request_body(content = crate::openapi::CreateTaskForms, description = "The seed's flat request, or the nested package form", content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same task")),
     responses(
         (status = 200, description = "Queued", body = CreateTaskResponse),
@@ -475,6 +475,7 @@ pub(crate) async fn list_tasks(
     params(("task_id" = String, Path, description = "Task id")),
     responses(
         (status = 200, description = "Cancelled (or cancelling)", body = TaskStatusResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "Already final", body = ErrorBody),
     ),
@@ -507,6 +508,7 @@ pub(crate) async fn cancel_task(
     params(("task_id" = String, Path, description = "Task id")),
     responses(
         (status = 200, description = "Queued again", body = TaskStatusResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "Not failed or cancelled", body = ErrorBody),
     ),
