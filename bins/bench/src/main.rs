@@ -413,7 +413,8 @@ async fn drive(
     concurrency: usize,
     critical_percent: u32,
 ) -> anyhow::Result<Sent> {
-    let seed = include_str!("../../../crates/task-package/tests/golden/seed_request.json");
+    // The seed document's flat request, as a UI written from it sends it.
+    let seed = include_str!("../../../crates/task-package/tests/golden/seed_flat_request.json");
     let mut body: serde_json::Value = serde_json::from_str(seed)?;
     body["webhook_url"] = hook.into();
     let seed_body = body.to_string();
