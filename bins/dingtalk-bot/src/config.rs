@@ -90,6 +90,21 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Log format: `human` or `json`.
     pub log_format: String,
+    /// A PEM file of CA certificates trusted besides the platform's roots (which on Linux are
+    /// the system store, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), for the OpenAPI, the
+    /// Stream socket, file downloads and the processor's HTTP calls.
+    pub ca_file: Option<PathBuf>,
+    /// With a card template id, long jobs get an interactive progress card instead of text (the
+    /// template declares `title`, `status`, `task_id`, `prompt`, `elapsed`, `estimate`, `content`).
+    pub card_template_id: Option<String>,
+    /// How often a running job's card is updated with the elapsed time.
+    #[serde(with = "humantime_serde")]
+    pub card_update_interval: Duration,
+    /// How many times a push to a flow-controlled user is retried before the result counts as
+    /// not delivered.
+    pub flow_control_retries: u32,
+    /// Serve Prometheus metrics on `GET /metrics` at this address (off by default).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -121,6 +136,11 @@ impl Default for Config {
                 .collect(),
             shutdown_grace: Duration::from_secs(10),
             log_format: "human".into(),
+            ca_file: None,
+            card_template_id: None,
+            card_update_interval: Duration::from_secs(15),
+            flow_control_retries: 3,
+            metrics_listen: None,
         }
     }
 }
@@ -140,6 +160,8 @@ impl std::fmt::Debug for Config {
                     .map(workflow_core::store::redact_database_url),
             )
             .field("processor", &self.processor)
+            .field("ca_file", &self.ca_file)
+            .field("card_template_id", &self.card_template_id)
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +204,11 @@ impl Config {
         if c.max_jobs == 0 || c.max_jobs_per_user == 0 {
             return Err(ConfigError(
                 "max_jobs and max_jobs_per_user must be at least 1".into(),
+            ));
+        }
+        if c.card_update_interval < Duration::from_secs(1) {
+            return Err(ConfigError(
+                "card_update_interval must be at least 1s (DingTalk throttles card updates)".into(),
             ));
         }
         if c.database_pool_size == 0 {
@@ -267,6 +294,18 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_deadline: Option<String>,
+    /// PEM file of extra CA certificates to trust.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Interactive card template for the progress of long jobs.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_template_id: Option<String>,
+    /// Serve Prometheus metrics at this address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Defaults, then the TOML file, then the environment, then the flags.

@@ -3,12 +3,19 @@
 //! pushed through the DingTalk OpenAPI, because the conversation's reply webhook may have expired.
 //!
 //! Messages arrive over Stream mode ([`dingtalk_stream`]) or HTTP callbacks; jobs live in SQLite
-//! through [`workflow_core`] (a restart re-runs interrupted jobs); replies and pushes go through
-//! [`dingtalk_sender`].
+//! through [`workflow_core`] (a restart re-runs interrupted jobs and relearns how long requests
+//! take); replies, pushes, progress cards and file downloads go through [`dingtalk_sender`].
+//! A result DingTalk did not deliver (the user invalid, flow-controlled past the retries, or no
+//! `senderStaffId` to push to) fails the job with the reason, and the user is told in the
+//! conversation while its session webhook is valid ([`deliver`]).
 
 pub mod bot;
 pub mod config;
+pub mod deliver;
+pub mod estimate;
+pub mod incoming;
 pub mod processor;
+pub mod progress;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,11 +30,18 @@ use workflow_core::{
 
 pub use config::{Cli, Config, Mode, ProcessorKind, figment_for};
 
-fn processor(config: &Config) -> anyhow::Result<Arc<dyn processor::Processor>> {
+fn processor(
+    config: &Config,
+    ca_pem: Option<&[u8]>,
+) -> anyhow::Result<Arc<dyn processor::Processor>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(config.task_timeout)
-        .build()?;
+    let mut client = reqwest::Client::builder().timeout(config.task_timeout);
+    if let Some(pem) = ca_pem {
+        client = client.tls_certs_merge(
+            reqwest::Certificate::from_pem_bundle(pem).context("while reading ca_file")?,
+        );
+    }
+    let client = client.build()?;
     Ok(match config.processor {
         ProcessorKind::Echo => Arc::new(processor::Echo {
             delay: config.echo_delay,
@@ -83,13 +97,24 @@ pub async fn run(
             )
         }
     };
+    let ca_pem = match &config.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("while reading ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut sender = DingTalkSender::builder()
         .client_id(config.client_id.clone())
         .client_secret(config.client_secret.clone())
         .api_base(config.api_base.clone())
-        .oapi_base(config.oapi_base.clone());
+        .oapi_base(config.oapi_base.clone())
+        .flow_control_retries(config.flow_control_retries);
     if let Some(code) = &config.robot_code {
         sender = sender.robot_code(code.clone());
+    }
+    if let Some(pem) = &ca_pem {
+        sender = sender.add_root_certificates_pem(pem.clone());
     }
     let sender = sender
         .build()
@@ -98,11 +123,18 @@ pub async fn run(
         sync_deadline: config.sync_deadline,
         task_timeout: config.task_timeout,
         max_jobs_per_user: config.max_jobs_per_user,
+        files_dir: config.data_dir.join("files"),
+        card_template_id: config.card_template_id.clone().filter(|t| !t.is_empty()),
+        card_update_interval: config.card_update_interval,
         ..bot::BotSettings::default()
     };
     let stats = workflow_core::DurationStats::default();
+    match estimate::learn_durations(store.as_ref(), &stats).await {
+        Ok(n) => tracing::info!(jobs = n, "learnt request durations from finished jobs"),
+        Err(e) => tracing::warn!(error = %e, "could not read finished jobs; durations start empty"),
+    }
     let handler = Arc::new(bot::BotJobHandler {
-        processor: processor(&config)?,
+        processor: processor(&config, ca_pem.as_deref())?,
         sender: sender.clone(),
         settings: settings.clone(),
         stats: stats.clone(),
@@ -143,8 +175,12 @@ pub async fn run(
     let stop = tokio_util::sync::CancellationToken::new();
     match config.mode {
         Mode::Stream => {
-            let stream = StreamConfig::new(config.client_id.clone(), config.client_secret.clone())
-                .api_base(config.api_base.clone());
+            let mut stream =
+                StreamConfig::new(config.client_id.clone(), config.client_secret.clone())
+                    .api_base(config.api_base.clone());
+            if let Some(pem) = &ca_pem {
+                stream = stream.add_root_certificates_pem(pem.clone());
+            }
             let (handle, mut incoming) = StreamClient::new(stream)
                 .context("while building the Stream client")?
                 .start();
@@ -180,6 +216,38 @@ pub async fn run(
             });
         }
     }
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("while listening on {addr} for metrics"))?;
+        let handle = metrics_handle();
+        // Histograms are drained on upkeep: keep doing it even if nobody scrapes.
+        let upkeep = handle.clone();
+        let upkeep_stop = stop.clone();
+        receivers.spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => upkeep.run_upkeep(),
+                    () = upkeep_stop.cancelled() => break,
+                }
+            }
+        });
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        );
+        let stop = stop.clone();
+        tracing::info!(addr = %addr, "metrics on GET /metrics");
+        receivers.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+    }
     drop(tx);
     tracing::info!(mode = ?config.mode, processor = ?config.processor, "dingtalk bot running");
     let mut handlers = tokio::task::JoinSet::new();
@@ -206,6 +274,25 @@ pub async fn run(
 }
 
 pub use workflow_core::shutdown_signal;
+
+/// The process-wide Prometheus recorder, installed on first use (later bots in the same process
+/// share it). Bot counters: `bot_jobs_finished_total{outcome}` (`delivered`, `undelivered`,
+/// `failed`, `timed_out`, `cancelled`, `push_failed`) and
+/// `bot_results_undelivered_total{reason}`; the engine's `workflow_*` metrics come along.
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
 
 /// Installs the tracing subscriber (RUST_LOG, default `info`).
 pub fn init_tracing(format: &str) {

@@ -1,10 +1,12 @@
 //! The slow backend that answers a request (the seed's "AI API"): a command, an HTTP service,
 //! an OpenAI-compatible chat endpoint, or the echo demo.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +21,60 @@ pub struct Job {
     pub conversation_id: String,
     /// What was asked.
     pub prompt: String,
+    /// The pictures and files that came with it, downloaded.
+    pub files: Vec<JobFile>,
+}
+
+/// A picture or file the user sent, downloaded for the processor.
+#[derive(Clone)]
+pub struct JobFile {
+    /// Where it was saved (removed when the job's attempt ends).
+    pub path: PathBuf,
+    /// Its name (`fileName`, or `picture-<n>.<ext>`).
+    pub name: String,
+    /// A picture (not a file).
+    pub picture: bool,
+    /// What the file server said it is.
+    pub content_type: Option<String>,
+    /// DingTalk's temporary download URL (valid for a short while; needs no token).
+    pub url: String,
+}
+
+impl std::fmt::Debug for JobFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobFile")
+            .field("path", &self.path)
+            .field("name", &self.name)
+            .field("picture", &self.picture)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobFile {
+    fn media_type(&self) -> &str {
+        match self.content_type.as_deref() {
+            Some(t) if !t.is_empty() => t,
+            _ if self.picture => "image/jpeg",
+            _ => "application/octet-stream",
+        }
+    }
+
+    async fn base64(&self) -> Result<String, ProcessError> {
+        let bytes = tokio::fs::read(&self.path)
+            .await
+            .map_err(|e| ProcessError::Failed(format!("cannot read {}: {e}", self.name)))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+/// `BOT_FILES`: the paths, one a line.
+fn files_env(files: &[JobFile]) -> String {
+    files
+        .iter()
+        .map(|f| f.path.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Why processing failed.
@@ -57,8 +113,9 @@ impl Processor for Echo {
 }
 
 /// Runs a program with the prompt on stdin and `BOT_PROMPT`, `BOT_USER_ID`,
-/// `BOT_CONVERSATION_ID`, `BOT_TASK_ID` in its environment; stdout is the answer; a non-zero
-/// exit is a failure; the process is killed on cancel.
+/// `BOT_CONVERSATION_ID`, `BOT_TASK_ID` and `BOT_FILES` (the paths of the pictures and files
+/// sent with the request, one a line; empty when none) in its environment; stdout is the
+/// answer; a non-zero exit is a failure; the process is killed on cancel.
 #[derive(Debug, Clone)]
 pub struct CommandProcessor {
     /// Program and arguments, split on whitespace (quote-free by design: no shell).
@@ -78,6 +135,7 @@ impl Processor for CommandProcessor {
             .env("BOT_USER_ID", &job.user_id)
             .env("BOT_CONVERSATION_ID", &job.conversation_id)
             .env("BOT_TASK_ID", &job.task_id)
+            .env("BOT_FILES", files_env(&job.files))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -103,7 +161,10 @@ impl Processor for CommandProcessor {
     }
 }
 
-/// POSTs `{"prompt","user_id","conversation_id","task_id"}` and takes a field of the JSON answer.
+/// POSTs `{"prompt","user_id","conversation_id","task_id","files"}` and takes a field of the
+/// JSON answer. `files` lists the pictures and files sent with the request as
+/// `{"name","kind":"picture"|"file","content_type","url","base64"}` (`url` is DingTalk's
+/// temporary download URL; `base64` the content).
 #[derive(Debug, Clone)]
 pub struct HttpProcessor {
     /// The service URL.
@@ -117,8 +178,19 @@ pub struct HttpProcessor {
 #[async_trait]
 impl Processor for HttpProcessor {
     async fn process(&self, job: &Job, cancel: &CancellationToken) -> Result<String, ProcessError> {
+        let mut files = Vec::new();
+        for f in &job.files {
+            files.push(serde_json::json!({
+                "name": f.name,
+                "kind": if f.picture { "picture" } else { "file" },
+                "content_type": f.media_type(),
+                "url": f.url,
+                "base64": f.base64().await?,
+            }));
+        }
         let body = serde_json::json!({
-            "prompt": job.prompt, "user_id": job.user_id, "conversation_id": job.conversation_id, "task_id": job.task_id
+            "prompt": job.prompt, "user_id": job.user_id, "conversation_id": job.conversation_id,
+            "task_id": job.task_id, "files": files
         });
         let call = async {
             let r = self
@@ -155,7 +227,9 @@ impl Processor for HttpProcessor {
     }
 }
 
-/// An OpenAI-compatible `POST {base}/chat/completions`.
+/// An OpenAI-compatible `POST {base}/chat/completions`. Pictures sent with the request go
+/// with it as image input (`image_url` parts with `data:` URLs); other files are named in the
+/// text.
 #[derive(Clone)]
 pub struct OpenAiProcessor {
     /// e.g. `https://api.openai.com/v1`.
@@ -180,11 +254,27 @@ impl std::fmt::Debug for OpenAiProcessor {
 #[async_trait]
 impl Processor for OpenAiProcessor {
     async fn process(&self, job: &Job, cancel: &CancellationToken) -> Result<String, ProcessError> {
+        let user_content = if job.files.is_empty() {
+            serde_json::Value::String(job.prompt.clone())
+        } else {
+            let mut text = job.prompt.clone();
+            let mut parts = Vec::new();
+            for f in &job.files {
+                if f.picture {
+                    let url = format!("data:{};base64,{}", f.media_type(), f.base64().await?);
+                    parts.push(serde_json::json!({"type": "image_url", "image_url": {"url": url}}));
+                } else {
+                    text.push_str(&format!("\n（附件：{}）", f.name));
+                }
+            }
+            parts.insert(0, serde_json::json!({"type": "text", "text": text}));
+            serde_json::Value::Array(parts)
+        };
         let body = serde_json::json!({
             "model": self.model,
             "messages": [
                 {"role": "system", "content": "你是企业舆情与客户分析助手，请用中文回答。"},
-                {"role": "user", "content": job.prompt}
+                {"role": "user", "content": user_content}
             ]
         });
         let call = async {
@@ -231,6 +321,7 @@ mod tests {
             user_id: "u1".into(),
             conversation_id: "c1".into(),
             prompt: "分析公司".into(),
+            files: Vec::new(),
         }
     }
 

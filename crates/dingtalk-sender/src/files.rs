@@ -15,6 +15,9 @@ pub struct DownloadedFile {
     pub bytes: Vec<u8>,
     /// The `Content-Type` the file server answered with, if any.
     pub content_type: Option<String>,
+    /// The temporary URL it came from (a credential of sorts: it needs no token; not printed
+    /// by `Debug`).
+    pub url: String,
 }
 
 impl std::fmt::Debug for DownloadedFile {
@@ -22,7 +25,7 @@ impl std::fmt::Debug for DownloadedFile {
         f.debug_struct("DownloadedFile")
             .field("bytes", &self.bytes.len())
             .field("content_type", &self.content_type)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,7 +64,7 @@ impl DingTalkSender {
         let max = self.max_file_bytes();
         let mut resp = self
             .http()
-            .get(&url)
+            .get(url.as_str())
             .send()
             .await
             .map_err(Error::transport)?;
@@ -97,6 +100,7 @@ impl DingTalkSender {
         Ok(DownloadedFile {
             bytes,
             content_type,
+            url,
         })
     }
 }

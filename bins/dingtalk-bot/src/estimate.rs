@@ -1,0 +1,84 @@
+//! How long a request will take, as the user is told: learned per request class from finished
+//! jobs ([`DurationStats`]), rebuilt from the job store at start so a restart remembers.
+
+use std::time::Duration;
+
+use workflow_core::{DurationStats, Store, TaskFilter, TaskStatus};
+
+use crate::bot::KIND;
+
+/// What the seed tells users before anything was learned.
+pub const DEFAULT_ESTIMATE_ZH: &str = "2-5 分钟";
+
+/// Most finished jobs read back at start (one store page, newest first).
+const LEARN_FROM: usize = 1_000;
+
+/// Records the processing time of the newest completed bot jobs (oldest first, so the weighted
+/// average ends on the latest). Jobs stored before durations were kept are skipped. Returns how
+/// many were learnt.
+///
+/// # Errors
+///
+/// The store could not be read.
+pub async fn learn_durations(
+    store: &dyn Store,
+    stats: &DurationStats,
+) -> Result<usize, workflow_core::StoreError> {
+    let page = store
+        .list(&TaskFilter {
+            kind: Some(KIND.to_owned()),
+            status: Some(TaskStatus::Completed),
+            limit: LEARN_FROM,
+            ..TaskFilter::default()
+        })
+        .await?;
+    let mut learnt = 0;
+    for task in page.tasks.iter().rev() {
+        let Some(result) = &task.result else { continue };
+        let (Some(ms), Some(class)) = (result["took_ms"].as_u64(), result["class"].as_str()) else {
+            continue;
+        };
+        stats.record(class, Duration::from_millis(ms));
+        learnt += 1;
+    }
+    Ok(learnt)
+}
+
+fn minutes(d: Duration) -> u64 {
+    d.as_secs().div_ceil(60).max(1)
+}
+
+/// The estimate quoted to the user: the seed's "2-5 分钟" until the class was seen; "约 N 分钟"
+/// after one or two runs (their weighted average); the median to the 90th percentile of the
+/// last runs after three.
+pub fn estimate_zh(stats: &DurationStats, class: &str) -> String {
+    let runs = stats.runs(class);
+    if runs == 0 {
+        return DEFAULT_ESTIMATE_ZH.to_owned();
+    }
+    if runs >= 3
+        && let (Some(p50), Some(p90)) = (stats.quantile(class, 0.5), stats.quantile(class, 0.9))
+        && minutes(p90) > minutes(p50)
+    {
+        return format!("{}-{} 分钟", minutes(p50), minutes(p90));
+    }
+    let typical = stats.estimate(class).unwrap_or_default();
+    format!("约 {} 分钟", minutes(typical))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quote_follows_what_was_learnt() {
+        let stats = DurationStats::default();
+        assert_eq!(estimate_zh(&stats, "分析公司"), "2-5 分钟");
+        stats.record("分析公司", Duration::from_secs(30));
+        assert_eq!(estimate_zh(&stats, "分析公司"), "约 1 分钟");
+        for s in [100, 130, 170, 400, 420] {
+            stats.record("分析公司", Duration::from_secs(s));
+        }
+        assert_eq!(estimate_zh(&stats, "分析公司"), "3-7 分钟");
+    }
+}

@@ -1,0 +1,236 @@
+//! What a user's message asks: its text and attachments, read leniently from the callback's
+//! `msgtype` and `content` (DingTalk adds types and fields over time), or why it cannot be
+//! handled.
+
+use dingtalk_stream::RobotMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The message types the bot acts on, as the unsupported-type reply names them.
+pub const SUPPORTED_TYPES_ZH: &str = "文字、语音（识别出的文字）、图片、文件、图文混排";
+
+/// A picture or file a user sent, fetched through `messageFiles/download` when its job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// `picture` or `file`.
+    pub kind: AttachmentKind,
+    /// The callback's `downloadCode`.
+    pub download_code: String,
+    /// The file's name (`fileName`), or `picture-<n>` for pictures.
+    pub name: String,
+}
+
+/// What kind of attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentKind {
+    /// A picture (alone, or inside a rich text).
+    Picture,
+    /// A file.
+    File,
+}
+
+/// A message, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Something to act on.
+    Ask {
+        /// The text (trimmed; may be empty when only attachments came).
+        text: String,
+        /// Pictures and files.
+        attachments: Vec<Attachment>,
+    },
+    /// A type the bot cannot act on, named for the user (e.g. `视频`).
+    Unsupported(String),
+}
+
+fn str_field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn code_of(v: &Value) -> Option<String> {
+    str_field(v, "downloadCode")
+        .or_else(|| str_field(v, "pictureDownloadCode"))
+        .map(str::to_owned)
+}
+
+/// Reads a message. Never fails: an unreadable or unknown shape becomes
+/// [`Request::Unsupported`], so every ACKed message gets an answer.
+pub fn read(m: &RobotMessage) -> Request {
+    let content = m.content.clone().unwrap_or(Value::Null);
+    let mut attachments = Vec::new();
+    let picture = |attachments: &mut Vec<Attachment>, code: String| {
+        let n = attachments.len() + 1;
+        attachments.push(Attachment {
+            kind: AttachmentKind::Picture,
+            download_code: code,
+            name: format!("picture-{n}"),
+        });
+    };
+    let text = match m.msgtype.as_str() {
+        // Some senders put text messages' content under `content` too.
+        "text" | "" => m
+            .text
+            .as_ref()
+            .map(|t| t.content.clone())
+            .or_else(|| str_field(&content, "content").map(str::to_owned))
+            .unwrap_or_default(),
+        "richText" => {
+            let mut text = String::new();
+            for item in content
+                .get("richText")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(t) = item.get("text").and_then(Value::as_str) {
+                    text.push_str(t);
+                } else if let Some(code) = code_of(item) {
+                    picture(&mut attachments, code);
+                }
+            }
+            text
+        }
+        "picture" => match code_of(&content) {
+            Some(code) => {
+                picture(&mut attachments, code);
+                String::new()
+            }
+            None => return Request::Unsupported("图片（缺少下载码）".into()),
+        },
+        "file" => match code_of(&content) {
+            Some(code) => {
+                attachments.push(Attachment {
+                    kind: AttachmentKind::File,
+                    download_code: code,
+                    name: str_field(&content, "fileName").unwrap_or("file").to_owned(),
+                });
+                String::new()
+            }
+            None => return Request::Unsupported("文件（缺少下载码）".into()),
+        },
+        "audio" => match str_field(&content, "recognition") {
+            Some(t) => t.to_owned(),
+            None => return Request::Unsupported("语音（未识别出文字）".into()),
+        },
+        "video" => return Request::Unsupported("视频".into()),
+        other => {
+            let label = if other == "unknownMsgType" {
+                "未知类型".to_owned()
+            } else {
+                other.chars().take(40).collect()
+            };
+            return Request::Unsupported(label);
+        }
+    };
+    let text = text.trim().to_owned();
+    if text.is_empty() && attachments.is_empty() {
+        return Request::Unsupported("空消息".into());
+    }
+    Request::Ask { text, attachments }
+}
+
+/// The reply to a message the bot cannot act on.
+pub fn unsupported_reply(label: &str) -> String {
+    format!("暂不支持这种消息（{label}）。目前支持：{SUPPORTED_TYPES_ZH}。发送 /help 查看命令。")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(json: &str) -> RobotMessage {
+        RobotMessage::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn rich_text_keeps_its_text_and_its_pictures() {
+        let m = msg(
+            r#"{"msgtype":"richText","content":{"richText":[{"text":"看这张图 "},{"pictureDownloadCode":"p1","downloadCode":"d1","type":"picture"},{"text":"和这张"},{"downloadCode":"d2","type":"picture"}]}}"#,
+        );
+        let Request::Ask { text, attachments } = read(&m) else {
+            panic!("a rich text is a request")
+        };
+        assert_eq!(text, "看这张图 和这张");
+        let codes: Vec<&str> = attachments
+            .iter()
+            .map(|a| a.download_code.as_str())
+            .collect();
+        assert_eq!(codes, ["d1", "d2"]);
+        assert!(
+            attachments
+                .iter()
+                .all(|a| a.kind == AttachmentKind::Picture)
+        );
+    }
+
+    #[test]
+    fn pictures_and_files_are_attachments() {
+        let p = read(&msg(
+            r#"{"msgtype":"picture","content":{"downloadCode":"d9"}}"#,
+        ));
+        assert!(
+            matches!(&p, Request::Ask { text, attachments } if text.is_empty() && attachments[0].download_code == "d9")
+        );
+        let f = read(&msg(
+            r#"{"msgtype":"file","content":{"fileName":"报告.pdf","downloadCode":"f1","spaceId":"1","fileId":"2"}}"#,
+        ));
+        assert!(
+            matches!(&f, Request::Ask { attachments, .. } if attachments[0].name == "报告.pdf" && attachments[0].kind == AttachmentKind::File)
+        );
+    }
+
+    #[test]
+    fn unknown_and_unusable_types_are_named_never_dropped() {
+        for (json, label) in [
+            (
+                r#"{"msgtype":"video","content":{"downloadCode":"v"}}"#,
+                "视频",
+            ),
+            (
+                r#"{"msgtype":"unknownMsgType","content":{"unknownMsgType":"用户发送了一条消息，机器人暂不支持接收。"}}"#,
+                "未知类型",
+            ),
+            (
+                r#"{"msgtype":"interactiveCard","content":null}"#,
+                "interactiveCard",
+            ),
+            (
+                r#"{"msgtype":"audio","content":{"downloadCode":"a"}}"#,
+                "语音（未识别出文字）",
+            ),
+            (r#"{"msgtype":"text","text":{"content":"   "}}"#, "空消息"),
+            (
+                r#"{"msgtype":"picture","content":null}"#,
+                "图片（缺少下载码）",
+            ),
+        ] {
+            assert_eq!(
+                read(&msg(json)),
+                Request::Unsupported(label.into()),
+                "{json}"
+            );
+        }
+        let reply = unsupported_reply("视频");
+        assert!(
+            reply.contains("视频") && reply.contains(SUPPORTED_TYPES_ZH),
+            "{reply}"
+        );
+    }
+
+    #[test]
+    fn audio_is_its_recognised_text() {
+        let m = msg(
+            r#"{"msgtype":"audio","content":{"downloadCode":"a","recognition":" 今天的舆情 "}}"#,
+        );
+        assert_eq!(
+            read(&m),
+            Request::Ask {
+                text: "今天的舆情".into(),
+                attachments: vec![]
+            }
+        );
+    }
+}
