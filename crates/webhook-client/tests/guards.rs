@@ -261,9 +261,18 @@ async fn the_open_breaker_counts_down_with_time_then_lets_a_probe_through() {
 
     tokio::time::advance(Duration::from_secs(20)).await;
     assert_eq!(client.breaker_retry_in(&url), Some(Duration::from_secs(10)));
-    // Another URL on the same scheme, host and port shares the breaker.
+    // Breakers are per endpoint: another path, or another query, on the same host:port has
+    // its own (closed) breaker; the same endpoint spelled differently shares this one.
     assert_eq!(
         client.breaker_retry_in(&format!("http://{refused}/other?x=1")),
+        None
+    );
+    assert_eq!(
+        client.breaker_retry_in(&format!("http://{refused}/?x=1")),
+        None
+    );
+    assert_eq!(
+        client.breaker_retry_in(&format!("HTTP://{refused}/")),
         Some(Duration::from_secs(10))
     );
 
