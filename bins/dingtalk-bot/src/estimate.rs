@@ -48,7 +48,7 @@ fn minutes(d: Duration) -> u64 {
     d.as_secs().div_ceil(60).max(1)
 }
 
-/// The estimate quoted to the user: the seed's "2-5 分钟" until the class was seen; "约 N 分钟"
+/// The estimate quoted to the user: the seed's "2-5 分钟" until the class was seen; "N 分钟左右"
 /// after one or two runs (their weighted average); the median to the 90th percentile of the
 /// last runs after three.
 pub fn estimate_zh(stats: &DurationStats, class: &str) -> String {
@@ -63,7 +63,7 @@ pub fn estimate_zh(stats: &DurationStats, class: &str) -> String {
         return format!("{}-{} 分钟", minutes(p50), minutes(p90));
     }
     let typical = stats.estimate(class).unwrap_or_default();
-    format!("约 {} 分钟", minutes(typical))
+    format!("{} 分钟左右", minutes(typical))
 }
 
 #[cfg(test)]
@@ -75,7 +75,7 @@ mod tests {
         let stats = DurationStats::default();
         assert_eq!(estimate_zh(&stats, "分析公司"), "2-5 分钟");
         stats.record("分析公司", Duration::from_secs(30));
-        assert_eq!(estimate_zh(&stats, "分析公司"), "约 1 分钟");
+        assert_eq!(estimate_zh(&stats, "分析公司"), "1 分钟左右");
         for s in [100, 130, 170, 400, 420] {
             stats.record("分析公司", Duration::from_secs(s));
         }

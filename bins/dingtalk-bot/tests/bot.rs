@@ -1,17 +1,31 @@
-//! The bot end to end against dingtalk-mock over real sockets.
+//! The bot end to end against dingtalk-mock over real sockets: over https/wss with the mock's
+//! throwaway CA given as `ca_file`, as against real DingTalk, except one test kept on plain ws.
 
 use std::time::Duration;
 
 use dingtalk_bot::{Config, ProcessorKind};
-use dingtalk_mock::{DingTalkMock, MockConfig, MockMessage, OutboxEntry};
+use dingtalk_mock::{DingTalkMock, MockConfig, MockMessage, MsgType, OutboxEntry};
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// A mock serving only https and wss.
+async fn tls_mock(config: MockConfig) -> DingTalkMock {
+    let mock = DingTalkMock::start_tls(config).await.unwrap();
+    assert!(mock.base_url().starts_with("https://"));
+    mock
+}
+
 fn config(mock: &DingTalkMock, dir: &std::path::Path) -> Config {
+    let ca_file = mock.ca_pem().map(|pem| {
+        let path = dir.join("mock-ca.pem");
+        std::fs::write(&path, pem).unwrap();
+        path
+    });
     Config {
+        ca_file,
         client_id: mock.config().client_id.clone(),
         client_secret: mock.config().client_secret.clone(),
         api_base: mock.base_url(),
@@ -65,8 +79,9 @@ fn task_id(text: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_short_message_is_answered_in_the_conversation() {
+async fn a_short_message_is_answered_in_the_conversation_over_plain_ws() {
     let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    assert!(mock.base_url().starts_with("http://"));
     let dir = tempfile::tempdir().unwrap();
     let bot = start(config(&mock, dir.path()));
     connected(&mock).await;
@@ -87,7 +102,7 @@ async fn a_short_message_is_answered_in_the_conversation() {
 
 #[tokio::test]
 async fn a_long_message_is_acknowledged_then_pushed_to_the_user() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&mock, dir.path());
     c.echo_delay = Duration::from_millis(300);
@@ -115,7 +130,7 @@ async fn a_long_message_is_acknowledged_then_pushed_to_the_user() {
 
 #[tokio::test]
 async fn a_group_request_is_pushed_to_the_group_and_long_results_arrive_in_parts() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let bot = start(config(&mock, dir.path()));
     connected(&mock).await;
@@ -154,7 +169,7 @@ async fn a_group_request_is_pushed_to_the_group_and_long_results_arrive_in_parts
 
 #[tokio::test]
 async fn a_result_that_outlives_its_session_webhook_is_pushed_instead() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&mock, dir.path());
     c.echo_delay = Duration::from_millis(500);
@@ -171,7 +186,7 @@ async fn a_result_that_outlives_its_session_webhook_is_pushed_instead() {
 
 #[tokio::test]
 async fn a_duplicate_delivery_is_processed_once() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let bot = start(config(&mock, dir.path()));
     connected(&mock).await;
@@ -187,7 +202,7 @@ async fn a_duplicate_delivery_is_processed_once() {
 
 #[tokio::test]
 async fn status_and_cancel_work_and_cancel_kills_the_command() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&mock, dir.path());
     c.processor = ProcessorKind::Command;
@@ -218,7 +233,7 @@ async fn status_and_cancel_work_and_cancel_kills_the_command() {
 
 #[tokio::test]
 async fn a_restarted_bot_finishes_the_interrupted_job() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&mock, dir.path());
     c.echo_delay = Duration::from_secs(60);
@@ -240,7 +255,7 @@ async fn a_restarted_bot_finishes_the_interrupted_job() {
 
 #[tokio::test]
 async fn a_redelivery_from_a_user_at_the_job_limit_is_dropped_not_refused() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&mock, dir.path());
     c.echo_delay = Duration::from_secs(60);
@@ -274,6 +289,195 @@ async fn a_redelivery_from_a_user_at_the_job_limit_is_dropped_not_refused() {
     assert_eq!(
         told, 1,
         "the redelivered request is not acknowledged again: {out:#?}"
+    );
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_message_is_answered_over_https_and_wss() {
+    let mock = tls_mock(MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start(config(&mock, dir.path()));
+    connected(&mock).await;
+    mock.say(MockMessage::single("u1", "你好")).await;
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert_eq!(out[1].text, "处理结果：你好");
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_ca_the_bot_does_not_trust_the_tls_mock() {
+    let mock = tls_mock(MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.ca_file = None;
+    let bot = start(c);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mock.connections(), 0, "an unknown CA is refused");
+    bot.stop().await;
+}
+
+async fn told(mock: &DingTalkMock, needle: &str) -> Vec<OutboxEntry> {
+    wait_outbox(mock, |o| o.iter().any(|e| e.text.contains(needle))).await
+}
+
+#[tokio::test]
+async fn a_result_dingtalk_reports_undelivered_fails_the_job_and_the_user_is_told() {
+    let mock = tls_mock(MockConfig {
+        invalid_users: std::collections::HashSet::from(["ghost".to_owned()]),
+        ..MockConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start(config(&mock, dir.path()));
+    connected(&mock).await;
+    mock.say(MockMessage::single("ghost", "分析公司 ACME"))
+        .await;
+    let out = told(&mock, "结果未能推送给您").await;
+    let id = task_id(&out[0].text);
+    let notice = out
+        .iter()
+        .find(|e| e.text.contains("结果未能推送给您"))
+        .unwrap();
+    assert_eq!(
+        notice.channel, "session_webhook",
+        "told in the conversation"
+    );
+    assert!(
+        notice.text.contains(&id) && notice.text.contains("invalidStaffIdList"),
+        "{}",
+        notice.text
+    );
+    assert!(
+        !mock
+            .outbox()
+            .iter()
+            .any(|e| e.text == "处理结果：分析公司 ACME"),
+        "nobody received the result"
+    );
+    mock.say(MockMessage::single("ghost", &format!("/status {id}")))
+        .await;
+    let out = told(&mock, "：失败（结果未送达").await;
+    assert!(
+        out.iter()
+            .any(|e| e.text.starts_with(&format!("任务 {id}：失败（结果未送达"))),
+        "{out:#?}"
+    );
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_still_flow_controlled_after_the_retries_is_not_told_result_pushed() {
+    let mock = tls_mock(MockConfig::default()).await;
+    mock.flow_control("busy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.flow_control_retries = 0;
+    let bot = start(c);
+    connected(&mock).await;
+    mock.say(MockMessage::single("busy", "生成报告 周报")).await;
+    let out = told(&mock, "结果未能推送给您").await;
+    let notice = out
+        .iter()
+        .find(|e| e.text.contains("结果未能推送给您"))
+        .unwrap();
+    assert!(
+        notice.text.contains("flowControlledStaffIdList"),
+        "{}",
+        notice.text
+    );
+    assert!(!out.iter().any(|e| e.channel == "batch_send"));
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_message_type_is_answered_with_what_is_supported() {
+    let mock = tls_mock(MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start(config(&mock, dir.path()));
+    connected(&mock).await;
+    mock.say(MockMessage::single("u7", "").msg_type(MsgType::Video))
+        .await;
+    let out = wait_outbox(&mock, |o| !o.is_empty()).await;
+    assert!(
+        out[0].text.starts_with("暂不支持这种消息（视频）"),
+        "{}",
+        out[0].text
+    );
+    assert!(
+        out[0]
+            .text
+            .contains(dingtalk_bot::incoming::SUPPORTED_TYPES_ZH)
+    );
+    mock.say(MockMessage::single("u7", "").msg_type(MsgType::Unknown))
+        .await;
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert!(out[1].text.contains("未知类型"), "{}", out[1].text);
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_answer_longer_than_a_part_stays_in_the_conversation_in_parts() {
+    let mock = tls_mock(MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start(config(&mock, dir.path()));
+    connected(&mock).await;
+    let text: String = (0..600).map(|i| format!("第{i}行。\n")).collect();
+    assert!(text.len() > dingtalk_sender::DEFAULT_PART_BYTES);
+    mock.say(MockMessage::single("u8", &text)).await;
+    let last = |e: &OutboxEntry| {
+        e.text
+            .strip_prefix('(')
+            .and_then(|r| r.split_once(')'))
+            .and_then(|(frac, _)| frac.split_once('/'))
+            .is_some_and(|(a, b)| a == b)
+    };
+    let out = wait_outbox(&mock, |o| o.iter().any(last)).await;
+    let parts: Vec<String> = out[1..].iter().map(|e| e.text.clone()).collect();
+    assert!(parts.len() > 1);
+    assert!(
+        out.iter().all(|e| e.channel == "session_webhook"),
+        "{out:#?}"
+    );
+    assert_eq!(
+        dingtalk_sender::reassemble(&parts),
+        format!("处理结果：{}", text.trim())
+    );
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn learnt_durations_survive_a_restart_and_are_quoted() {
+    let mock = tls_mock(MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(&mock, dir.path());
+    let bot = start(c.clone());
+    connected(&mock).await;
+    mock.say(MockMessage::single("u9", "竞品分析 甲")).await;
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert!(
+        out[0].text.contains("预计需要 2-5 分钟"),
+        "nothing learnt yet: {}",
+        out[0].text
+    );
+    bot.stop().await;
+    mock.clear_outbox();
+    let bot = start(c);
+    // The old connection may still look alive to the mock for a moment: say it again until
+    // the new bot answers.
+    for _ in 0..100 {
+        mock.say(MockMessage::single("u9", "竞品分析 乙")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !mock.outbox().is_empty() {
+            break;
+        }
+    }
+    let out = wait_outbox(&mock, |o| o.iter().any(|e| e.text.starts_with("收到任务"))).await;
+    let ack = out.iter().find(|e| e.text.starts_with("收到任务")).unwrap();
+    assert!(
+        ack.text.contains("预计需要 1 分钟左右"),
+        "the estimate comes from the job finished before the restart: {}",
+        ack.text
     );
     bot.stop().await;
 }
