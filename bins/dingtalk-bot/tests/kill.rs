@@ -1,4 +1,5 @@
-//! The real `dingtalk-bot` executable killed with SIGKILL in the middle of a long job, then
+//! The real `dingtalk-bot` executable, against a TLS-only mock whose CA it trusts through
+//! `SSL_CERT_FILE`, killed with SIGKILL in the middle of a long job, then
 //! started again on the same data directory: the job is re-run and its result pushed exactly
 //! once, the user is told "收到任务" once, and a message said while no bot was running is
 //! still answered.
@@ -49,6 +50,12 @@ impl BotProcess {
             {
                 cmd.env_remove(key);
             }
+        }
+        // A TLS mock's CA is trusted the way an operator would: SSL_CERT_FILE.
+        if let Some(pem) = mock.ca_pem() {
+            let ca = data_dir.join("mock-ca.pem");
+            std::fs::write(&ca, pem).expect("the CA file can be written");
+            cmd.env("SSL_CERT_FILE", ca);
         }
         let child = cmd
             .env("RUST_LOG", "warn")
@@ -197,7 +204,7 @@ async fn kill_mid_job(mock: &DingTalkMock, dir: &Path, request: MockMessage) -> 
 async fn a_bot_killed_mid_job_finishes_it_after_a_restart_and_loses_no_message() {
     // Like DingTalk, the mock keeps a callback nobody ACKed and delivers it once a
     // connection appears.
-    let mock = DingTalkMock::start(MockConfig {
+    let mock = DingTalkMock::start_tls(MockConfig {
         redelivery_after: Some(Duration::from_secs(1)),
         ..MockConfig::default()
     })
@@ -235,7 +242,9 @@ async fn a_bot_killed_mid_job_finishes_it_after_a_restart_and_loses_no_message()
 
 #[tokio::test]
 async fn the_user_of_an_interrupted_job_is_told_once() {
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let mock = DingTalkMock::start_tls(MockConfig::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let request = MockMessage::single("u8", LONG).msg_id("msgKilledMidJob==");
     let (id, conversation) = kill_mid_job(&mock, dir.path(), request.clone()).await;
