@@ -3,6 +3,8 @@
 //! Starts dingtalk-mock and the bot (echo processor that "thinks" for 2 s) on a temp data dir,
 //! says a short and a long message as a user, and prints the conversation as the user sees it:
 //! immediate acknowledgements in the chat, the short answer in the chat, the long result pushed.
+//! Everything goes over https and wss, as with real DingTalk: the mock makes a throwaway CA and
+//! the bot trusts it through `ca_file` (for a separate bot process, `SSL_CERT_FILE`).
 
 use std::time::Duration;
 
@@ -10,9 +12,13 @@ use dingtalk_mock::{DingTalkMock, MockConfig, MockMessage};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mock = DingTalkMock::start(MockConfig::default()).await?;
+    let mock = DingTalkMock::start_tls(MockConfig::default()).await?;
     let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("mock-ca.pem");
+    std::fs::write(&ca_file, mock.ca_pem().unwrap_or_default())?;
+    println!("DingTalk (mock) at {}", mock.base_url());
     let config = dingtalk_bot::Config {
+        ca_file: Some(ca_file),
         client_id: mock.config().client_id.clone(),
         client_secret: mock.config().client_secret.clone(),
         api_base: mock.base_url(),
