@@ -368,4 +368,132 @@ mod tests {
             Err(ProcessError::Cancelled)
         );
     }
+
+    /// A loopback server that answers `answer` and hands over the JSON bodies it got.
+    async fn capture(
+        answer: serde_json::Value,
+    ) -> (
+        String,
+        tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().fallback(axum::routing::post(
+            move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let tx = tx.clone();
+                let answer = answer.clone();
+                async move {
+                    let _ = tx.send(body);
+                    axum::Json(answer)
+                }
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx)
+    }
+
+    fn client() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    fn with_files(dir: &std::path::Path) -> Job {
+        let png = dir.join("1-picture-1.png");
+        std::fs::write(&png, b"\x89PNG-bytes").unwrap();
+        let pdf = dir.join("2-a.pdf");
+        std::fs::write(&pdf, b"pdf-bytes").unwrap();
+        Job {
+            files: vec![
+                JobFile {
+                    path: png,
+                    name: "picture-1.png".into(),
+                    picture: true,
+                    content_type: Some("image/png".into()),
+                    url: "https://files.example/p".into(),
+                },
+                JobFile {
+                    path: pdf,
+                    name: "a.pdf".into(),
+                    picture: false,
+                    content_type: None,
+                    url: "https://files.example/f".into(),
+                },
+            ],
+            ..job()
+        }
+    }
+
+    #[tokio::test]
+    async fn command_gets_the_file_paths_in_bot_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = CommandProcessor {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "printf '%s\\n' \"$BOT_FILES\" | while IFS= read -r f; do cat \"$f\"; echo; done"
+                    .into(),
+            ],
+        };
+        let out = p
+            .process(&with_files(dir.path()), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(out, "\u{FFFD}PNG-bytes\npdf-bytes");
+    }
+
+    #[tokio::test]
+    async fn http_gets_the_files_as_urls_and_base64() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, mut bodies) = capture(serde_json::json!({"result": "ok"})).await;
+        let p = HttpProcessor {
+            url,
+            field: "result".into(),
+            client: client(),
+        };
+        let out = p
+            .process(&with_files(dir.path()), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(out, "ok");
+        let body = bodies.recv().await.unwrap();
+        let files = body["files"].as_array().unwrap();
+        assert_eq!(files[0]["kind"], "picture");
+        assert_eq!(files[0]["content_type"], "image/png");
+        assert_eq!(files[0]["url"], "https://files.example/p");
+        assert_eq!(
+            files[1]["base64"],
+            base64::engine::general_purpose::STANDARD.encode(b"pdf-bytes")
+        );
+        assert_eq!(files[1]["content_type"], "application/octet-stream");
+    }
+
+    #[tokio::test]
+    async fn openai_gets_pictures_as_image_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, mut bodies) =
+            capture(serde_json::json!({"choices": [{"message": {"content": "一张图"}}]})).await;
+        let p = OpenAiProcessor {
+            base_url: url,
+            model: "m".into(),
+            api_key: "k".into(),
+            client: client(),
+        };
+        let out = p
+            .process(&with_files(dir.path()), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(out, "一张图");
+        let body = bodies.recv().await.unwrap();
+        let parts = body["messages"][1]["content"].as_array().unwrap();
+        assert_eq!(parts[0]["type"], "text");
+        assert!(parts[0]["text"].as_str().unwrap().contains("a.pdf"));
+        assert_eq!(parts[1]["type"], "image_url");
+        let data = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(b"\x89PNG-bytes")
+        );
+        assert_eq!(parts[1]["image_url"]["url"], data.as_str());
+        assert_eq!(parts.len(), 2, "only pictures are images");
+    }
 }
