@@ -27,9 +27,12 @@ pub struct MockConfig {
     pub token_ttl: Duration,
     /// Stream ticket lifetime (90 s); tickets are single use as well.
     pub ticket_ttl: Duration,
-    /// Redeliver un-ACKed robot callbacks after this long, with a new `headers.messageId` and
-    /// the same `data.msgId` (`None`, the default: fire and forget, as DingTalk documents).
-    /// While it is set, a message said with no live connection is queued until one appears.
+    /// Redeliver un-ACKed robot callbacks (no ACK, or an ACK whose `code` is not 200) after
+    /// this long, with a new `headers.messageId` and the same `data.msgId`. Default 60 s: the
+    /// cloud redelivers after 16-60 s in field reports (protocol reference §5.7), whatever
+    /// its documentation says. While it is set, a message said with no live connection is
+    /// held and handed to the next connection that subscribes to its topic. `None`: fire and
+    /// forget, a message said with no connection is lost.
     pub redelivery_after: Option<Duration>,
     /// How many times one callback is redelivered at most (3).
     pub max_redeliveries: u32,
@@ -70,7 +73,7 @@ impl Default for MockConfig {
             session_ttl: Duration::from_secs(5400),
             token_ttl: Duration::from_secs(7200),
             ticket_ttl: Duration::from_secs(90),
-            redelivery_after: None,
+            redelivery_after: Some(Duration::from_secs(60)),
             max_redeliveries: 3,
             ping_interval: None,
             ping_timeout: None,

@@ -34,6 +34,100 @@ pub(crate) fn routes() -> Router<Arc<State>> {
         .route("/_mock/groups", post(add_group))
         .route("/_mock/faults", post(fail_next))
         .route("/_mock/config", get(config))
+        .route("/_mock/cards", get(cards))
+        .route("/_mock/files/{code}", axum::routing::put(set_file))
+        .route("/_mock/lifetimes", post(lifetimes))
+        .route("/_mock/unacked", get(unacked))
+        .route("/_mock/stats", get(stats))
+        .route("/_mock", get(index))
+}
+
+/// `GET /_mock`: what the control API offers, so a person or a test can find it.
+async fn index() -> Response {
+    Json(json!({
+        "GET /_mock": "this list",
+        "POST /_mock/messages": "say a message: {text, sender_staff_id, sender_nick?, conversation_id? (group), conversation_title?, msg_type? (text|richText|picture|audio|video|file|unknownMsgType), msg_id?, no_sender_staff_id?, create_at_as_string?, null_fields?, is_admin?, at_users? [staff ids], rich_text_pictures? n} -> {msg_id, conversation_id, session_webhook, session_webhook_expired_time, delivered, download_codes}",
+        "GET /_mock/outbox": "everything the bot sent (session webhook, batchSend, groupMessages/send, custom robot)",
+        "DELETE /_mock/outbox": "forget the outbox",
+        "GET /_mock/acks": "upstream frames answering the mock's frames (ACKs, ping echoes)",
+        "GET /_mock/unacked": "{unacked}: callbacks waiting for an ACK (code 200)",
+        "GET /_mock/pings": "SYSTEM pings sent and whether echoed",
+        "POST /_mock/pings": "ping every live connection now",
+        "GET /_mock/connections": "{connections, live, opened, ids}: open sockets (draining ones too), live ones, how many were ever opened",
+        "GET /_mock/stats": "{token_requests, connections_opened, connections, unacked, acks, outbox, cards}",
+        "POST /_mock/disconnect": "SYSTEM disconnect to every connection (dropped after the grace)",
+        "POST /_mock/drop": "drop every connection without a close frame",
+        "POST /_mock/zombie": "{on}: connections stop reading and writing",
+        "POST /_mock/reject-open": "{status}: refuse gateway/connections/open (null: accept)",
+        "POST /_mock/expire-sessions": "expire every session webhook",
+        "POST /_mock/expire-tokens": "{token?}: expire one or all access tokens",
+        "POST /_mock/lifetimes": "{token_ttl_secs?, ticket_ttl_secs?, session_ttl_secs?}: lifetimes from now on",
+        "POST /_mock/qps-limit": "{limit}: per-app per-API calls per second (null: unlimited)",
+        "POST /_mock/flow-control": "{user}: throttle a user on their next batchSend",
+        "POST /_mock/groups": "{conversation_id}: a group the robot is in",
+        "POST /_mock/faults": "{api, status, code, message, times?}: fail the next calls of an API",
+        "GET /_mock/cards": "every card created (card instances and robot interactive cards) with data, spaces, streamed content and calls",
+        "PUT /_mock/files/{code}": "raw body (and content-type): the bytes messageFiles/download serves for a downloadCode",
+        "GET /_mock/config": "the configuration without secrets",
+    }))
+    .into_response()
+}
+
+async fn cards(AxState(state): S) -> Response {
+    Json(state.cards.lock().cards.clone()).into_response()
+}
+
+async fn unacked(AxState(state): S) -> Response {
+    Json(json!({"unacked": state.pending.lock().len()})).into_response()
+}
+
+async fn set_file(
+    AxState(state): S,
+    axum::extract::Path(code): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    state.files.lock().insert(
+        code,
+        crate::state::MockFile {
+            bytes: body.to_vec(),
+            content_type,
+        },
+    );
+    ok(&json!({}))
+}
+
+#[derive(Deserialize)]
+struct Lifetimes {
+    token_ttl_secs: Option<f64>,
+    ticket_ttl_secs: Option<f64>,
+    session_ttl_secs: Option<f64>,
+}
+
+async fn lifetimes(AxState(state): S, Json(b): Json<Lifetimes>) -> Response {
+    let secs = |v: Option<f64>| {
+        v.filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64)
+    };
+    if let Some(d) = secs(b.token_ttl_secs) {
+        *state.token_ttl.lock() = d;
+    }
+    if let Some(d) = secs(b.ticket_ttl_secs) {
+        *state.ticket_ttl.lock() = d;
+    }
+    if let Some(d) = secs(b.session_ttl_secs) {
+        *state.session_ttl.lock() = d;
+    }
+    ok(&json!({
+        "token_ttl_secs": state.token_ttl.lock().as_secs_f64(),
+        "ticket_ttl_secs": state.ticket_ttl.lock().as_secs_f64(),
+        "session_ttl_secs": state.session_ttl.lock().as_secs_f64(),
+    }))
 }
 
 fn ok(extra: &Value) -> Response {
@@ -71,7 +165,27 @@ async fn ping_now(AxState(state): S) -> Response {
 }
 
 async fn connections(AxState(state): S) -> Response {
-    Json(json!({"connections": state.conns.lock().len()})).into_response()
+    let conns = state.conns.lock();
+    Json(json!({
+        "connections": conns.len(),
+        "live": conns.iter().filter(|c| c.live()).count(),
+        "opened": state.next_conn.load(std::sync::atomic::Ordering::SeqCst),
+        "ids": conns.iter().map(|c| c.connection_id.clone()).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn stats(AxState(state): S) -> Response {
+    Json(json!({
+        "token_requests": state.token_requests.load(std::sync::atomic::Ordering::SeqCst),
+        "connections_opened": state.next_conn.load(std::sync::atomic::Ordering::SeqCst),
+        "connections": state.conns.lock().len(),
+        "unacked": state.pending.lock().len(),
+        "acks": state.acks.lock().len(),
+        "outbox": state.outbox.lock().len(),
+        "cards": state.cards.lock().cards.len(),
+    }))
+    .into_response()
 }
 
 async fn disconnect(AxState(state): S) -> Response {
@@ -190,9 +304,9 @@ async fn config(AxState(state): S) -> Response {
         "client_id": c.client_id,
         "robot_code": c.robot_code,
         "qps_limit": *state.qps_limit.lock(),
-        "session_ttl_secs": c.session_ttl.as_secs_f64(),
-        "token_ttl_secs": c.token_ttl.as_secs_f64(),
-        "ticket_ttl_secs": c.ticket_ttl.as_secs_f64(),
+        "session_ttl_secs": state.session_ttl.lock().as_secs_f64(),
+        "token_ttl_secs": state.token_ttl.lock().as_secs_f64(),
+        "ticket_ttl_secs": state.ticket_ttl.lock().as_secs_f64(),
         "redelivery_after_secs": c.redelivery_after.map(|d| d.as_secs_f64()),
         "ping_interval_secs": c.ping_interval.map(|d| d.as_secs_f64()),
         "disconnect_grace_secs": c.disconnect_grace.as_secs_f64(),

@@ -17,10 +17,30 @@
 //!   tickets, CALLBACK frames with string headers and JSON-string `data`, SYSTEM `ping` expecting
 //!   its echo and `disconnect`, ACK tracking, redelivery of un-ACKed callbacks with a new
 //!   `messageId` and the same `msgId`;
+//!   Only the topics a connection subscribed to reach it; with several connections of the
+//!   app, each message goes to one picked at random (both bot instances get traffic, each
+//!   message once). Only an ACK with `code` 200 acknowledges. Un-ACKed callbacks are
+//!   redelivered after [`MockConfig::redelivery_after`] (60 s by default), and a message said
+//!   while no connection is live (a client between two sockets) goes to the next one. The
+//!   client's close frame is answered, so a client closing after `disconnect` reconnects at
+//!   once;
+//! - `POST /v1.0/robot/messageFiles/download` -> `{downloadUrl}`, a URL on the mock serving the
+//!   bytes ([`Said::download_codes`], [`DingTalkMock::set_file`]);
+//! - cards, as the official SDK's `CardReplier` / `AICardReplier` call them:
+//!   `POST /v1.0/card/instances`, `.../deliver`, `.../createAndDeliver`,
+//!   `PUT /v1.0/card/instances`, `PUT /v1.0/card/streaming`, and the older robot cards
+//!   (`POST /v1.0/im/v1.0/robot/interactiveCards/send`, `PUT /v1.0/im/robots/interactiveCards`);
+//!   read them with [`DingTalkMock::cards`] or `GET /_mock/cards`;
+//! - loose payloads as the cloud sends them: no `senderStaffId`, `createAt` as a string,
+//!   `null` fields, richText with pictures, @-mentions of other users, `isAdmin`
+//!   ([`MockMessage`] builders, or the fields of `POST /_mock/messages`);
 //! - HTTP mode: messages POSTed to the bot with valid `timestamp`/`sign` headers;
 //! - fault knobs: disconnect, TCP drop, zombie, refused registration, expired sessions and
 //!   tokens, QPS limit, injected error bodies;
-//! - a control API under `/_mock/` (say a message, read the outbox, turn the knobs).
+//! - a control API under `/_mock/` (say a message, read the outbox, cards and ACKs, turn the
+//!   knobs, set lifetimes): `GET /_mock` lists every endpoint with its body.
+//!
+//! The official Python SDK checks this mock from the outside: `tests/official-sdk/run.sh`.
 //!
 //! # TLS mode
 //!
@@ -80,9 +100,11 @@
 //!
 //! None.
 
+mod cards;
 mod config;
 mod control;
 mod error;
+mod files;
 mod http_mode;
 mod message;
 mod oapi;
@@ -100,9 +122,10 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::time::Instant;
 
+pub use cards::{CardCall, CardRecord};
 pub use config::{CustomRobotConfig, MockConfig};
 pub use error::{Error, Result};
 pub use message::{Conversation, MockMessage, MsgType, Said};
@@ -357,6 +380,57 @@ impl DingTalkMock {
         self.state.groups.lock().insert(conversation_id.to_owned());
     }
 
+    /// Every card created so far (card APIs and the older robot cards), in creation order,
+    /// with its data, spaces, streamed content and calls.
+    pub fn cards(&self) -> Vec<CardRecord> {
+        self.state.cards.lock().cards.clone()
+    }
+
+    /// The card with this `outTrackId` (or `cardBizId`).
+    pub fn card(&self, out_track_id: &str) -> Option<CardRecord> {
+        self.state
+            .cards
+            .lock()
+            .cards
+            .iter()
+            .find(|c| c.out_track_id == out_track_id)
+            .cloned()
+    }
+
+    /// Sets the bytes `messageFiles/download` serves for `download_code` (a code from
+    /// [`Said::download_codes`], or any code a test makes up and says in a message).
+    pub fn set_file(&self, download_code: &str, bytes: impl Into<Vec<u8>>, content_type: &str) {
+        self.state.files.lock().insert(
+            download_code.to_owned(),
+            state::MockFile {
+                bytes: bytes.into(),
+                content_type: content_type.to_owned(),
+            },
+        );
+    }
+
+    /// Sets the lifetime of access tokens issued from now on (tokens issued before keep
+    /// theirs; [`DingTalkMock::expire_tokens`] ends them).
+    pub fn set_token_ttl(&self, ttl: std::time::Duration) {
+        *self.state.token_ttl.lock() = ttl;
+    }
+
+    /// Sets the lifetime of Stream tickets issued from now on.
+    pub fn set_ticket_ttl(&self, ttl: std::time::Duration) {
+        *self.state.ticket_ttl.lock() = ttl;
+    }
+
+    /// Sets the lifetime of session webhooks of messages said from now on.
+    pub fn set_session_ttl(&self, ttl: std::time::Duration) {
+        *self.state.session_ttl.lock() = ttl;
+    }
+
+    /// Callbacks waiting for an ACK (or, held while no connection was live, for a
+    /// connection).
+    pub fn unacked(&self) -> usize {
+        self.state.pending.lock().len()
+    }
+
     /// Makes the next `times` calls of `api` fail with `fault` (after the token and QPS
     /// checks), e.g. `400 send.too.fast` or a `503`.
     pub fn fail_next(&self, api: Api, fault: &MockFault, times: u32) {
@@ -395,7 +469,7 @@ pub(crate) async fn say(state: &Arc<State>, m: MockMessage) -> Said {
     }
     let session = random_hex(32);
     let create_at = now_ms();
-    let ttl = state.config.session_ttl;
+    let ttl = *state.session_ttl.lock();
     let expires_ms = create_at.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     state.sessions.lock().insert(
         session.clone(),
@@ -409,7 +483,7 @@ pub(crate) async fn say(state: &Arc<State>, m: MockMessage) -> Said {
         .msg_id
         .clone()
         .unwrap_or_else(|| format!("msg{}==", random_hex(20)));
-    let data = callback_payload(
+    let (data, download_codes) = callback_payload(
         &m,
         &Envelope {
             msg_id: &msg_id,
@@ -419,8 +493,9 @@ pub(crate) async fn say(state: &Arc<State>, m: MockMessage) -> Said {
             expires_ms,
             robot_code: &state.config.robot_code,
         },
-    )
-    .to_string();
+    );
+    files::register(state, &m, &download_codes);
+    let data = data.to_string();
     let delivered = match &state.config.http_callback_url {
         Some(url) => http_mode::post_callback(state, url, data, &conversation_id).await,
         None => stream::push_callback(state, data),
@@ -431,6 +506,7 @@ pub(crate) async fn say(state: &Arc<State>, m: MockMessage) -> Said {
         session_webhook,
         session_webhook_expired_time: expires_ms,
         delivered,
+        download_codes,
     }
 }
 
@@ -465,6 +541,26 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1.0/robot/groupMessages/send", post(openapi::group_send))
         .route("/robot/sendBySession", post(oapi::send_by_session))
         .route("/robot/send", post(oapi::robot_send))
+        .route("/v1.0/robot/messageFiles/download", post(files::download))
+        .route("/down/{token}", get(files::serve))
+        .route(
+            "/v1.0/card/instances",
+            post(cards::create).put(cards::update),
+        )
+        .route("/v1.0/card/instances/deliver", post(cards::deliver))
+        .route(
+            "/v1.0/card/instances/createAndDeliver",
+            post(cards::create_and_deliver),
+        )
+        .route("/v1.0/card/streaming", put(cards::streaming))
+        .route(
+            "/v1.0/im/v1.0/robot/interactiveCards/send",
+            post(cards::robot_card_send),
+        )
+        .route(
+            "/v1.0/im/robots/interactiveCards",
+            put(cards::robot_card_update),
+        )
         .route("/v1.0/gateway/connections/open", post(stream::open))
         .route("/connect", get(stream::connect))
         .merge(control::routes())

@@ -35,8 +35,9 @@ struct Args {
     /// Seconds between SYSTEM pings (0: none).
     #[arg(long, default_value_t = 30)]
     ping_interval: u64,
-    /// Redeliver un-ACKed callbacks after this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
+    /// Redeliver un-ACKed callbacks after this many seconds (0: never, and a message said
+    /// with no connection is lost instead of held for the next one).
+    #[arg(long, default_value_t = 60)]
     redelivery_after: u64,
     /// TLS mode: serve https:// and wss:// only. Without --tls-cert, with a certificate for
     /// localhost, 127.0.0.1 and ::1 signed by a throwaway CA generated at start.
@@ -51,6 +52,18 @@ struct Args {
     /// The CA (PEM) that signed --tls-cert, for --write-ca.
     #[arg(long, requires = "tls_cert")]
     tls_ca: Option<std::path::PathBuf>,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, default_value_t = 7200)]
+    token_ttl: u64,
+    /// Lifetime of Stream tickets, in seconds.
+    #[arg(long, default_value_t = 90)]
+    ticket_ttl: u64,
+    /// Lifetime of session webhooks, in seconds.
+    #[arg(long, default_value_t = 5400)]
+    session_ttl: u64,
+    /// Seconds a socket stays open after SYSTEM disconnect before the mock drops it.
+    #[arg(long, default_value_t = 10)]
+    disconnect_grace: u64,
     /// Write the CA clients must trust (PEM) to this file (TLS mode), e.g. for SSL_CERT_FILE.
     #[arg(long)]
     write_ca: Option<std::path::PathBuf>,
@@ -86,6 +99,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         qps_limit: (args.qps_limit > 0).then_some(args.qps_limit),
         ping_interval: secs(args.ping_interval),
         redelivery_after: secs(args.redelivery_after),
+        token_ttl: Duration::from_secs(args.token_ttl),
+        ticket_ttl: Duration::from_secs(args.ticket_ttl),
+        session_ttl: Duration::from_secs(args.session_ttl),
+        disconnect_grace: Duration::from_secs(args.disconnect_grace),
         ..MockConfig::default()
     };
     let mock = DingTalkMock::start_on(args.listen, config).await?;

@@ -76,6 +76,21 @@ pub struct MockMessage {
     pub msg_type: MsgType,
     /// The `msgId` (generated when `None`); say the same one twice to simulate a duplicate.
     pub msg_id: Option<String>,
+    /// Leave `senderStaffId` out, as DingTalk does for external users and before the robot
+    /// is published.
+    pub omit_sender_staff_id: bool,
+    /// Send `createAt` as a string of digits (DingTalk's field table says String).
+    pub create_at_as_string: bool,
+    /// Send the optional fields as JSON `null` (`senderCorpId`, `senderPlatform`,
+    /// `chatbotCorpId`, `conversationTitle`, `isInAtList`, `senderUnionId`, `openThreadId`).
+    pub null_fields: bool,
+    /// The sender's `isAdmin`.
+    pub is_admin: bool,
+    /// Other users @-mentioned in a group message (staff ids), listed in `atUsers` besides
+    /// the robot.
+    pub at_users: Vec<String>,
+    /// Pictures in a `richText` message (each a `downloadCode` in the `richText` list).
+    pub rich_text_pictures: usize,
 }
 
 impl MockMessage {
@@ -88,6 +103,12 @@ impl MockMessage {
             conversation: Conversation::Single,
             msg_type: MsgType::Text,
             msg_id: None,
+            omit_sender_staff_id: false,
+            create_at_as_string: false,
+            null_fields: false,
+            is_admin: false,
+            at_users: Vec::new(),
+            rich_text_pictures: 0,
         }
     }
 
@@ -123,6 +144,49 @@ impl MockMessage {
         self
     }
 
+    /// Leaves `senderStaffId` out (an external user, or a robot not yet published).
+    #[must_use]
+    pub fn without_sender_staff_id(mut self) -> Self {
+        self.omit_sender_staff_id = true;
+        self
+    }
+
+    /// Sends `createAt` as a string.
+    #[must_use]
+    pub fn create_at_as_string(mut self) -> Self {
+        self.create_at_as_string = true;
+        self
+    }
+
+    /// Sends the optional fields as `null`.
+    #[must_use]
+    pub fn with_null_fields(mut self) -> Self {
+        self.null_fields = true;
+        self
+    }
+
+    /// Marks the sender as an admin (`isAdmin: true`).
+    #[must_use]
+    pub fn admin(mut self) -> Self {
+        self.is_admin = true;
+        self
+    }
+
+    /// Also @-mentions `staff_id` (a group message's `atUsers`).
+    #[must_use]
+    pub fn mention(mut self, staff_id: &str) -> Self {
+        self.at_users.push(staff_id.to_owned());
+        self
+    }
+
+    /// A `richText` message: the text, then `pictures` pictures.
+    #[must_use]
+    pub fn rich_text_with_pictures(mut self, pictures: usize) -> Self {
+        self.msg_type = MsgType::RichText;
+        self.rich_text_pictures = pictures;
+        self
+    }
+
     /// The `conversationId` this message is in.
     pub fn conversation_id(&self) -> String {
         match &self.conversation {
@@ -151,6 +215,19 @@ pub(crate) struct SayRequest {
     msg_type: MsgType,
     #[serde(default)]
     msg_id: Option<String>,
+    /// No `senderStaffId` in the payload.
+    #[serde(default)]
+    no_sender_staff_id: bool,
+    #[serde(default)]
+    create_at_as_string: bool,
+    #[serde(default)]
+    null_fields: bool,
+    #[serde(default)]
+    is_admin: bool,
+    #[serde(default)]
+    at_users: Vec<String>,
+    #[serde(default)]
+    rich_text_pictures: usize,
 }
 
 impl From<SayRequest> for MockMessage {
@@ -169,6 +246,12 @@ impl From<SayRequest> for MockMessage {
         }
         m.msg_type = r.msg_type;
         m.msg_id = r.msg_id;
+        m.omit_sender_staff_id = r.no_sender_staff_id;
+        m.create_at_as_string = r.create_at_as_string;
+        m.null_fields = r.null_fields;
+        m.is_admin = r.is_admin;
+        m.at_users = r.at_users;
+        m.rich_text_pictures = r.rich_text_pictures;
         m
     }
 }
@@ -188,6 +271,9 @@ pub struct Said {
     /// Whether it reached the bot: handed to a live, non-draining, non-zombie Stream
     /// connection, or answered with a 2xx in HTTP mode.
     pub delivered: bool,
+    /// The `downloadCode`s it carries (pictures, files, audio, video, richText pictures):
+    /// `POST /v1.0/robot/messageFiles/download` turns each into a URL serving its bytes.
+    pub download_codes: Vec<String>,
 }
 
 /// `cid` + base64 of a hash of the user: stable per user, shaped like DingTalk's ids.
@@ -210,15 +296,20 @@ pub(crate) struct Envelope<'a> {
 }
 
 /// The robot message callback (§6): the Stream frame's `data` and the HTTP-mode body.
-pub(crate) fn callback_payload(m: &MockMessage, env: &Envelope<'_>) -> Value {
+pub(crate) fn callback_payload(m: &MockMessage, env: &Envelope<'_>) -> (Value, Vec<String>) {
     let group = matches!(m.conversation, Conversation::Group { .. });
     let sender_hash = Sha256::digest(m.sender_staff_id.as_bytes());
     let b64 = base64::engine::general_purpose::STANDARD;
     let chatbot_user_id = "$:LWCP_v1:$mockchatbotuserid";
+    let create_at = if m.create_at_as_string {
+        json!(env.create_at.to_string())
+    } else {
+        json!(env.create_at)
+    };
     let mut data = json!({
         "msgId": env.msg_id,
         "msgtype": m.msg_type.as_str(),
-        "createAt": env.create_at,
+        "createAt": create_at,
         "conversationType": if group { "2" } else { "1" },
         "conversationId": env.conversation_id,
         "senderId": format!("$:LWCP_v1:${}", b64.encode(&sender_hash[..16])),
@@ -229,36 +320,57 @@ pub(crate) fn callback_payload(m: &MockMessage, env: &Envelope<'_>) -> Value {
         "chatbotCorpId": "dingmockcorpid",
         "chatbotUserId": chatbot_user_id,
         "robotCode": env.robot_code,
-        "isAdmin": false,
+        "isAdmin": m.is_admin,
         "sessionWebhook": env.session_webhook,
         "sessionWebhookExpiredTime": env.expires_ms,
         "openThreadId": env.conversation_id,
     });
+    if m.omit_sender_staff_id
+        && let Some(o) = data.as_object_mut()
+    {
+        o.remove("senderStaffId");
+    }
     // Group @-messages keep the space left where the @robot mention was.
     let text = if group {
         format!(" {}", m.text)
     } else {
         m.text.clone()
     };
-    let download_code = format!("mockDownloadCode{}", uuid::Uuid::new_v4().simple());
+    let new_code = || format!("mockDownloadCode{}", uuid::Uuid::new_v4().simple());
+    let mut codes = Vec::new();
     match m.msg_type {
         MsgType::Text => data["text"] = json!({"content": text}),
         MsgType::RichText => {
-            data["content"] = json!({"richText": [{"text": text}]});
+            let mut parts = vec![json!({"text": text})];
+            for _ in 0..m.rich_text_pictures {
+                let code = new_code();
+                parts.push(
+                    json!({"pictureDownloadCode": code, "downloadCode": code, "type": "picture"}),
+                );
+                codes.push(code);
+            }
+            data["content"] = json!({"richText": parts});
         }
         MsgType::Picture => {
-            data["content"] =
-                json!({"pictureDownloadCode": download_code, "downloadCode": download_code});
+            let code = new_code();
+            data["content"] = json!({"pictureDownloadCode": code, "downloadCode": code});
+            codes.push(code);
         }
         MsgType::Audio => {
-            data["content"] = json!({"downloadCode": download_code, "recognition": m.text});
+            let code = new_code();
+            data["content"] = json!({"downloadCode": code, "recognition": m.text});
+            codes.push(code);
         }
         MsgType::Video => {
-            data["content"] =
-                json!({"duration": "3", "videoType": "mp4", "downloadCode": download_code});
+            let code = new_code();
+            data["content"] = json!({"duration": "3", "videoType": "mp4", "downloadCode": code});
+            codes.push(code);
         }
         MsgType::File => {
-            data["content"] = json!({"spaceId": "1", "fileName": m.text, "downloadCode": download_code, "fileId": "1"});
+            let code = new_code();
+            data["content"] =
+                json!({"spaceId": "1", "fileName": m.text, "downloadCode": code, "fileId": "1"});
+            codes.push(code);
         }
         MsgType::Unknown => {
             data["content"] = json!({"unknownMsgType": "用户发送了一条消息，机器人暂不支持接收。"});
@@ -267,9 +379,30 @@ pub(crate) fn callback_payload(m: &MockMessage, env: &Envelope<'_>) -> Value {
     if let Conversation::Group { title, .. } = &m.conversation {
         data["conversationTitle"] = json!(title);
         data["isInAtList"] = json!(true);
-        data["atUsers"] = json!([{"dingtalkId": chatbot_user_id}]);
+        let mut at = vec![json!({"dingtalkId": chatbot_user_id})];
+        for staff in &m.at_users {
+            let h = Sha256::digest(format!("dingtalk:{staff}").as_bytes());
+            at.push(json!({
+                "dingtalkId": format!("$:LWCP_v1:${}", b64.encode(&h[..16])),
+                "staffId": staff,
+            }));
+        }
+        data["atUsers"] = json!(at);
     }
-    data
+    if m.null_fields {
+        for k in [
+            "senderCorpId",
+            "senderPlatform",
+            "chatbotCorpId",
+            "conversationTitle",
+            "isInAtList",
+            "senderUnionId",
+            "openThreadId",
+        ] {
+            data[k] = Value::Null;
+        }
+    }
+    (data, codes)
 }
 
 #[cfg(test)]

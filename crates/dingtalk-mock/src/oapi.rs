@@ -32,7 +32,7 @@ pub(crate) async fn gettoken(
         return errcode(40089, "不合法的corpid或corpsecret");
     }
     let token = state.issue_token();
-    Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": state.config.token_ttl.as_secs()}))
+    Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": state.token_ttl_secs()}))
         .into_response()
 }
 

@@ -83,7 +83,7 @@ pub(crate) async fn access_token(AxState(state): AxState<Arc<State>>, body: Stri
     let token = state.issue_token();
     json_response(
         StatusCode::OK,
-        &json!({"accessToken": token, "expireIn": state.config.token_ttl.as_secs()}),
+        &json!({"accessToken": token, "expireIn": state.token_ttl_secs()}),
     )
 }
 

@@ -115,6 +115,8 @@ pub(crate) enum ConnCommand {
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) connection_id: String,
+    /// The CALLBACK topics its registration subscribed to: only these are delivered here.
+    pub(crate) topics: HashSet<String>,
     pub(crate) tx: mpsc::UnboundedSender<ConnCommand>,
     /// False after a `disconnect` was sent: nothing more is delivered here.
     pub(crate) delivering: bool,
@@ -128,9 +130,26 @@ impl Conn {
     }
 }
 
-/// A callback waiting for its ACK.
+/// A callback waiting for its ACK (or, not delivered yet, for a connection).
 pub(crate) struct Pending {
     pub(crate) message_id: String,
+    pub(crate) topic: String,
+    pub(crate) data: String,
+    /// False while no live connection subscribed to `topic` has had it.
+    pub(crate) delivered: bool,
+}
+
+/// A registration's single-use ticket and what it subscribed to.
+pub(crate) struct Ticket {
+    pub(crate) deadline: Instant,
+    pub(crate) topics: HashSet<String>,
+}
+
+/// The bytes behind a `downloadCode`.
+#[derive(Clone)]
+pub(crate) struct MockFile {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) content_type: String,
 }
 
 pub(crate) struct Session {
@@ -146,7 +165,16 @@ pub(crate) struct State {
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) tokens: Mutex<HashMap<String, Instant>>,
     pub(crate) token_requests: AtomicUsize,
-    pub(crate) tickets: Mutex<HashMap<String, Instant>>,
+    pub(crate) tickets: Mutex<HashMap<String, Ticket>>,
+    /// Live lifetimes (the config's, changed by knobs).
+    pub(crate) token_ttl: Mutex<Duration>,
+    pub(crate) ticket_ttl: Mutex<Duration>,
+    pub(crate) session_ttl: Mutex<Duration>,
+    /// `downloadCode` -> bytes, for `messageFiles/download`.
+    pub(crate) files: Mutex<HashMap<String, MockFile>>,
+    /// Download URL token -> `downloadCode`.
+    pub(crate) download_tokens: Mutex<HashMap<String, String>>,
+    pub(crate) cards: Mutex<crate::cards::Cards>,
     pub(crate) sessions: Mutex<HashMap<String, Session>>,
     pub(crate) groups: Mutex<HashSet<String>>,
     pub(crate) outbox: Mutex<Vec<OutboxEntry>>,
@@ -186,6 +214,12 @@ impl State {
         State {
             qps_limit: Mutex::new(config.qps_limit),
             flow_controlled: Mutex::new(config.flow_controlled_users.clone()),
+            token_ttl: Mutex::new(config.token_ttl),
+            ticket_ttl: Mutex::new(config.ticket_ttl),
+            session_ttl: Mutex::new(config.session_ttl),
+            files: Mutex::new(HashMap::new()),
+            download_tokens: Mutex::new(HashMap::new()),
+            cards: Mutex::new(crate::cards::Cards::default()),
             groups: Mutex::new(config.groups.clone()),
             config,
             app_id: uuid::Uuid::new_v4().to_string(),
@@ -256,7 +290,7 @@ impl State {
     /// expired (or was expired by a knob), a new one.
     pub(crate) fn issue_token(&self) -> String {
         let now = Instant::now();
-        let deadline = now + self.config.token_ttl;
+        let deadline = now + *self.token_ttl.lock();
         let mut tokens = self.tokens.lock();
         tokens.retain(|_, exp| now < *exp);
         if let Some((token, exp)) = tokens.iter_mut().next() {
@@ -272,6 +306,12 @@ impl State {
         // No subscriber is the common case; a send error then only means nobody listens.
         let _ = self.outbox_tx.send(entry.clone());
         self.outbox.lock().push(entry);
+    }
+
+    /// `expireIn` of a token issued now: its lifetime in whole seconds, rounded up.
+    pub(crate) fn token_ttl_secs(&self) -> u64 {
+        let ttl = *self.token_ttl.lock();
+        ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
     }
 
     pub(crate) fn bump_tokens(&self) {

@@ -1,7 +1,7 @@
 //! The Stream gateway (protocol reference §5): registration, the WebSocket at `/connect`,
 //! CALLBACK frames, SYSTEM pings and disconnects, ACK tracking and redelivery.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,12 +10,15 @@ use axum::extract::{Query, State as AxState};
 use axum::http::StatusCode;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
+use rand::seq::IndexedRandom as _;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::openapi::{error, fault_response, json_response, parse_body};
-use crate::state::{Api, Conn, ConnCommand, Pending, PingRecord, State, now_ms, random_hex};
+use crate::state::{
+    Api, Conn, ConnCommand, Pending, PingRecord, State, Ticket, now_ms, random_hex,
+};
 
 /// The robot message topic.
 pub(crate) const BOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
@@ -50,23 +53,37 @@ pub(crate) async fn open(AxState(state): AxState<Arc<State>>, body: String) -> R
             "clientId or clientSecret is invalid",
         );
     }
-    if body
+    let Some(subscriptions) = body
         .get("subscriptions")
         .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty)
-    {
+        .filter(|s| !s.is_empty())
+    else {
         return error(
             StatusCode::BAD_REQUEST,
             "invalidParameter.subscriptions.empty",
             "subscriptions is required",
         );
-    }
+    };
+    // CALLBACK topics are delivered; EVENT `*` and SYSTEM entries (the Go SDK sends them) are
+    // accepted and ignored, as the cloud does.
+    let topics = subscriptions
+        .iter()
+        .filter(|s| s.get("type").and_then(Value::as_str) == Some("CALLBACK"))
+        .filter_map(|s| s.get("topic").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect();
     let ticket = uuid::Uuid::new_v4().to_string();
     let now = Instant::now();
     {
         let mut tickets = state.tickets.lock();
-        tickets.retain(|_, exp| now < *exp);
-        tickets.insert(ticket.clone(), now + state.config.ticket_ttl);
+        tickets.retain(|_, t| now < t.deadline);
+        tickets.insert(
+            ticket.clone(),
+            Ticket {
+                deadline: now + *state.ticket_ttl.lock(),
+                topics,
+            },
+        );
     }
     // `https://host:port` -> `wss://host:port/connect`: an explicit port and the `/connect`
     // path, which the Java SDK assumes whatever the endpoint says (§5.2).
@@ -90,22 +107,21 @@ pub(crate) async fn connect(
 ) -> Response {
     let ticket = q.get("ticket").map(String::as_str).unwrap_or_default();
     // Single use: taken out whether or not it is still fresh.
-    let valid = state
-        .tickets
-        .lock()
-        .remove(ticket)
-        .is_some_and(|exp| Instant::now() < exp);
-    if !valid {
+    let taken = state.tickets.lock().remove(ticket);
+    let Some(topics) = taken
+        .filter(|t| Instant::now() < t.deadline)
+        .map(|t| t.topics)
+    else {
         return error(
             StatusCode::UNAUTHORIZED,
             "InvalidTicket",
             "ticket is invalid, expired or already used",
         );
-    }
-    ws.on_upgrade(move |socket| run_connection(state, socket))
+    };
+    ws.on_upgrade(move |socket| run_connection(state, socket, topics))
 }
 
-async fn run_connection(state: Arc<State>, socket: WebSocket) {
+async fn run_connection(state: Arc<State>, socket: WebSocket, topics: HashSet<String>) {
     let id = state.next_conn.fetch_add(1, Ordering::SeqCst) + 1;
     let connection_id = uuid::Uuid::new_v4().to_string();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -113,11 +129,14 @@ async fn run_connection(state: Arc<State>, socket: WebSocket) {
     state.conns.lock().push(Conn {
         id,
         connection_id: connection_id.clone(),
+        topics,
         tx,
         delivering: true,
         zombie,
     });
     tracing::debug!(connection_id, "stream connection open");
+    // Callbacks that found no connection (a client between two sockets) go out now.
+    deliver_held(&state);
     let (mut sink, mut stream) = socket.split();
     loop {
         if *zombie_rx.borrow_and_update() {
@@ -148,7 +167,14 @@ async fn run_connection(state: Arc<State>, socket: WebSocket) {
             },
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(text))) => on_upstream(&state, text.as_str()),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    // Answer the close handshake (the reply tungstenite queued is flushed by
+                    // `close`): a client closing after `disconnect` must not wait for its
+                    // close timeout before it reconnects.
+                    let _ = sink.close().await;
+                    break;
+                }
+                Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }
@@ -166,9 +192,13 @@ fn on_upstream(state: &State, text: &str) {
     let Some(message_id) = frame["headers"]["messageId"].as_str().map(str::to_owned) else {
         return;
     };
-    state.pending.lock().retain(|p| p.message_id != message_id);
-    if let Some(sent) = state.callback_sent.lock().remove(&message_id) {
-        state.ack_latencies.lock().push(sent.elapsed());
+    // Only `code: 200` acknowledges: a 4xx/5xx answer leaves the callback to be redelivered.
+    let acked = frame["code"].as_i64() == Some(200) || frame["code"].as_str() == Some("200");
+    if acked {
+        state.pending.lock().retain(|p| p.message_id != message_id);
+        if let Some(sent) = state.callback_sent.lock().remove(&message_id) {
+            state.ack_latencies.lock().push(sent.elapsed());
+        }
     }
     for (ping, sent) in state.pings.lock().iter_mut() {
         if ping.message_id == message_id {
@@ -218,19 +248,23 @@ pub(crate) fn frame(
     .to_string()
 }
 
-/// Sends a CALLBACK to the newest live connection (DingTalk picks one of an app's connections
-/// per message; the newest makes make-before-break switches deterministic). Returns whether
-/// there was one.
-fn deliver_callback(state: &State, message_id: &str, data: &str) -> bool {
+/// Sends a CALLBACK to one live connection subscribed to `topic`, picked at random as
+/// DingTalk does among an app's connections (so two bot instances both get traffic). Returns
+/// whether there was one.
+fn deliver_callback(state: &State, topic: &str, message_id: &str, data: &str) -> bool {
     let conns = state.conns.lock();
-    let Some(conn) = conns.iter().rev().find(|c| c.live()) else {
+    let live: Vec<&Conn> = conns
+        .iter()
+        .filter(|c| c.live() && c.topics.contains(topic))
+        .collect();
+    let Some(conn) = live.choose(&mut rand::rng()) else {
         return false;
     };
     let text = frame(
         state,
         &conn.connection_id,
         "CALLBACK",
-        BOT_TOPIC,
+        topic,
         message_id,
         data,
     );
@@ -247,23 +281,46 @@ fn deliver_callback(state: &State, message_id: &str, data: &str) -> bool {
 }
 
 /// Delivers a robot message as a CALLBACK frame; with redelivery on, tracks it until ACKed
-/// (and queues it when no connection is live).
+/// (and holds it when no connection is live, for the next one).
 pub(crate) fn push_callback(state: &Arc<State>, data: String) -> bool {
     let id = message_id();
-    let delivered = deliver_callback(state, &id, &data);
+    let delivered = deliver_callback(state, BOT_TOPIC, &id, &data);
     if state.config.redelivery_after.is_some() {
         state.pending.lock().push(Pending {
             message_id: id.clone(),
+            topic: BOT_TOPIC.to_owned(),
+            data,
+            delivered,
         });
         let s = state.clone();
-        state.spawn(redeliver(s, id, data, delivered));
+        state.spawn(redeliver(s, id, delivered));
     }
     delivered
 }
 
+/// Hands held callbacks (said while no connection was live) to the connections there are now.
+fn deliver_held(state: &State) {
+    let held: Vec<(String, String, String)> = state
+        .pending
+        .lock()
+        .iter()
+        .filter(|p| !p.delivered)
+        .map(|p| (p.message_id.clone(), p.topic.clone(), p.data.clone()))
+        .collect();
+    for (id, topic, data) in held {
+        if deliver_callback(state, &topic, &id, &data) {
+            for p in state.pending.lock().iter_mut() {
+                if p.message_id == id {
+                    p.delivered = true;
+                }
+            }
+        }
+    }
+}
+
 /// Redelivers one callback while it stays un-ACKed: new `messageId`, same `data` (so the same
 /// `msgId`), at most `max_redeliveries` times after its first delivery.
-async fn redeliver(state: Arc<State>, mut id: String, data: String, delivered: bool) {
+async fn redeliver(state: Arc<State>, mut id: String, delivered: bool) {
     let Some(after) = state.config.redelivery_after else {
         return;
     };
@@ -271,18 +328,27 @@ async fn redeliver(state: Arc<State>, mut id: String, data: String, delivered: b
     // Bounded so a message nobody connects for does not keep a task forever.
     for _ in 0..1000 {
         tokio::time::sleep(after).await;
-        if !state.pending.lock().iter().any(|p| p.message_id == id) {
-            return;
+        let (topic, data, was_delivered) = {
+            let pending = state.pending.lock();
+            match pending.iter().find(|p| p.message_id == id) {
+                Some(p) => (p.topic.clone(), p.data.clone(), p.delivered),
+                None => return,
+            }
+        };
+        if was_delivered && deliveries == 0 {
+            // Delivered when a connection appeared (deliver_held).
+            deliveries = 1;
         }
         if deliveries > state.config.max_redeliveries {
             break;
         }
         let new_id = message_id();
-        if deliver_callback(&state, &new_id, &data) {
+        if deliver_callback(&state, &topic, &new_id, &data) {
             deliveries += 1;
             for p in state.pending.lock().iter_mut() {
                 if p.message_id == id {
                     p.message_id.clone_from(&new_id);
+                    p.delivered = true;
                 }
             }
             id = new_id;
