@@ -11,46 +11,112 @@ pub const CONVERSATION_GROUP: &str = "2";
 ///
 /// Field names follow DingTalk's JSON (`camelCase`). Unknown fields are ignored and
 /// optional ones default, because DingTalk adds fields over time and omits some before
-/// the robot is published (`senderStaffId`, `isAdmin`).
+/// the robot is published (`senderStaffId`, `isAdmin`). Parsing is as loose as DingTalk is:
+/// `null` for any field, numbers as strings (`createAt` is a String in DingTalk's field
+/// table, a number in every sample), strings as numbers, booleans as `"true"`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RobotMessage {
     /// Encrypted message id: the key to drop duplicate deliveries.
+    #[serde(deserialize_with = "lenient::string")]
     pub msg_id: String,
     /// `text`, `richText`, `picture`, `audio`, `video`, `file` or `unknownMsgType`.
+    #[serde(deserialize_with = "lenient::string")]
     pub msgtype: String,
     /// The text, for `msgtype == "text"`.
     pub text: Option<TextContent>,
     /// The content of the other message types.
     pub content: Option<serde_json::Value>,
     /// When the user sent it (ms since the epoch).
+    #[serde(deserialize_with = "lenient::millis")]
     pub create_at: i64,
     /// `"1"` single chat, `"2"` group.
+    #[serde(deserialize_with = "lenient::string")]
     pub conversation_type: String,
     /// The conversation (for groups, the `openConversationId` used by `groupMessages/send`).
+    #[serde(deserialize_with = "lenient::string")]
     pub conversation_id: String,
     /// Group title.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub conversation_title: Option<String>,
     /// Encrypted sender id (not usable for sending).
+    #[serde(deserialize_with = "lenient::string")]
     pub sender_id: String,
     /// Sender's display name.
+    #[serde(deserialize_with = "lenient::string")]
     pub sender_nick: String,
     /// Sender's userId for `batchSend`; absent until the robot is published.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub sender_staff_id: Option<String>,
     /// Sender's corp.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub sender_corp_id: Option<String>,
     /// The robot's encrypted id.
+    #[serde(deserialize_with = "lenient::string")]
     pub chatbot_user_id: String,
     /// The robot code (= app key for internal apps).
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub robot_code: Option<String>,
     /// Whether the sender is an admin.
+    #[serde(deserialize_with = "lenient::opt_bool")]
     pub is_admin: Option<bool>,
     /// Whether the robot was @-mentioned.
+    #[serde(deserialize_with = "lenient::opt_bool")]
     pub is_in_at_list: Option<bool>,
     /// The reply webhook of this conversation.
+    #[serde(deserialize_with = "lenient::string")]
     pub session_webhook: String,
     /// When `session_webhook` stops working (ms since the epoch).
+    #[serde(deserialize_with = "lenient::millis")]
     pub session_webhook_expired_time: i64,
+}
+
+/// Deserializers that take what DingTalk sends, not what its docs say.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    fn to_string(v: Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    pub(super) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(to_string(Value::deserialize(d)?).unwrap_or_default())
+    }
+
+    pub(super) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(to_string(Value::deserialize(d)?))
+    }
+
+    /// Epoch milliseconds: a number, a string of digits, or nothing usable (0).
+    pub(super) fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f as i64))
+                .unwrap_or_default(),
+            Value::String(s) => s.trim().parse().unwrap_or_default(),
+            _ => 0,
+        })
+    }
+
+    pub(super) fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Bool(b) => Some(b),
+            Value::String(s) => match s.as_str() {
+                "true" | "1" => Some(true),
+                "false" | "0" => Some(false),
+                _ => None,
+            },
+            Value::Number(n) => Some(n.as_i64() != Some(0)),
+            _ => None,
+        })
+    }
 }
 
 /// `text` of a text message.
@@ -58,6 +124,7 @@ pub struct RobotMessage {
 #[serde(default)]
 pub struct TextContent {
     /// What the user wrote (group @-messages keep a leading space).
+    #[serde(deserialize_with = "lenient::string")]
     pub content: String,
 }
 
@@ -181,6 +248,22 @@ mod tests {
         assert!(!m.is_group());
         assert_eq!(m.session_webhook_expired_time - m.create_at, 5_400_188);
         assert_eq!(m.extract_text().as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn takes_strings_for_numbers_nulls_and_missing_staff_ids() {
+        let json = r#"{"msgId":"m","msgtype":"text","createAt":"1690362101894","conversationType":2,
+            "senderNick":null,"senderCorpId":null,"isAdmin":"true","isInAtList":null,
+            "sessionWebhookExpiredTime":"1690367502152","text":{"content":"hi"},"extra":{"x":1}}"#;
+        let m = RobotMessage::from_json(json).unwrap();
+        assert_eq!(m.create_at, 1_690_362_101_894);
+        assert_eq!(m.session_webhook_expired_time, 1_690_367_502_152);
+        assert!(m.is_group());
+        assert_eq!(m.sender_nick, "");
+        assert_eq!(m.sender_staff_id, None);
+        assert_eq!(m.sender_corp_id, None);
+        assert_eq!(m.is_admin, Some(true));
+        assert_eq!(m.extract_text().as_deref(), Some("hi"));
     }
 
     #[test]

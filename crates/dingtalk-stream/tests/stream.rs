@@ -212,3 +212,29 @@ async fn http_mode_rejects_a_bad_signature_and_accepts_a_good_one() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn loose_payloads_from_the_cloud_still_arrive() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let (handle, mut rx) = StreamClient::new(config(&mock)).unwrap().start();
+    wait_connected(&mock, 1).await;
+    let m = MockMessage::group("ext", "cidG==", "外部用户的消息")
+        .without_sender_staff_id()
+        .create_at_as_string()
+        .with_null_fields()
+        .mention("u7")
+        .rich_text_with_pictures(1);
+    say_until_delivered(&mock, m).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a message within the bound")
+        .unwrap();
+    assert_eq!(got.message.sender_staff_id, None);
+    assert!(got.message.create_at > 0, "createAt parsed from its string");
+    assert_eq!(got.message.sender_corp_id, None);
+    assert_eq!(
+        got.message.extract_text().as_deref(),
+        Some("外部用户的消息")
+    );
+    handle.shutdown().await;
+}
