@@ -574,7 +574,6 @@ async fn a_message_with_null_fields_is_still_answered() {
 // dingtalk-stream's `RobotMessage` (not this crate) reads `createAt` as a number only and drops
 // the message, after its ACK, when DingTalk sends a string (its own docs type it as String).
 #[tokio::test]
-#[ignore = "needs dingtalk-stream to read createAt given as a string"]
 async fn a_message_with_create_at_as_a_string_is_still_answered() {
     let mock = tls_mock(MockConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
