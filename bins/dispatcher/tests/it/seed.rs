@@ -117,12 +117,15 @@ async fn the_seeds_request_verbatim_gets_the_seeds_response_and_delivers_its_pac
     let got: serde_json::Value = r.json().await.unwrap();
     assert_eq!(got["webhook_url"], local.as_str());
     let id = got["task_id"].as_str().unwrap().to_owned();
-    let delivered = loop {
-        if let Some(b) = bodies.lock().unwrap().first().cloned() {
-            break b;
+    let mut delivered = None;
+    for _ in 0..1500 {
+        delivered = bodies.lock().unwrap().first().cloned();
+        if delivered.is_some() {
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    }
+    let delivered = delivered.expect("the package was delivered within 30 s");
     let sent: serde_json::Value = serde_json::from_str(&request).unwrap();
     // Every section and field of the seed's package, and nothing else at the top.
     let keys = |v: &serde_json::Value| {
@@ -168,7 +171,10 @@ async fn the_seeds_request_verbatim_gets_the_seeds_response_and_delivers_its_pac
     );
 
     // 3. The status answer has the seed's `task_info` fields.
+    let mut tries = 0;
     let status = loop {
+        tries += 1;
+        assert!(tries < 1500, "the task did not complete within 30 s");
         let v: serde_json::Value = http
             .get(format!("{base}/workflow/tasks/{id}"))
             .bearer_auth(KEY)
