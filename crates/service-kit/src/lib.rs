@@ -1,0 +1,33 @@
+//! What the bundled services (`dispatcher`, `dingtalk-bot`) share, written once: layered
+//! configuration, tracing setup, the Prometheus recorder, opening the store a `database_url`
+//! names, and the shutdown signal.
+//!
+//! This crate is for binaries. Unlike the libraries under them it may touch process state
+//! (it installs the global tracing subscriber and metrics recorder), and only when asked to.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use service_kit::{LogFormat, init_tracing, open_store, shutdown_signal};
+//! use workflow_core::store::Database;
+//!
+//! # #[tokio::main] async fn main() -> anyhow::Result<()> {
+//! init_tracing(LogFormat::Human, "info");
+//! let database = Database::from_url(None, "./data/jobs.db".into(), 8)?;
+//! let opened = open_store(&database).await?;
+//! tracing::info!(database = %opened.shown, "store open");
+//! shutdown_signal().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod logging;
+mod metrics_recorder;
+mod shutdown;
+mod store;
+
+pub use config::{ConfigError, OneOrMany, layered};
+pub use logging::{LogFormat, init_tracing};
+pub use metrics_recorder::{MetricsUpkeep, prometheus};
+pub use shutdown::shutdown_signal;
+pub use store::{OpenedStore, open_store};

@@ -1,0 +1,51 @@
+//! Opening the store a `database_url` names.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use workflow_core::store::{Database, redact_database_url};
+use workflow_core::{SqliteConfig, SqliteStore, Store};
+
+/// An open store and how logs show it.
+#[derive(Debug, Clone)]
+pub struct OpenedStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The database as logs show it: the SQLite path, or the PostgreSQL URL without its
+    /// password.
+    pub shown: String,
+}
+
+/// Opens `database`: a SQLite file (created with its directory's parent existing, recovering
+/// tasks a previous process left behind), or a PostgreSQL database (migrated, listening for
+/// other instances' enqueues). Must be called inside a tokio runtime.
+///
+/// # Errors
+///
+/// The database cannot be opened or reached; the message names it without its password.
+pub async fn open_store(database: &Database) -> anyhow::Result<OpenedStore> {
+    match database {
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(SqliteConfig::new(path))
+                .with_context(|| format!("while opening {}", path.display()))?;
+            Ok(OpenedStore {
+                store: Arc::new(store),
+                shown: path.display().to_string(),
+            })
+        }
+        Database::Postgres { url, pool_size } => postgres(url, *pool_size).await,
+    }
+}
+
+async fn postgres(url: &str, pool_size: usize) -> anyhow::Result<OpenedStore> {
+    let shown = redact_database_url(url);
+    let mut config = workflow_core::PostgresConfig::new(url);
+    config.pool_size = pool_size;
+    let store = workflow_core::PostgresStore::connect(config)
+        .await
+        .with_context(|| format!("while connecting to {shown}"))?;
+    Ok(OpenedStore {
+        store: Arc::new(store),
+        shown,
+    })
+}
