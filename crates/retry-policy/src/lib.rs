@@ -140,6 +140,21 @@ impl ExponentialBackoff {
         };
         step.saturating_add(extra).min(self.max)
     }
+
+    /// [`ExponentialBackoff::delay`], raised (never lowered) by a server's `Retry-After` and
+    /// still capped by `max`: the delay before retry `n` when the target said when to come back.
+    pub fn delay_honouring(
+        &self,
+        n: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
+        let delay = self.delay(n, rng);
+        match retry_after {
+            Some(ra) => delay.max(ra).min(self.max),
+            None => delay,
+        }
+    }
 }
 
 /// `U(0, upper)` at millisecond resolution (sub-millisecond bounds give zero).
@@ -261,11 +276,10 @@ impl RetryPolicy {
         if retries_done >= self.max_retries {
             return None;
         }
-        let delay = self.delay(retries_done, rng);
-        Some(match retry_after {
-            Some(ra) => delay.max(ra).min(self.max_delay),
-            None => delay,
-        })
+        Some(
+            self.backoff()
+                .delay_honouring(retries_done, retry_after, rng),
+        )
     }
 }
 

@@ -71,6 +71,7 @@ pub mod events;
 pub mod facade;
 pub mod handler;
 pub mod model;
+pub mod outcome;
 mod shutdown;
 pub mod store;
 pub mod webhook;
@@ -85,7 +86,7 @@ pub use facade::{
 };
 pub use handler::{AttemptContext, AttemptResult, Handler, HandlerOutcome};
 pub use model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
-pub use retry_policy::{Jitter, RetryPolicy};
+pub use retry_policy::{ExponentialBackoff, Jitter, RetryPolicy};
 pub use shutdown::shutdown_signal;
 pub use store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, MemoryStore, Page, Release,

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use parking_lot::Mutex;
 use workflow_core::{
-    AttemptContext, CancelOutcome, Engine, EngineConfig, EngineEvent, Fence, Handler,
-    HandlerOutcome, Jitter, MemoryStore, NewTask, Priority, RetryPolicy, SqliteStore, Store, Task,
+    AttemptContext, CancelOutcome, Engine, EngineConfig, EngineEvent, ExponentialBackoff, Fence,
+    Handler, HandlerOutcome, Jitter, MemoryStore, NewTask, Priority, SqliteStore, Store, Task,
     TaskStatus, TokioClock,
 };
 
@@ -71,12 +71,12 @@ fn task(id: &str, priority: Priority) -> NewTask {
 fn config() -> EngineConfig {
     EngineConfig {
         owner_id: "test".into(),
-        retry: RetryPolicy {
-            max_retries: 3,
-            base_delay: Duration::from_secs(10),
-            max_delay: Duration::from_secs(3600),
-            jitter: Jitter::None,
-        },
+        backoff: ExponentialBackoff::try_new(
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+            Jitter::None,
+        )
+        .unwrap(),
         ..EngineConfig::default()
     }
 }
@@ -260,6 +260,54 @@ async fn a_crashed_workers_task_is_reattempted_and_its_late_write_rejected() {
         store.get("a").await.unwrap().unwrap().status,
         TaskStatus::Completed
     );
+    e.shutdown().await;
+}
+
+/// Panics on its first attempt of each task, then succeeds.
+struct PanicsOnce;
+
+#[async_trait]
+impl Handler for PanicsOnce {
+    async fn handle(&self, task: &Task, ctx: AttemptContext) -> HandlerOutcome {
+        if ctx.attempt == 1 {
+            panic!("handler bug on {}", task.id);
+        }
+        HandlerOutcome::success()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_spends_an_attempt_and_gives_back_its_slot() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // One slot, one per target: a slot leaked by the panic would stall every later task.
+    let e = engine(
+        store.clone(),
+        Arc::new(PanicsOnce),
+        EngineConfig {
+            max_in_flight: 1,
+            per_target_in_flight: 1,
+            lease: Duration::from_secs(30),
+            ..config()
+        },
+    );
+    for id in ["p1", "p2", "p3"] {
+        e.enqueue(task(id, Priority::High)).await.unwrap();
+    }
+    for id in ["p1", "p2", "p3"] {
+        let t = wait_final(&store, id).await;
+        assert_eq!(t.status, TaskStatus::Completed, "{id}");
+        assert_eq!(
+            t.tries, 2,
+            "{id}: the panicked attempt counts, the next one succeeds"
+        );
+        let attempts = store.attempts(id).await.unwrap();
+        assert_eq!(attempts[0].outcome, "retryable");
+        assert_eq!(
+            attempts[0].error.as_deref(),
+            Some(format!("handler panicked: handler bug on {id}").as_str())
+        );
+    }
+    assert_eq!(e.in_flight(), 0);
     e.shutdown().await;
 }
 
@@ -746,12 +794,12 @@ async fn priority_order_and_durable_retries_on_sqlite() {
         .handler("failing", fails)
         .config(EngineConfig {
             max_in_flight: 1,
-            retry: RetryPolicy {
-                max_retries: 3,
-                base_delay: Duration::from_millis(20),
-                max_delay: Duration::from_secs(1),
-                jitter: Jitter::None,
-            },
+            backoff: ExponentialBackoff::try_new(
+                Duration::from_millis(20),
+                Duration::from_secs(1),
+                Jitter::None,
+            )
+            .unwrap(),
             ..config()
         })
         .start();
@@ -1065,12 +1113,12 @@ async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_break
     let e = Engine::builder(store.clone())
         .handler(workflow_core::WEBHOOK_KIND, Arc::new(handler))
         .config(EngineConfig {
-            retry: RetryPolicy {
-                max_retries: 3,
-                base_delay: Duration::from_millis(10),
-                max_delay: Duration::from_secs(1),
-                jitter: Jitter::None,
-            },
+            backoff: ExponentialBackoff::try_new(
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+                Jitter::None,
+            )
+            .unwrap(),
             ..config()
         })
         .start();
