@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use workflow_core::{
-    AttemptContext, Engine, EngineConfig, Handler, HandlerOutcome, Jitter, NewTask, Priority,
-    RetryPolicy, SqliteStore, Store, Task,
+    AttemptContext, Engine, EngineConfig, ExponentialBackoff, Handler, HandlerOutcome, Jitter,
+    NewTask, Priority, SqliteStore, Store, Task,
 };
 
 struct FlakyReceiver;
@@ -34,12 +34,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::builder(store.clone())
         .handler("webhook", Arc::new(FlakyReceiver))
         .config(EngineConfig {
-            retry: RetryPolicy {
-                max_retries: 3,
-                base_delay: Duration::from_millis(200),
-                max_delay: Duration::from_secs(2),
-                jitter: Jitter::None,
-            },
+            // The delays between attempts; how many a task gets is its own `max_attempts`.
+            backoff: ExponentialBackoff::try_new(
+                Duration::from_millis(200),
+                Duration::from_secs(2),
+                Jitter::None,
+            )?,
             ..EngineConfig::default()
         })
         .start();
