@@ -24,8 +24,8 @@ use anyhow::Context as _;
 use dingtalk_sender::DingTalkSender;
 use dingtalk_stream::{StreamClient, StreamConfig};
 use workflow_core::{
-    AsyncTaskConfig, AsyncTaskManager, Engine, EngineConfig, Jitter, RetryPolicy, SqliteStore,
-    Store,
+    AsyncTaskConfig, AsyncTaskManager, Engine, EngineConfig, ExponentialBackoff, Jitter,
+    SqliteStore, Store,
 };
 
 pub use config::{Cli, Config, Mode, ProcessorKind, figment_for};
@@ -145,12 +145,12 @@ pub async fn run(
             max_in_flight: config.max_jobs,
             per_target_in_flight: config.max_jobs_per_user,
             lease: std::time::Duration::from_secs(120),
-            retry: RetryPolicy {
-                max_retries: 2,
-                base_delay: std::time::Duration::from_secs(5),
-                max_delay: std::time::Duration::from_secs(300),
-                jitter: Jitter::Full,
-            },
+            backoff: ExponentialBackoff::try_new(
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(300),
+                Jitter::Full,
+            )
+            .context("while setting the job backoff")?,
             prune_after: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
             shutdown_grace: config.shutdown_grace,
             ..EngineConfig::default()

@@ -71,7 +71,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use webhook_client::{Classifier, WebhookClient};
 use workflow_core::{
-    Engine, EngineConfig, Jitter, PostgresConfig, PostgresStore, RetryPolicy, SqliteConfig,
+    Engine, EngineConfig, ExponentialBackoff, Jitter, PostgresConfig, PostgresStore, SqliteConfig,
     SqliteStore, Store, WEBHOOK_KIND, WebhookDeliveryHandler, WorkflowConfig, WorkflowManager,
 };
 
@@ -297,8 +297,7 @@ impl App {
             )
             .build()
             .context("while building the HTTP client")?;
-        let retry = RetryPolicy::try_new(
-            config.max_retries,
+        let backoff = ExponentialBackoff::try_new(
             config.base_retry_delay,
             config.max_retry_delay,
             // The seed's jitter is U(0, 10 s); short test delays get proportionally less.
@@ -319,7 +318,7 @@ impl App {
             .config(EngineConfig {
                 max_in_flight: config.max_in_flight,
                 per_target_in_flight: config.per_target_in_flight,
-                retry,
+                backoff,
                 task_queue_size: Some(config.task_queue_size),
                 prune_after: Some(config.retention),
                 shutdown_grace: config.shutdown_grace,

@@ -17,6 +17,7 @@
 //! ```sh
 //! cargo build --release -p dingtalk-bot -p bench
 //! target/release/bench-bot                      # add --json for machine-readable output
+//! target/release/bench-bot --tls                # the mock over https/wss, as the real cloud
 //! ```
 
 use std::collections::HashMap;
@@ -61,6 +62,10 @@ struct Args {
     /// memory then include the mock and this tool).
     #[arg(long)]
     in_process: bool,
+    /// Serve the mock over https/wss (a throwaway CA the bot is told to trust), as the real
+    /// cloud does, so the figures include TLS.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// The bot process's CPU seconds and resident memory, from `/proc`.
@@ -199,9 +204,21 @@ fn max_jobs(args: &Args) -> usize {
     (args.long_jobs + args.messages).max(32)
 }
 
+/// Writes the mock's CA (TLS mode) where the bot can read it.
+fn write_ca(mock: &DingTalkMock, dir: &tempfile::TempDir) -> anyhow::Result<Option<PathBuf>> {
+    let Some(pem) = mock.ca_pem() else {
+        return Ok(None);
+    };
+    let path = dir.path().join("mock-ca.pem");
+    std::fs::write(&path, pem).context("while writing the mock's CA")?;
+    Ok(Some(path))
+}
+
 fn start_bot_in_process(args: &Args, mock: &DingTalkMock) -> anyhow::Result<Bot> {
     let dir = tempfile::tempdir()?;
+    let ca_file = write_ca(mock, &dir)?;
     let config = dingtalk_bot::Config {
+        ca_file,
         client_id: mock.config().client_id.clone(),
         client_secret: mock.config().client_secret.clone(),
         api_base: mock.base_url(),
@@ -228,7 +245,11 @@ fn start_bot(args: &Args, mock: &DingTalkMock) -> anyhow::Result<Bot> {
         None => std::env::current_exe()?.with_file_name("dingtalk-bot"),
     };
     let dir = tempfile::tempdir()?;
-    let child = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    if let Some(ca) = write_ca(mock, &dir)? {
+        command.arg("--ca-file").arg(ca);
+    }
+    let child = command
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--processor", "echo"])
@@ -304,11 +325,15 @@ struct LongJobsPhase {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mock = DingTalkMock::start(MockConfig {
+    let mock_config = MockConfig {
         qps_limit: (args.qps_limit > 0).then_some(args.qps_limit),
         ..MockConfig::default()
-    })
-    .await?;
+    };
+    let mock = if args.tls {
+        DingTalkMock::start_tls(mock_config).await?
+    } else {
+        DingTalkMock::start(mock_config).await?
+    };
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut outbox = mock.subscribe_outbox();
     let s = seen.clone();
