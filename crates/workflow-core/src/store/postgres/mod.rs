@@ -128,12 +128,9 @@ use self::sql::{Exec, db_err, first_cause, pooled};
 use self::write::{insert_events, load_for_update, save};
 use crate::error::StoreError;
 use crate::model::{AttemptRecord, CallbackRecord, NewTask, Task, TaskEvent};
-use crate::store::batch::{self, Batcher};
-use crate::store::codec::ms;
-use crate::store::logic;
 use crate::store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, Page, Release, Store,
-    StoreResult, TaskFilter,
+    StoreResult, TaskFilter, batch, batch::Batcher, codec::ms, logic,
 };
 
 pub use self::config::{PostgresConfig, redact};

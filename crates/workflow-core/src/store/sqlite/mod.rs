@@ -405,17 +405,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release(
-        &self,
-        fence: &Fence,
-        release: Release,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Task> {
+    async fn release(&self, fence: &Fence, r: Release, now: DateTime<Utc>) -> StoreResult<Task> {
         let fence = fence.clone();
         self.write(true, move |w| {
             let (task, ev) = w.transition(&fence.task_id, |t| {
                 logic::check_fence(t, &fence)?;
-                Ok(logic::release(t, &release, now))
+                Ok(logic::release(t, &r, now))
             })?;
             w.event(&ev)?;
             Ok(task)
@@ -451,13 +446,8 @@ impl Store for SqliteStore {
         self.read(move |c| query::events(c, &id)).await
     }
 
-    async fn cancel(
-        &self,
-        id: &str,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<CancelOutcome> {
-        let (id, reason) = (id.to_owned(), reason.to_owned());
+    async fn cancel(&self, id: &str, why: &str, now: DateTime<Utc>) -> StoreResult<CancelOutcome> {
+        let (id, reason) = (id.to_owned(), why.to_owned());
         self.write(false, move |w| {
             let (_, (out, ev)) = w.transition(&id, |t| Ok(logic::cancel(t, &reason, now)))?;
             if let Some(ev) = ev {
