@@ -407,7 +407,8 @@ impl Store for PostgresStore {
         max: usize,
         skip_targets: &[String],
     ) -> StoreResult<Vec<Task>> {
-        self.claim(owner, now, lease, max, skip_targets).await
+        let skip: Vec<&str> = skip_targets.iter().map(String::as_str).collect();
+        claim::claim(&self.inner.pool, owner, now, lease, max, &skip).await
     }
 
     async fn finish_attempt(
