@@ -180,8 +180,10 @@ struct Inner {
     enqueues: Batcher<EnqueueRequest, Enqueued>,
     /// Stops the notifier and the listener.
     stop: CancellationToken,
-    /// Every task this store spawned, joined by [`Store::close`].
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The finishers and enqueuers, joined by [`Store::close`].
+    batchers: Mutex<Vec<JoinHandle<()>>>,
+    /// The notifier and the listener, joined by [`Store::close`] after the batchers.
+    wakers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -231,16 +233,17 @@ impl PostgresStore {
         let wakeup = Arc::new(Notify::new());
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let outgoing = Arc::new(Notify::new());
-        let mut tasks = vec![tokio::spawn(notify_loop(
+        let mut wakers = vec![tokio::spawn(notify_loop(
             pool.clone(),
             instance.clone(),
             outgoing.clone(),
             stop.clone(),
         ))];
+        let mut batchers = Vec::with_capacity(FINISHERS + ENQUEUERS);
         let (finishes, queue) = batch::channel(FINISH_BATCH);
         for _ in 0..FINISHERS {
             let (queue, pool) = (queue.clone(), pool.clone());
-            tasks.push(tokio::spawn(async move {
+            batchers.push(tokio::spawn(async move {
                 queue.serve(&mut Finisher { pool }).await;
             }));
         }
@@ -252,12 +255,12 @@ impl PostgresStore {
                 estimate: active_estimate.clone(),
             };
             let queue = queue.clone();
-            tasks.push(tokio::spawn(async move {
+            batchers.push(tokio::spawn(async move {
                 queue.serve(&mut enqueuer).await;
             }));
         }
         if config.listen {
-            tasks.push(tokio::spawn(listen_loop(
+            wakers.push(tokio::spawn(listen_loop(
                 pg,
                 instance.clone(),
                 wakeup.clone(),
@@ -277,7 +280,8 @@ impl PostgresStore {
                 finishes,
                 enqueues,
                 stop,
-                tasks: Mutex::new(tasks),
+                batchers: Mutex::new(batchers),
+                wakers: Mutex::new(wakers),
             }),
         })
     }
@@ -341,21 +345,18 @@ impl PostgresStore {
     }
 
     /// Stops and joins every task this store spawned (the batchers first, so what is queued
-    /// is written and its wakeups sent), then closes the pool.
+    /// is written while the pool is open), then closes the pool.
     async fn shut_down(&self) {
         self.inner.finishes.close();
         self.inner.enqueues.close();
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock());
-        let refresh = self.inner.refresh.lock().take();
-        let (batchers, others): (Vec<_>, Vec<_>) = tasks
-            .into_iter()
-            .enumerate()
-            .partition(|(i, _)| (1..=FINISHERS + ENQUEUERS).contains(i));
-        for (_, task) in batchers {
+        let batchers = std::mem::take(&mut *self.inner.batchers.lock());
+        for task in batchers {
             join(task).await;
         }
         self.inner.stop.cancel();
-        for task in others.into_iter().map(|(_, t)| t).chain(refresh) {
+        let wakers = std::mem::take(&mut *self.inner.wakers.lock());
+        let refresh = self.inner.refresh.lock().take();
+        for task in wakers.into_iter().chain(refresh) {
             join(task).await;
         }
         self.inner.pool.close();
