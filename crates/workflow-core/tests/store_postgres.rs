@@ -941,3 +941,33 @@ fn an_enqueue_whose_enqueuers_are_gone_is_an_error_not_a_hang() {
     let err = r.expect_err("no enqueuer");
     assert!(matches!(err, StoreError::Closed), "{err}");
 }
+
+#[tokio::test]
+async fn close_answers_what_is_queued_then_refuses_writes() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let s = PostgresStore::connect(PostgresConfig::new(url.clone()))
+        .await
+        .unwrap();
+    let writes: Vec<_> = (0..20)
+        .map(|i| {
+            let task = conformance::new_task(&format!("c{i}"), Priority::Low, conformance::at(0));
+            s.enqueue(task, NONE)
+        })
+        .collect();
+    // Every enqueue is queued before close stops the enqueuers: each is still written.
+    let (written, ()) = tokio::join!(futures::future::join_all(writes), s.close());
+    for w in written {
+        w.expect("queued before close, so written");
+    }
+    let late = conformance::new_task("late", Priority::Low, conformance::at(0));
+    let err = s.enqueue(late, NONE).await.expect_err("closed");
+    assert!(matches!(err, StoreError::Closed), "{err}");
+    s.close().await; // again: nothing to do
+    let other = PostgresStore::connect(PostgresConfig::new(url))
+        .await
+        .unwrap();
+    assert_eq!(other.counts().await.unwrap().active(), 20);
+    other.close().await;
+}

@@ -345,3 +345,36 @@ async fn a_file_open_in_one_store_is_refused_to_another_until_closed() {
         TaskStatus::Processing
     );
 }
+
+#[tokio::test]
+async fn close_commits_what_is_queued_checkpoints_the_wal_and_refuses_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = SqliteStore::open_path(&path).unwrap();
+    let writes: Vec<_> = (0..50)
+        .map(|i| {
+            let task = conformance::new_task(&format!("t{i}"), Priority::Low, Utc::now());
+            store.enqueue(task, NONE)
+        })
+        .collect();
+    // Every write is queued before close asks the writer to stop: each is still committed.
+    let (written, ()) = tokio::join!(futures::future::join_all(writes), store.close());
+    for w in written {
+        w.expect("queued before close, so committed");
+    }
+    let late = conformance::new_task("late", Priority::Low, Utc::now());
+    let err = store.enqueue(late, NONE).await.expect_err("closed");
+    assert!(matches!(err, StoreError::Closed), "{err}");
+    // The WAL was copied into the database file and emptied.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "the WAL is empty after close");
+    // Reads still work, and closing again does nothing.
+    assert!(store.get("t0").await.unwrap().is_some());
+    store.close().await;
+    drop(store);
+    let again = SqliteStore::open_path(&path).unwrap();
+    assert_eq!(again.counts().await.unwrap().active(), 50);
+    again.close().await;
+}

@@ -11,11 +11,11 @@ use tokio::sync::Notify;
 
 use crate::error::StoreError;
 use crate::model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
-use crate::store::logic;
 use crate::store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, Page, Release, Store,
     StoreResult, TaskFilter,
 };
+use crate::store::{codec, logic};
 
 type DueKey = (i64, i64, String); // (next_run_at ms, seq, id)
 
@@ -380,10 +380,7 @@ impl Store for MemoryStore {
 
     async fn list(&self, filter: &TaskFilter) -> StoreResult<Page> {
         let state = self.state.lock();
-        let limit = match filter.limit {
-            0 => 100,
-            n => n.min(1000),
-        };
+        let limit = codec::page_size(filter.limit);
         let upper = filter.before_seq.unwrap_or(i64::MAX);
         let mut tasks: Vec<&Task> = Vec::with_capacity(limit + 1);
         for id in state.by_seq.range(..upper).rev().map(|(_, id)| id) {
@@ -404,17 +401,7 @@ impl Store for MemoryStore {
                 }
             }
         }
-        let more = tasks.len() > limit;
-        tasks.truncate(limit);
-        let next_cursor = if more {
-            tasks.last().map(|t| t.seq)
-        } else {
-            None
-        };
-        Ok(Page {
-            tasks: tasks.into_iter().cloned().collect(),
-            next_cursor,
-        })
+        Ok(codec::page(tasks.into_iter().cloned().collect(), limit))
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {

@@ -21,6 +21,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 // Also compiled for rustdoc, so the docs show the suite and links to it resolve.
+mod batch;
+mod codec;
 #[cfg(any(feature = "conformance", doc))]
 pub mod conformance;
 mod database;
@@ -282,4 +284,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Notified when a task may have become due (an enqueue, a release, a retry-now), by this
     /// process or, for shared backends, by another instance.
     fn wakeup(&self) -> Arc<Notify>;
+
+    /// Stops the store's own tasks and threads and waits for them: what was queued is written
+    /// first, then writes fail with [`StoreError::Closed`]. Call it once on shutdown, after the
+    /// engine has stopped; calling it again does nothing. SQLite also checkpoints its WAL, so
+    /// the database file alone is complete; PostgreSQL closes its pool. Dropping the last
+    /// clone of a store stops its work too, without waiting. The default does nothing.
+    async fn close(&self) {}
 }
