@@ -180,9 +180,9 @@ pub struct Dispatcher {
 /// Configuration for tests: loopback allowed, fixed key and secret, fast retries.
 pub fn test_config() -> dispatcher::Config {
     dispatcher::Config {
-        api_keys: dispatcher::config::List(vec![API_KEY.to_owned()]),
-        signing_secret: dispatcher::config::List(vec![SECRET.to_owned()]),
-        allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".to_owned()]),
+        api_keys: dispatcher::config::OneOrMany(vec![API_KEY.to_owned()]),
+        signing_secret: dispatcher::config::OneOrMany(vec![SECRET.to_owned()]),
+        allowed_target_cidrs: dispatcher::config::OneOrMany(vec!["127.0.0.0/8".to_owned()]),
         base_retry_delay: Duration::from_millis(200),
         max_retry_delay: Duration::from_secs(2),
         delivery_timeout: Duration::from_secs(5),

@@ -59,6 +59,7 @@
 //! missing fields and rule violations together, with exact JSON paths, and costs about 300
 //! lines. Ids need a seed-specific format (`wf_<secs>_<hex>`), so `uuid` does not fit either.
 
+pub mod examples;
 mod error;
 mod id;
 mod package;

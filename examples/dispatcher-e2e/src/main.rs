@@ -76,9 +76,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = dispatcher::Config {
         data_dir: data.path().to_path_buf(),
         public_url: Some(base.clone()),
-        api_keys: dispatcher::config::List(vec![KEY.into()]),
-        signing_secret: dispatcher::config::List(vec![SECRET.into()]),
-        allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".into()]),
+        api_keys: dispatcher::config::OneOrMany(vec![KEY.into()]),
+        signing_secret: dispatcher::config::OneOrMany(vec![SECRET.into()]),
+        allowed_target_cidrs: dispatcher::config::OneOrMany(vec!["127.0.0.0/8".into()]),
         ..dispatcher::Config::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

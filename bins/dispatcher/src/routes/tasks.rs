@@ -10,16 +10,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use task_package::{CreateTaskRequest, DeliveryFormat, Priority, TaskId};
+use task_package::{CreateTaskRequest, Priority};
 use utoipa::{IntoParams, ToSchema};
-use workflow_core::{
-    CancelOutcome, DispatchRequest, Enqueued, NewTask, Task, TaskFilter, TaskStatus, TaskStatusView,
-};
+use workflow_core::{CancelOutcome, Task, TaskFilter, TaskStatus};
+use workflow_dispatch::{CreatedTask, DeliveryPayload, TaskStatusView};
 
 use crate::AppState;
 use crate::auth::ApiKey;
-use crate::channels::{Channel, ChannelKind};
-use crate::config::BreakerOpenPolicy;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::json_body;
 
@@ -49,39 +46,6 @@ pub struct CreateTaskResponse {
     pub channel_task_id: Option<String>,
 }
 
-/// Queues a delivery through a preset channel. The payload holds the channel's name (not its
-/// URL, which may carry a token), so a retry after a restart resolves the channel again.
-async fn dispatch_to_channel(
-    state: &AppState,
-    channel: &Channel,
-    task_id: String,
-    mut package: task_package::TaskPackage,
-    priority: Priority,
-    idempotency_key: Option<String>,
-) -> Result<Enqueued, ApiError> {
-    let format = match channel.kind {
-        ChannelKind::Webhook => {
-            package.delivery_instructions.webhook_url = channel.url.clone();
-            "standard_payload"
-        }
-        ChannelKind::Chat(kind) => kind.delivery_format(),
-        ChannelKind::DingTalkApp => "dingtalk_app_markdown",
-    };
-    package.delivery_instructions.delivery_format = DeliveryFormat::from(format);
-    let engine = state.manager.engine();
-    let task = NewTask {
-        id: task_id,
-        kind: workflow_core::WEBHOOK_KIND.to_owned(),
-        priority,
-        payload: serde_json::json!({"channel": channel.name, "package": package}),
-        target: Some(channel.target()),
-        max_attempts: state.manager.config().max_retries.saturating_add(1),
-        run_at: engine.now(),
-        idempotency_key,
-    };
-    Ok(engine.enqueue(task).await?)
-}
-
 /// Creates a task from the seed's request body and queues its delivery.
 #[utoipa::path(
     post, path = "/workflow/tasks", tag = "tasks",
@@ -105,32 +69,6 @@ pub(crate) async fn create_task(
 ) -> Result<Response, ApiError> {
     let body = json_body(&headers, body)?;
     let request = CreateTaskRequest::from_json_slice(&body).map_err(ApiError::validation)?;
-    let channel = match &request.channel {
-        None => None,
-        Some(name) => Some(state.channels.get(name).cloned().ok_or_else(|| {
-            ApiError::bad_field(
-                "channel",
-                format!("unknown channel {name:?} (GET /workflow/channels lists them)"),
-            )
-        })?),
-    };
-    let webhook_url = request.webhook_url.clone().filter(|u| !u.is_empty());
-    if state.breaker_policy == BreakerOpenPolicy::Reject {
-        let url_open = webhook_url
-            .as_deref()
-            .and_then(|u| state.client.breaker_retry_in(u));
-        let channel_open = channel.as_ref().and_then(|c| match c.kind {
-            ChannelKind::Webhook => state.client.breaker_retry_in(&c.url),
-            _ => state.client.breaker_retry_in_key(&c.breaker_key()),
-        });
-        if let Some(retry_in) = url_open.or(channel_open) {
-            return Err(ApiError::unavailable(
-                "target_unavailable",
-                "the target's circuit breaker is open after repeated failures; try again later",
-                retry_in,
-            ));
-        }
-    }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
@@ -143,70 +81,16 @@ pub(crate) async fn create_task(
             }
         },
     };
-    let package_for = |task_id: &str| {
-        let mut package = state.manager.create_task_package(&request);
-        package.delivery_instructions.callback_url = Some(format!(
-            "{}/workflow/tasks/{task_id}/callback",
-            state.public_url
-        ));
-        package.delivery_instructions.callback_token = Some(state.callbacks.token(task_id));
-        package
-    };
-    // With a webhook_url, the package goes there (the seed's task); a channel named as well
-    // gets its own task (own retries, status and callback), reported as `channel_task_id`.
-    let task_id = TaskId::generate();
-    let out = match (&webhook_url, &channel) {
-        (None, Some(ch)) => {
-            dispatch_to_channel(
-                &state,
-                ch,
-                task_id.clone(),
-                package_for(&task_id),
-                request.priority,
-                idempotency_key.clone(),
-            )
-            .await?
-        }
-        _ => {
-            state
-                .manager
-                .dispatch_task(DispatchRequest {
-                    task_id: task_id.clone(),
-                    package: package_for(&task_id),
-                    priority: request.priority,
-                    idempotency_key: idempotency_key.clone(),
-                })
-                .await?
-        }
-    };
-    let (task, replayed) = match out {
-        Enqueued::Created(t) => (t, false),
-        Enqueued::Existing(t) => (t, true),
-    };
-    let channel_task_id = match (&webhook_url, &channel) {
-        (Some(_), Some(ch)) => {
-            let id = TaskId::generate();
-            let companion = dispatch_to_channel(
-                &state,
-                ch,
-                id.clone(),
-                package_for(&id),
-                request.priority,
-                idempotency_key.as_ref().map(|k| format!("{k}#channel")),
-            )
-            .await?;
-            Some(match companion {
-                Enqueued::Created(t) | Enqueued::Existing(t) => t.id,
-            })
-        }
-        _ => None,
-    };
-    // A replay answers what the stored task does, not what the new request asked for.
-    let (webhook_url, channel_name) = if replayed {
-        (task_url(&task).unwrap_or_default(), task_channel(&task))
-    } else {
-        (webhook_url.unwrap_or_default(), channel.map(|c| c.name))
-    };
+    let CreatedTask {
+        task,
+        replayed,
+        webhook_url,
+        channel,
+        channel_task_id,
+    } = state
+        .manager
+        .create_task(&request, idempotency_key)
+        .await?;
     let body = CreateTaskResponse {
         status: "success".to_owned(),
         task_id: task.id,
@@ -217,7 +101,7 @@ pub(crate) async fn create_task(
         }
         .to_owned(),
         webhook_url,
-        channel: channel_name,
+        channel,
         channel_task_id,
     };
     let mut resp = Json(body).into_response();
@@ -299,24 +183,13 @@ pub struct TaskStatusResponse {
     pub task_info: TaskInfo,
 }
 
-fn task_url(task: &Task) -> Option<String> {
-    task.payload
-        .get("url")
-        .and_then(|u| u.as_str())
-        .map(str::to_owned)
-}
-
-fn task_channel(task: &Task) -> Option<String> {
-    task.payload
-        .get("channel")
-        .and_then(|c| c.as_str())
-        .map(str::to_owned)
-}
-
 pub(crate) fn info(task: Task, attempts: Vec<workflow_core::AttemptRecord>) -> TaskInfo {
+    let stored = DeliveryPayload::read(&task.payload).ok();
+    let webhook_url = stored.and_then(|p| p.url).map(str::to_owned);
+    let channel = stored.and_then(|p| p.channel).map(str::to_owned);
     TaskInfo {
-        webhook_url: task_url(&task),
-        channel: task_channel(&task),
+        webhook_url,
+        channel,
         task_id: task.id,
         status: task.status.as_str().to_owned(),
         completed_at: task.finished_at,
@@ -453,7 +326,7 @@ pub(crate) async fn list_tasks(
         status,
         priority,
         target: q.target,
-        kind: Some(workflow_core::WEBHOOK_KIND.to_owned()),
+        kind: Some(workflow_dispatch::WEBHOOK_KIND.to_owned()),
         limit: limit.unwrap_or(100),
         before_seq: cursor,
     };
