@@ -59,5 +59,4 @@ mod tests {
         assert!(!key_matches("", &keys));
         assert!(!key_matches("alpha", &[]));
     }
-
 }

@@ -469,8 +469,7 @@ mod tests {
     fn the_dispatcher_config_takes_both_forms_over_its_defaults() {
         let load = |toml: &str| {
             Config::load(
-                &Figment::from(Serialized::defaults(Config::default()))
-                    .merge(Toml::string(toml)),
+                &Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)),
             )
         };
         let map =

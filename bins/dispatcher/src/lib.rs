@@ -234,7 +234,8 @@ fn delivery_client(config: &Config) -> anyhow::Result<WebhookClient> {
             ..circuit_breaker::BreakerConfig::default()
         })
         .classifier(
-            Classifier::default().with_permanent_statuses(config.permanent_statuses.iter().copied()),
+            Classifier::default()
+                .with_permanent_statuses(config.permanent_statuses.iter().copied()),
         )
         .build()
         .context("while building the HTTP client")

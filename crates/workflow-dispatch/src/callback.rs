@@ -84,7 +84,10 @@ impl CallbackReport {
                 Some(s.clone())
             }
             Some(_) => {
-                bad("status", "expected accepted, in_progress, resolved or rejected");
+                bad(
+                    "status",
+                    "expected accepted, in_progress, resolved or rejected",
+                );
                 None
             }
             None => {

@@ -11,7 +11,7 @@
 //!   attempt without spending it.
 //! - [`channels`]: preset delivery channels from configuration; [`render`]: a package as a
 //!   chat message; [`CallbackTokens`]: per-task tokens derived, never stored;
-//!   [`DeliveryPayload`]: what a delivery task stores.
+//!   [`DeliveryPayload`]: what a delivery task stores; [`api`]: the task API's models.
 //!
 //! # Example
 //!
@@ -53,6 +53,7 @@
 //! - `openapi`: derives `utoipa::ToSchema` on the types an HTTP API shows
 //!   ([`channels::ChannelView`]), for services that publish an OpenAPI document.
 
+pub mod api;
 pub mod callback;
 pub mod channels;
 mod error;

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use task_package::{CreateTaskRequest, DeliveryFormat, Priority, TaskId, TaskPackage, create_task_package};
+use task_package::{
+    CreateTaskRequest, DeliveryFormat, Priority, TaskId, TaskPackage, create_task_package,
+};
 use webhook_client::WebhookClient;
 use workflow_core::{
     AttemptRecord, CallbackRecord, CancelOutcome, Engine, EngineError, Enqueued, NewTask, Page,
@@ -268,7 +270,10 @@ impl WorkflowManager {
                 stored.and_then(|p| p.channel).map(str::to_owned),
             )
         } else {
-            (webhook_url.unwrap_or_default(), channel.map(|c| c.name.clone()))
+            (
+                webhook_url.unwrap_or_default(),
+                channel.map(|c| c.name.clone()),
+            )
         };
         Ok(CreatedTask {
             task,
@@ -300,18 +305,21 @@ impl WorkflowManager {
     /// # Errors
     ///
     /// Queue full, duplicate id, or a store failure.
-    pub async fn dispatch_task(
-        &self,
-        request: DispatchRequest,
-    ) -> Result<Enqueued, EngineError> {
+    pub async fn dispatch_task(&self, request: DispatchRequest) -> Result<Enqueued, EngineError> {
         let url = request.package.delivery_instructions.webhook_url.clone();
         let target = webhook_client::target_key(&url);
         let payload = DeliveryPayload::new(
             Destination::Url(url),
             serde_json::to_value(&request.package).expect("a task package always serialises"),
         );
-        self.enqueue(request.task_id, payload, target, request.priority, request.idempotency_key)
-            .await
+        self.enqueue(
+            request.task_id,
+            payload,
+            target,
+            request.priority,
+            request.idempotency_key,
+        )
+        .await
     }
 
     /// Queues a delivery through a preset channel. The payload holds the channel's name (not
@@ -341,8 +349,14 @@ impl WorkflowManager {
             Destination::Channel(channel.name.clone()),
             serde_json::to_value(&package).expect("a task package always serialises"),
         );
-        self.enqueue(task_id, payload, Some(channel.target()), priority, idempotency_key)
-            .await
+        self.enqueue(
+            task_id,
+            payload,
+            Some(channel.target()),
+            priority,
+            idempotency_key,
+        )
+        .await
     }
 
     async fn enqueue(

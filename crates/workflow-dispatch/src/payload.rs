@@ -40,7 +40,9 @@ pub struct PayloadRef<'a> {
 
 /// The stored payload is not a [`DeliveryPayload`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unreadable delivery payload: expected {{\"url\" or \"channel\": string, \"package\": ...}}")]
+#[error(
+    "unreadable delivery payload: expected {{\"url\" or \"channel\": string, \"package\": ...}}"
+)]
 pub struct UnreadablePayload;
 
 impl DeliveryPayload {
@@ -85,14 +87,26 @@ mod tests {
     #[test]
     fn both_destinations_round_trip_in_the_stored_shape() {
         let package = serde_json::json!({"task_type": "competitor_alert"});
-        let url = DeliveryPayload::new(Destination::Url("https://r.example/h".into()), package.clone());
+        let url = DeliveryPayload::new(
+            Destination::Url("https://r.example/h".into()),
+            package.clone(),
+        );
         let stored = url.to_value();
-        assert_eq!(stored, serde_json::json!({"url": "https://r.example/h", "package": package}));
+        assert_eq!(
+            stored,
+            serde_json::json!({"url": "https://r.example/h", "package": package})
+        );
         let seen = DeliveryPayload::read(&stored).unwrap();
-        assert_eq!((seen.url, seen.channel), (Some("https://r.example/h"), None));
+        assert_eq!(
+            (seen.url, seen.channel),
+            (Some("https://r.example/h"), None)
+        );
         let channel = DeliveryPayload::new(Destination::Channel("ops".into()), package.clone());
         let stored = channel.to_value();
-        assert_eq!(stored, serde_json::json!({"channel": "ops", "package": package}));
+        assert_eq!(
+            stored,
+            serde_json::json!({"channel": "ops", "package": package})
+        );
         let back: DeliveryPayload = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(back, channel);
         assert_eq!(DeliveryPayload::read(&stored).unwrap().channel, Some("ops"));

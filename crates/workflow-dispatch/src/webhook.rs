@@ -43,7 +43,9 @@ impl Handler for WebhookDeliveryHandler {
             Err(e) => return HandlerOutcome::permanent(e.to_string()),
         };
         let (Some(url), package) = (payload.url, payload.package) else {
-            return HandlerOutcome::permanent("a channel delivery reached the plain webhook handler");
+            return HandlerOutcome::permanent(
+                "a channel delivery reached the plain webhook handler",
+            );
         };
         let body = match serde_json::to_vec(package) {
             Ok(b) => bytes::Bytes::from(b),

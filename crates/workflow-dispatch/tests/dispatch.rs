@@ -266,10 +266,8 @@ async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_break
         })
         .build()
         .unwrap();
-    let handler = WebhookDeliveryHandler::new(
-        client,
-        vec![webhook_client::SigningSecret::generate()],
-    );
+    let handler =
+        WebhookDeliveryHandler::new(client, vec![webhook_client::SigningSecret::generate()]);
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let e = Engine::builder(store.clone())
         .handler(WEBHOOK_KIND, Arc::new(handler))
@@ -338,4 +336,3 @@ async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_break
         s.abort();
     }
 }
-

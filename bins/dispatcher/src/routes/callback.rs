@@ -12,7 +12,7 @@ use workflow_dispatch::CallbackReport;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::json_body;
-use crate::routes::tasks::{TaskStatusResponse, info};
+use workflow_dispatch::api::{TaskStatusResponse, info};
 
 /// What a receiver reports.
 #[derive(Debug, Deserialize, ToSchema)]

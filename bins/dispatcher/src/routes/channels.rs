@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::ApiKey;
-use workflow_dispatch::channels::ChannelView;
 use crate::error::ErrorBody;
+use workflow_dispatch::channels::ChannelView;
 
 /// The answer to `GET /workflow/channels`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

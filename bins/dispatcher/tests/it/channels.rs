@@ -16,12 +16,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode, Uri};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use workflow_dispatch::channels::{ChannelConfig, ChannelList, RateList};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tower::ServiceExt as _;
+use workflow_dispatch::channels::{ChannelConfig, ChannelList, RateList};
 
 use crate::{KEY, SECRET, seed_body};
 

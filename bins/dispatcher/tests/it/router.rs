@@ -438,7 +438,15 @@ async fn open_breaker_is_503_with_retry_after_unless_policy_queues() {
                 permit.failure();
             }
         }
-        assert!(t.app.state().manager.client().unwrap().breaker_retry_in(DEAD).is_some());
+        assert!(
+            t.app
+                .state()
+                .manager
+                .client()
+                .unwrap()
+                .breaker_retry_in(DEAD)
+                .is_some()
+        );
         let a = t.post_json("/workflow/tasks", seed_body(DEAD)).await;
         match policy {
             dispatcher::BreakerOpenPolicy::Reject => {
