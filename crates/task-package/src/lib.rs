@@ -59,8 +59,8 @@
 //! missing fields and rule violations together, with exact JSON paths, and costs about 300
 //! lines. Ids need a seed-specific format (`wf_<secs>_<hex>`), so `uuid` does not fit either.
 
-pub mod examples;
 mod error;
+pub mod examples;
 mod id;
 mod package;
 mod priority;
