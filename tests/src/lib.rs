@@ -22,21 +22,8 @@ use axum::routing::post;
 use parking_lot::Mutex;
 use webhook_client::SigningSecret;
 
-/// The seed's example request body.
-pub const SEED_REQUEST: &str = r#"{
-  "task_type": "negative_evidence_intervention",
-  "evidence_data": {
-    "evidence_fragment": "某品牌手机电池续航严重虚标，用户实测不到宣传的一半",
-    "associated_url": "https://weibo.com/1234567890/AbCdEf",
-    "source_name": "微博",
-    "risk_level": "high",
-    "brand_name": "某品牌",
-    "intervention_script": "您好，我们已关注到您反馈的续航问题，请私信提供订单号，我们将安排专人跟进。",
-    "source_meta": {"author": "数码测评君", "followers": 250000}
-  },
-  "webhook_url": "https://api.example.com/webhooks/intervention",
-  "priority": "high"
-}"#;
+/// The seed's example request body (the golden file of `task_package::examples`).
+pub const SEED_REQUEST: &str = task_package::examples::SEED_REQUEST;
 
 /// A fixed signing secret for tests.
 pub const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -180,9 +167,9 @@ pub struct Dispatcher {
 /// Configuration for tests: loopback allowed, fixed key and secret, fast retries.
 pub fn test_config() -> dispatcher::Config {
     dispatcher::Config {
-        api_keys: dispatcher::config::List(vec![API_KEY.to_owned()]),
-        signing_secret: dispatcher::config::List(vec![SECRET.to_owned()]),
-        allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".to_owned()]),
+        api_keys: dispatcher::config::OneOrMany(vec![API_KEY.to_owned()]),
+        signing_secret: dispatcher::config::OneOrMany(vec![SECRET.to_owned()]),
+        allowed_target_cidrs: dispatcher::config::OneOrMany(vec!["127.0.0.0/8".to_owned()]),
         base_retry_delay: Duration::from_millis(200),
         max_retry_delay: Duration::from_secs(2),
         delivery_timeout: Duration::from_secs(5),

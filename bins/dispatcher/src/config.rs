@@ -6,63 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
-use serde::{Deserialize, Deserializer, Serialize};
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-/// What to do with a new task whose target's circuit breaker is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum BreakerOpenPolicy {
-    /// Answer 503 with `Retry-After` (the seed's rule).
-    #[default]
-    Reject,
-    /// Accept and deliver once the breaker lets a probe through.
-    Queue,
-}
-
-/// A list given as a TOML array or as one comma-separated string (environment, flags).
-#[derive(Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct List(pub Vec<String>);
-
-impl<'de> Deserialize<'de> for List {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
-        }
-        let items = match Raw::deserialize(d)? {
-            Raw::One(s) => s.split(',').map(str::to_owned).collect(),
-            Raw::Many(v) => v,
-        };
-        Ok(List(
-            items
-                .into_iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        ))
-    }
-}
-
-impl fmt::Debug for List {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use figment::providers::Env;
+use serde::{Deserialize, Serialize};
+pub use service_kit::{ConfigError, LogFormat, OneOrMany};
+use workflow_dispatch::BreakerOpenPolicy;
+use workflow_dispatch::channels::{ChannelList, Channels};
 
 /// The dispatcher's settings.
 #[derive(Clone, Serialize, Deserialize)]
@@ -82,14 +30,14 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// Accepted API keys (Bearer tokens). Empty: one is generated and stored in the data dir.
-    pub api_keys: List,
+    pub api_keys: OneOrMany,
     /// `whsec_...` secrets to sign with (first signs; all sign during rotation). Empty: generated.
-    pub signing_secret: List,
+    pub signing_secret: OneOrMany,
     /// CIDRs a webhook may target even though they are not public (e.g. `127.0.0.0/8`).
-    pub allowed_target_cidrs: List,
+    pub allowed_target_cidrs: OneOrMany,
     /// Fixed addresses for webhook hosts, `HOST=IP:PORT` each, like curl's `--resolve`: for
     /// split-horizon networks and tests. The SSRF guard still checks the address.
-    pub resolve: List,
+    pub resolve: OneOrMany,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// First retry delay.
@@ -125,8 +73,9 @@ pub struct Config {
     /// How long shutdown waits for deliveries in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Preset delivery channels (`[[channels]]` or `[channels.<name>]`; see `crate::channels`).
-    pub channels: crate::channels::ChannelList,
+    /// Preset delivery channels (`[[channels]]` or `[channels.<name>]`; see
+    /// `workflow_dispatch::channels`).
+    pub channels: ChannelList,
 }
 
 impl Default for Config {
@@ -137,10 +86,10 @@ impl Default for Config {
             database_url: None,
             database_pool_size: 16,
             lease: Duration::from_secs(60),
-            api_keys: List::default(),
-            signing_secret: List::default(),
-            allowed_target_cidrs: List::default(),
-            resolve: List::default(),
+            api_keys: OneOrMany::default(),
+            signing_secret: OneOrMany::default(),
+            allowed_target_cidrs: OneOrMany::default(),
+            resolve: OneOrMany::default(),
             max_retries: 3,
             base_retry_delay: Duration::from_secs(30),
             max_retry_delay: Duration::from_secs(3600),
@@ -155,14 +104,14 @@ impl Default for Config {
             breaker_open_wait: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             shutdown_grace: Duration::from_secs(10),
-            channels: crate::channels::ChannelList::default(),
+            channels: ChannelList::default(),
         }
     }
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = |l: &List| format!("<{} redacted>", l.0.len());
+        let redacted = |l: &OneOrMany| format!("<{} redacted>", l.0.len());
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
@@ -192,11 +141,6 @@ impl fmt::Debug for Config {
             .finish_non_exhaustive()
     }
 }
-
-/// The configuration is invalid.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
 
 pub use workflow_core::store::Database;
 
@@ -271,7 +215,8 @@ impl Config {
             task_package::check_url(url).map_err(|r| ConfigError(format!("public_url: {r}")))?;
         }
         self.database()?;
-        crate::channels::Channels::from_config(&self.channels)?;
+        // Values only: secrets are read and clients built once, by `App::start`.
+        Channels::check(&self.channels).map_err(|e| ConfigError(e.0))?;
         Ok(())
     }
 
@@ -385,26 +330,26 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     /// New tasks for a target whose breaker is open: reject (503) or queue.
-    #[arg(long, value_enum)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker_open_policy: Option<BreakerOpenPolicy>,
 }
 
 /// The layered figment: defaults, then the TOML file, then `DISPATCHER_*`, then flags.
 pub fn figment_for(cli: &Cli) -> Figment {
-    let mut figment = Figment::from(Serialized::defaults(Config::default()));
-    if let Some(path) = &cli.config {
-        figment = figment.merge(Toml::file_exact(path));
-    }
-    figment
-        .merge(Env::prefixed("DISPATCHER_").ignore(&["config"]))
-        .merge(Serialized::defaults(cli))
+    service_kit::layered(
+        Config::default(),
+        cli.config.as_deref(),
+        [Env::prefixed("DISPATCHER_").ignore(&["config"])],
+        cli,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use figment::Jail;
+    use figment::providers::{Format, Serialized, Toml};
 
     #[test]
     // figment's Jail returns its own large error type; this is its documented test pattern.
@@ -506,8 +451,8 @@ mod tests {
     #[test]
     fn debug_redacts_secrets() {
         let c = Config {
-            api_keys: List(vec!["key-123".into()]),
-            signing_secret: List(vec!["whsec_AAAAAAAAAAAAAAAAAAAAAAAA".into()]),
+            api_keys: OneOrMany(vec!["key-123".into()]),
+            signing_secret: OneOrMany(vec!["whsec_AAAAAAAAAAAAAAAAAAAAAAAA".into()]),
             ..Config::default()
         };
         let s = format!("{c:?}");
@@ -518,5 +463,23 @@ mod tests {
         };
         let s = format!("{c:?}");
         assert!(!s.contains("s3cret") && s.contains("app:***@db"), "{s}");
+    }
+
+    #[test]
+    fn the_dispatcher_config_takes_both_forms_over_its_defaults() {
+        let load = |toml: &str| {
+            Config::load(
+                &Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)),
+            )
+        };
+        let map =
+            load("[channels.a]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/x\"")
+                .unwrap();
+        assert_eq!(map.channels.0[0].name, "a");
+        let list = load("[[channels]]\nname = \"b\"\nkind = \"wecom_robot\"\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k\"").unwrap();
+        assert_eq!(list.channels.0[0].kind, "wecom_robot");
+        assert!(!format!("{list:?}").contains("key=k"));
+        let bad = load("[channels.c]\nkind = \"slack\"").unwrap_err().0;
+        assert!(bad.contains("channels.c.url"), "{bad}");
     }
 }

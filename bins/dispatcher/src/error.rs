@@ -217,6 +217,24 @@ pub(crate) async fn json_errors(response: Response) -> Response {
     out
 }
 
+impl From<workflow_dispatch::Error> for ApiError {
+    fn from(e: workflow_dispatch::Error) -> ApiError {
+        match e {
+            workflow_dispatch::Error::UnknownChannel(name) => ApiError::bad_field(
+                "channel",
+                format!("unknown channel {name:?} (GET /workflow/channels lists them)"),
+            ),
+            workflow_dispatch::Error::BreakerOpen { retry_in } => ApiError::unavailable(
+                "target_unavailable",
+                "the target's circuit breaker is open after repeated failures; try again later",
+                retry_in,
+            ),
+            workflow_dispatch::Error::Engine(e) => e.into(),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 impl From<workflow_core::EngineError> for ApiError {
     fn from(e: workflow_core::EngineError) -> Self {
         use workflow_core::{EngineError, StoreError};

@@ -6,9 +6,11 @@
 //! examples can start the whole service in-process ([`run`] on `127.0.0.1:0`) or drive the
 //! [`router`] directly with `tower::ServiceExt::oneshot`.
 //!
-//! Layout (the svix-server shape): [`config`] (layered settings), [`secrets`] (generated on
-//! first start), [`auth`] (API keys, callback tokens), [`error`] (the JSON error shape),
-//! [`routes`] (handlers), [`openapi`] (the generated document).
+//! The product logic (packing, routing to URLs and channels, breakers, delivery, callback
+//! tokens) is `workflow_dispatch`'s; this crate is its HTTP face. Layout (the svix-server
+//! shape): [`config`] (layered settings), [`secrets`] (generated on first start), [`auth`]
+//! (API keys), [`error`] (the JSON error shape), [`routes`] (handlers), [`openapi`] (the
+//! generated document).
 //!
 //! # Example
 //!
@@ -20,8 +22,8 @@
 //! let data = tempfile::tempdir()?;
 //! let config = dispatcher::Config {
 //!     data_dir: data.path().to_path_buf(),
-//!     api_keys: dispatcher::config::List(vec!["my-key".into()]),
-//!     signing_secret: dispatcher::config::List(vec!["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()]),
+//!     api_keys: dispatcher::config::OneOrMany(vec!["my-key".into()]),
+//!     signing_secret: dispatcher::config::OneOrMany(vec!["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()]),
 //!     ..dispatcher::Config::default()
 //! };
 //! let app = dispatcher::App::start(&config).await?;
@@ -41,13 +43,12 @@
 //!
 //! # Why some parts are our own
 //!
-//! API-key checks and callback tokens are a few lines over `hmac`/`subtle` (an auth framework
-//! would add sessions and storage we do not want: callback tokens are derived, never stored).
+//! API-key checks are a few lines over `sha2`/`subtle` (an auth framework would add sessions
+//! and storage we do not want; callback tokens are derived, never stored).
 //! The JSON error mapping is a small middleware so axum's and tower-http's own rejections
 //! answer in the same shape as the handlers.
 
 pub mod auth;
-pub mod channels;
 pub mod config;
 pub mod error;
 pub mod openapi;
@@ -55,14 +56,15 @@ pub mod routes;
 pub mod secrets;
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
+use service_kit::MetricsUpkeep;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -70,13 +72,16 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use webhook_client::{Classifier, WebhookClient};
-use workflow_core::{
-    Engine, EngineConfig, ExponentialBackoff, Jitter, PostgresConfig, PostgresStore, SqliteConfig,
-    SqliteStore, Store, WEBHOOK_KIND, WebhookDeliveryHandler, WorkflowConfig, WorkflowManager,
+use workflow_core::{Engine, EngineConfig, ExponentialBackoff, Jitter, Store};
+use workflow_dispatch::{
+    CallbackTokens, ChannelDeliveryHandler, Channels, WEBHOOK_KIND, WebhookDeliveryHandler,
+    WorkflowConfig, WorkflowManager,
 };
 
-pub use config::{BreakerOpenPolicy, Cli, Config, ConfigError, LogFormat, figment_for};
+pub use config::{Cli, Config, ConfigError, LogFormat, figment_for};
 pub use openapi::ApiDoc;
+pub use service_kit::shutdown_signal;
+pub use workflow_dispatch::BreakerOpenPolicy;
 
 /// Largest request body accepted (larger: 413).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -87,31 +92,20 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The seed's facade over the engine.
+    /// The seed's manager: tasks, channels, breakers, callbacks.
     pub manager: WorkflowManager,
-    /// The store (callbacks, readiness).
+    /// The store (readiness).
     pub store: Arc<dyn Store>,
-    /// The delivery client (breaker state).
-    pub client: WebhookClient,
     /// Accepted API keys.
     pub api_keys: Arc<Vec<String>>,
-    /// Callback token derivation.
-    pub callbacks: auth::CallbackTokens,
-    /// Base of callback URLs.
-    pub public_url: String,
-    /// New tasks for an open breaker.
-    pub breaker_policy: BreakerOpenPolicy,
     /// Prometheus rendering.
     pub metrics: PrometheusHandle,
-    /// Preset delivery channels.
-    pub channels: channels::Channels,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("public_url", &self.public_url)
-            .field("breaker_policy", &self.breaker_policy)
+            .field("config", self.manager.config())
             .finish_non_exhaustive()
     }
 }
@@ -167,39 +161,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The process-wide Prometheus handle. The first call builds the recorder and installs it as
-/// the global `metrics` recorder; later calls (several dispatchers in one test process) share
-/// it. If another recorder was installed first, the handle still renders, but only what it sees.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let buckets = [
-                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&buckets)
-                .unwrap_or_else(|_| PrometheusBuilder::new())
-                .build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
-            }
-            // Upkeep drains histogram buffers even if nobody scrapes. The recorder lives as
-            // long as the process, so this one thread does too.
-            let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                });
-            handle
-        })
-        .clone()
-}
+/// Histogram buckets of the dispatcher's metrics, in seconds.
+const METRICS_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+];
 
 /// A started dispatcher: its store is open, its engine is delivering, and [`App::router`]
 /// answers the API. [`run`] is this plus an HTTP listener and a shutdown signal.
@@ -207,19 +172,86 @@ pub fn metrics_handle() -> PrometheusHandle {
 pub struct App {
     state: AppState,
     engine: Engine,
+    upkeep: MetricsUpkeep,
     /// The database, as shown in logs (SQLite path, or PostgreSQL URL without its password).
     database: String,
+}
+
+/// Loads (or generates and prints once) the API keys and the signing secrets.
+fn load_secrets(
+    config: &Config,
+) -> anyhow::Result<(Vec<String>, Vec<webhook_client::SigningSecret>)> {
+    let keys = secrets::api_keys(&config.api_keys.0, &config.data_dir)
+        .context("while loading the API key")?;
+    if keys.generated {
+        println!(
+            "Generated an API key (stored in {}; shown once):\n\n    {}\n\nSend it as: Authorization: Bearer <key>\n",
+            config.data_dir.join("api_key").display(),
+            keys.value[0]
+        );
+    }
+    let signing = secrets::signing_secrets(&config.signing_secret.0, &config.data_dir)
+        .context("while loading the signing secret")?;
+    if matches!(config.database()?, config::Database::Postgres { .. })
+        && (keys.generated || signing.generated)
+    {
+        tracing::warn!(
+            "API key or signing secret generated in the data directory while sharing a \
+             PostgreSQL database: every instance must be given the same api_keys and \
+             signing_secret, or callbacks and signatures differ between instances"
+        );
+    }
+    if signing.generated {
+        println!(
+            "Generated a webhook signing secret (stored in {}; shown once); receivers verify with it:\n\n    {}\n",
+            config.data_dir.join("signing_secret").display(),
+            signing.value[0].expose()
+        );
+    }
+    Ok((keys.value, signing.value))
+}
+
+/// The delivery client: SSRF guard (with the allowed CIDRs), fixed addresses, breakers and
+/// permanent statuses as configured.
+fn delivery_client(config: &Config) -> anyhow::Result<WebhookClient> {
+    let cidrs = config
+        .allowed_target_cidrs
+        .0
+        .iter()
+        .map(|c| c.parse())
+        .collect::<Result<Vec<ipnet::IpNet>, _>>()
+        .context("while parsing allowed_target_cidrs")?;
+    let mut client = WebhookClient::builder()
+        .timeout(config.delivery_timeout)
+        .allow_cidrs(cidrs);
+    for (host, addr) in config.resolve_overrides()? {
+        client = client.resolve(&host, addr);
+    }
+    client
+        .breaker(circuit_breaker::BreakerConfig {
+            open_wait: config.breaker_open_wait,
+            max_open_wait: config.breaker_open_wait.saturating_mul(20),
+            ..circuit_breaker::BreakerConfig::default()
+        })
+        .classifier(
+            Classifier::default()
+                .with_permanent_statuses(config.permanent_statuses.iter().copied()),
+        )
+        .build()
+        .context("while building the HTTP client")
 }
 
 impl App {
     /// Creates the data directory, loads (or generates and prints once) the API key and the
     /// signing secret, opens the store (SQLite, recovering tasks a previous process left
-    /// behind; or PostgreSQL, migrating it and listening for other instances' enqueues) and
-    /// starts the delivery engine. Must be called inside a tokio runtime.
+    /// behind; or PostgreSQL, migrating it and listening for other instances' enqueues), builds
+    /// the channels (reading their secrets) and starts the delivery engine. Must be called
+    /// inside a tokio runtime.
     ///
     /// # Errors
     ///
-    /// Startup failures: data directory, secret files, database, HTTP client, retry settings.
+    /// Startup failures: data directory, secret files, database, channels, HTTP client, retry
+    /// settings.
     pub async fn start(config: &Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
@@ -227,76 +259,9 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let keys = secrets::api_keys(&config.api_keys.0, &config.data_dir)
-            .context("while loading the API key")?;
-        if keys.generated {
-            println!(
-                "Generated an API key (stored in {}; shown once):\n\n    {}\n\nSend it as: Authorization: Bearer <key>\n",
-                config.data_dir.join("api_key").display(),
-                keys.value[0]
-            );
-        }
-        let signing = secrets::signing_secrets(&config.signing_secret.0, &config.data_dir)
-            .context("while loading the signing secret")?;
-        if matches!(config.database()?, config::Database::Postgres { .. })
-            && (keys.generated || signing.generated)
-        {
-            tracing::warn!(
-                "API key or signing secret generated in the data directory while sharing a \
-                 PostgreSQL database: every instance must be given the same api_keys and \
-                 signing_secret, or callbacks and signatures differ between instances"
-            );
-        }
-        if signing.generated {
-            println!(
-                "Generated a webhook signing secret (stored in {}; shown once); receivers verify with it:\n\n    {}\n",
-                config.data_dir.join("signing_secret").display(),
-                signing.value[0].expose()
-            );
-        }
-        let (store, database): (Arc<dyn Store>, String) = match config.database()? {
-            config::Database::Sqlite(path) => (
-                Arc::new(
-                    SqliteStore::open(SqliteConfig::new(&path))
-                        .with_context(|| format!("while opening {}", path.display()))?,
-                ),
-                path.display().to_string(),
-            ),
-            config::Database::Postgres { url, pool_size } => {
-                let shown = workflow_core::store::redact_database_url(&url);
-                let mut pg = PostgresConfig::new(url);
-                pg.pool_size = pool_size;
-                let store = PostgresStore::connect(pg)
-                    .await
-                    .with_context(|| format!("while connecting to {shown}"))?;
-                (Arc::new(store), shown)
-            }
-        };
-        let cidrs = config
-            .allowed_target_cidrs
-            .0
-            .iter()
-            .map(|c| c.parse())
-            .collect::<Result<Vec<ipnet::IpNet>, _>>()
-            .context("while parsing allowed_target_cidrs")?;
-        let mut client = WebhookClient::builder()
-            .timeout(config.delivery_timeout)
-            .allow_cidrs(cidrs);
-        for (host, addr) in config.resolve_overrides()? {
-            client = client.resolve(&host, addr);
-        }
-        let client = client
-            .breaker(circuit_breaker::BreakerConfig {
-                open_wait: config.breaker_open_wait,
-                max_open_wait: config.breaker_open_wait.saturating_mul(20),
-                ..circuit_breaker::BreakerConfig::default()
-            })
-            .classifier(
-                Classifier::default()
-                    .with_permanent_statuses(config.permanent_statuses.iter().copied()),
-            )
-            .build()
-            .context("while building the HTTP client")?;
+        let (api_keys, signing) = load_secrets(config)?;
+        let opened = service_kit::open_store(&config.database()?).await?;
+        let client = delivery_client(config)?;
         let backoff = ExponentialBackoff::try_new(
             config.base_retry_delay,
             config.max_retry_delay,
@@ -304,15 +269,15 @@ impl App {
             Jitter::Additive(Duration::from_secs(10).min(config.base_retry_delay)),
         )
         .map_err(|e| anyhow::anyhow!("invalid retry settings: {e}"))?;
-        let channels = channels::Channels::from_config(&config.channels)?;
-        let engine = Engine::builder(store.clone())
+        let channels = Channels::from_config(&config.channels).map_err(|e| ConfigError(e.0))?;
+        let engine = Engine::builder(opened.store.clone())
             .handler(
                 WEBHOOK_KIND,
-                Arc::new(channels::ChannelDeliveryHandler::new(
-                    WebhookDeliveryHandler::new(client.clone(), signing.value.clone()),
+                Arc::new(ChannelDeliveryHandler::new(
+                    WebhookDeliveryHandler::new(client.clone(), signing.clone()),
                     channels.clone(),
                     client.clone(),
-                    signing.value.clone(),
+                    signing.clone(),
                 )),
             )
             .config(EngineConfig {
@@ -329,27 +294,25 @@ impl App {
         let manager = WorkflowManager::new(
             engine.clone(),
             WorkflowConfig {
-                max_retries: config.max_retries,
-                base_retry_delay: config.base_retry_delay,
-                max_retry_delay: config.max_retry_delay,
-                task_queue_size: config.task_queue_size,
+                public_url: config.public_url(),
+                breaker_open_policy: config.breaker_open_policy,
             },
-        );
+        )
+        .with_channels(channels)
+        .with_callback_tokens(CallbackTokens::new(&signing[0]))
+        .with_client(client);
+        let metrics = service_kit::prometheus(&METRICS_BUCKETS);
         let state = AppState {
             manager,
-            store,
-            client,
-            api_keys: Arc::new(keys.value),
-            callbacks: auth::CallbackTokens::new(&signing.value[0]),
-            public_url: config.public_url(),
-            breaker_policy: config.breaker_open_policy,
-            metrics: metrics_handle(),
-            channels,
+            store: opened.store,
+            api_keys: Arc::new(api_keys),
+            metrics: metrics.clone(),
         };
         Ok(App {
             state,
             engine,
-            database,
+            upkeep: MetricsUpkeep::start(metrics, Duration::from_secs(5)),
+            database: opened.shown,
         })
     }
 
@@ -364,9 +327,10 @@ impl App {
     }
 
     /// Stops claiming work, lets deliveries in flight finish within the grace period and
-    /// releases the rest for the next start.
+    /// releases the rest for the next start; stops the metrics upkeep.
     pub async fn shutdown(self) {
         self.engine.shutdown().await;
+        self.upkeep.stop().await;
     }
 }
 
@@ -397,17 +361,7 @@ pub async fn run(
     served
 }
 
-/// Installs the tracing subscriber (RUST_LOG filter, default `info`): human-readable lines, or
-/// one JSON object per line with the event's fields under `fields` (not flattened, because
-/// events carry a `target` field, the delivery target, that would collide with the log target).
+/// Installs the tracing subscriber (RUST_LOG filter, default `info,tower_http=warn`).
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    service_kit::init_tracing(format, "info,tower_http=warn");
 }
-
-pub use workflow_core::shutdown_signal;

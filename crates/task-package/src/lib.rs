@@ -60,6 +60,7 @@
 //! lines. Ids need a seed-specific format (`wf_<secs>_<hex>`), so `uuid` does not fit either.
 
 mod error;
+pub mod examples;
 mod id;
 mod package;
 mod priority;

@@ -40,7 +40,7 @@ pub struct ChatRequest<'a> {
     pub url: &'a str,
     /// The signing secret (DingTalk `SEC...`, Feishu), if the robot has signing on.
     pub secret: Option<&'a str>,
-    /// The body from [`crate::chat::render`], unsigned.
+    /// The platform's JSON message body, unsigned.
     pub body: &'a serde_json::Value,
     /// The breaker key (e.g. `channel:pr-team`); `None`: the URL's [endpoint](endpoint_key).
     pub breaker_key: Option<&'a str>,

@@ -10,9 +10,10 @@
 //! - a circuit breaker per target (`scheme://host:port`): while open, nothing is sent and the
 //!   report says when a probe may go;
 //! - a classified [`AttemptReport`]: success, retryable (with `Retry-After`) or permanent;
-//! - enterprise chat formats ([`chat`]: DingTalk custom robot, WeCom, Feishu/Lark, Slack),
-//!   rendered from the task package, signed per platform and sent with
-//!   [`WebhookClient::send_chat`] through the same guard and breakers.
+//! - enterprise chat platforms' wire rules ([`chat`]: DingTalk custom robot, WeCom,
+//!   Feishu/Lark, Slack): a caller's message body signed per platform and sent with
+//!   [`WebhookClient::send_chat`] through the same guard and breakers, the platform's answer
+//!   classified. What the message says is the caller's.
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
 //!
@@ -54,6 +55,7 @@ mod error;
 mod signing;
 mod ssrf;
 
+pub use chat::dingtalk_sign;
 pub use client::{
     AttemptReport, ChatRequest, USER_AGENT, WebhookClient, WebhookClientBuilder, WebhookRequest,
     endpoint_key, target_key,

@@ -10,8 +10,9 @@
 //! - [`Engine`]: claims due tasks by priority, then due time, then creation order, under a
 //!   lease fenced by the attempt number; a bounded pool with per-target caps; retries are rows
 //!   with a due time; an idle engine sleeps until the next due time or an enqueue.
-//! - [`Handler`]: what runs a task; [`WebhookDeliveryHandler`] ships here, the bot brings its own.
-//! - [`WorkflowManager`] and [`AsyncTaskManager`]: facades in the seed's vocabulary.
+//! - [`Handler`]: what runs a task; the dispatcher's (`workflow-dispatch`) and the bot's bring
+//!   their own.
+//! - [`AsyncTaskManager`]: a facade in the seed's vocabulary.
 //!
 //! Why our own engine rather than a general job-queue crate: the product needs, together,
 //! priority claims fenced by attempt numbers, per-target concurrency caps, breaker-aware
@@ -74,16 +75,12 @@ pub mod model;
 pub mod outcome;
 mod shutdown;
 pub mod store;
-pub mod webhook;
 
 pub use clock::{Clock, SharedClock, SystemClock, TokioClock};
 pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError};
 pub use error::StoreError;
 pub use events::EngineEvent;
-pub use facade::{
-    AsyncTaskConfig, AsyncTaskManager, BotJob, DispatchRequest, DurationStats, TaskStatusView,
-    WorkflowConfig, WorkflowManager,
-};
+pub use facade::{AsyncTaskConfig, AsyncTaskManager, BotJob, DurationStats};
 pub use handler::{AttemptContext, AttemptResult, Handler, HandlerOutcome};
 pub use model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
 pub use retry_policy::{ExponentialBackoff, Jitter, RetryPolicy};
@@ -94,4 +91,3 @@ pub use store::{
 };
 #[cfg(feature = "postgres")]
 pub use store::{PostgresConfig, PostgresStore};
-pub use webhook::{WEBHOOK_KIND, WebhookDeliveryHandler, WebhookPayload, attempt_outcome};

@@ -76,9 +76,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = dispatcher::Config {
         data_dir: data.path().to_path_buf(),
         public_url: Some(base.clone()),
-        api_keys: dispatcher::config::List(vec![KEY.into()]),
-        signing_secret: dispatcher::config::List(vec![SECRET.into()]),
-        allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".into()]),
+        api_keys: dispatcher::config::OneOrMany(vec![KEY.into()]),
+        signing_secret: dispatcher::config::OneOrMany(vec![SECRET.into()]),
+        allowed_target_cidrs: dispatcher::config::OneOrMany(vec!["127.0.0.0/8".into()]),
         ..dispatcher::Config::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -89,20 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let http = reqwest::Client::new();
     let mut ids = vec![];
     for priority in ["low", "medium", "high", "critical"] {
-        let body = serde_json::json!({
-            "task_type": "negative_evidence_intervention",
-            "evidence_data": {
-                "evidence_fragment": "某品牌手机电池续航严重虚标，用户实测不到宣传的一半",
-                "associated_url": "https://weibo.com/1234567890/AbCdEf",
-                "source_name": "微博",
-                "risk_level": "high",
-                "brand_name": "某品牌",
-                "intervention_script": "您好，我们已关注到您反馈的续航问题，请私信提供订单号，我们将安排专人跟进。",
-                "source_meta": {"author": "数码测评君", "followers": 250000}
-            },
-            "webhook_url": hook,
-            "priority": priority
-        });
+        let mut body = task_package::examples::seed_request();
+        body["webhook_url"] = hook.as_str().into();
+        body["priority"] = priority.into();
         let r: serde_json::Value = http
             .post(format!("{base}/workflow/tasks"))
             .bearer_auth(KEY)

@@ -5,15 +5,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use chrono::Utc;
 use serde::Deserialize;
 use utoipa::ToSchema;
-use workflow_core::CallbackRecord;
+use workflow_dispatch::CallbackReport;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::json_body;
-use crate::routes::tasks::{TaskStatusResponse, info};
+use workflow_dispatch::api::{TaskStatusResponse, info};
 
 /// What a receiver reports.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -25,8 +24,6 @@ pub struct CallbackRequest {
     /// The task's `callback_token`, if not sent as `X-Callback-Token`.
     pub callback_token: Option<String>,
 }
-
-const CALLBACK_STATUSES: [&str; 4] = ["accepted", "in_progress", "resolved", "rejected"];
 
 /// The receiver reports how the task ended (closes the loop). Authenticated by the task's
 /// `callback_token` (as `Authorization: Bearer <token>`, header `X-Callback-Token`, or the
@@ -64,7 +61,7 @@ pub(crate) async fn callback(
             })
         });
     if let Some(token) = &header_token
-        && !state.callbacks.verify(&task_id, token)
+        && !state.manager.verify_callback_token(&task_id, token)
     {
         return Err(ApiError::unauthorized("invalid callback token"));
     }
@@ -86,56 +83,12 @@ pub(crate) async fn callback(
                      callback_token field)",
                 )
             })?;
-        if !state.callbacks.verify(&task_id, token) {
+        if !state.manager.verify_callback_token(&task_id, token) {
             return Err(ApiError::unauthorized("invalid callback token"));
         }
     }
-    let mut errors = task_package::ValidationErrors::default();
-    let status = match value.get("status") {
-        Some(serde_json::Value::String(s)) if CALLBACK_STATUSES.contains(&s.as_str()) => {
-            Some(s.clone())
-        }
-        Some(_) => {
-            errors.errors.push(task_package::FieldError {
-                field: "status".into(),
-                reason: "expected accepted, in_progress, resolved or rejected".into(),
-            });
-            None
-        }
-        None => {
-            errors.errors.push(task_package::FieldError {
-                field: "status".into(),
-                reason: "is required".into(),
-            });
-            None
-        }
-    };
-    let note = match value.get("note") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if s.chars().count() <= 2000 => Some(s.clone()),
-        Some(_) => {
-            errors.errors.push(task_package::FieldError {
-                field: "note".into(),
-                reason: "must be a string of at most 2000 characters".into(),
-            });
-            None
-        }
-    };
-    let Some(status) = status.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::validation(errors));
-    };
-    let record = CallbackRecord {
-        status: status.clone(),
-        note,
-        at: Utc::now(),
-    };
-    let task = state
-        .store
-        .record_callback(&task_id, record)
-        .await
-        .map_err(|e| ApiError::from(workflow_core::EngineError::from(e)))?;
-    tracing::info!(task_id = %task_id, callback_status = %status, "receiver reported back");
-    metrics::counter!("dispatcher_callbacks_total", "status" => status).increment(1);
+    let report = CallbackReport::from_json(&value).map_err(ApiError::validation)?;
+    let task = state.manager.record_callback(&task_id, report).await?;
     Ok(Json(TaskStatusResponse {
         status: "success".to_owned(),
         task_info: info(task, Vec::new()),

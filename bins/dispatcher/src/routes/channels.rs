@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::ApiKey;
-use crate::channels::ChannelView;
 use crate::error::ErrorBody;
+use workflow_dispatch::channels::ChannelView;
 
 /// The answer to `GET /workflow/channels`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -34,6 +34,6 @@ pub(crate) async fn list_channels(
 ) -> Json<ChannelListResponse> {
     Json(ChannelListResponse {
         status: "success".to_owned(),
-        channels: state.channels.views(),
+        channels: state.manager.channels().views(),
     })
 }

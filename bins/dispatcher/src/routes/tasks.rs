@@ -1,86 +1,22 @@
 //! The seed's task API: create, inspect, list, cancel, retry.
 
-use std::str::FromStr;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use task_package::{CreateTaskRequest, DeliveryFormat, Priority, TaskId};
-use utoipa::{IntoParams, ToSchema};
-use workflow_core::{
-    CancelOutcome, DispatchRequest, Enqueued, NewTask, Task, TaskFilter, TaskStatus, TaskStatusView,
+use task_package::CreateTaskRequest;
+use workflow_core::CancelOutcome;
+use workflow_dispatch::TaskStatusView;
+use workflow_dispatch::api::{
+    CreateTaskResponse, ListQuery, TaskListResponse, TaskStatusResponse, info,
 };
 
 use crate::AppState;
 use crate::auth::ApiKey;
-use crate::channels::{Channel, ChannelKind};
-use crate::config::BreakerOpenPolicy;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::json_body;
-
-/// The seed's `message` for a new task, word for word.
-pub const CREATED_MESSAGE: &str = "Workflow task created and dispatched successfully";
-/// The `message` when an `Idempotency-Key` names a task that exists (header
-/// `Idempotent-Replayed: true`); the rest of the answer is that task's.
-pub const REPLAYED_MESSAGE: &str =
-    "Workflow task already exists for this Idempotency-Key; returning it";
-
-/// The answer to `POST /workflow/tasks` (the seed's shape).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreateTaskResponse {
-    /// `"success"`.
-    pub status: String,
-    /// `wf_<unix>_<8 hex>`.
-    pub task_id: String,
-    /// What happened.
-    pub message: String,
-    /// Where it will be delivered (empty when only a channel was named).
-    pub webhook_url: String,
-    /// The preset channel named, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// With both `webhook_url` and `channel`: the task notifying the channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel_task_id: Option<String>,
-}
-
-/// Queues a delivery through a preset channel. The payload holds the channel's name (not its
-/// URL, which may carry a token), so a retry after a restart resolves the channel again.
-async fn dispatch_to_channel(
-    state: &AppState,
-    channel: &Channel,
-    task_id: String,
-    mut package: task_package::TaskPackage,
-    priority: Priority,
-    idempotency_key: Option<String>,
-) -> Result<Enqueued, ApiError> {
-    let format = match channel.kind {
-        ChannelKind::Webhook => {
-            package.delivery_instructions.webhook_url = channel.url.clone();
-            "standard_payload"
-        }
-        ChannelKind::Chat(kind) => kind.delivery_format(),
-        ChannelKind::DingTalkApp => "dingtalk_app_markdown",
-    };
-    package.delivery_instructions.delivery_format = DeliveryFormat::from(format);
-    let engine = state.manager.engine();
-    let task = NewTask {
-        id: task_id,
-        kind: workflow_core::WEBHOOK_KIND.to_owned(),
-        priority,
-        payload: serde_json::json!({"channel": channel.name, "package": package}),
-        target: Some(channel.target()),
-        max_attempts: state.manager.config().max_retries.saturating_add(1),
-        run_at: engine.now(),
-        idempotency_key,
-    };
-    Ok(engine.enqueue(task).await?)
-}
 
 /// Creates a task from the seed's request body and queues its delivery.
 #[utoipa::path(
@@ -105,32 +41,6 @@ pub(crate) async fn create_task(
 ) -> Result<Response, ApiError> {
     let body = json_body(&headers, body)?;
     let request = CreateTaskRequest::from_json_slice(&body).map_err(ApiError::validation)?;
-    let channel = match &request.channel {
-        None => None,
-        Some(name) => Some(state.channels.get(name).cloned().ok_or_else(|| {
-            ApiError::bad_field(
-                "channel",
-                format!("unknown channel {name:?} (GET /workflow/channels lists them)"),
-            )
-        })?),
-    };
-    let webhook_url = request.webhook_url.clone().filter(|u| !u.is_empty());
-    if state.breaker_policy == BreakerOpenPolicy::Reject {
-        let url_open = webhook_url
-            .as_deref()
-            .and_then(|u| state.client.breaker_retry_in(u));
-        let channel_open = channel.as_ref().and_then(|c| match c.kind {
-            ChannelKind::Webhook => state.client.breaker_retry_in(&c.url),
-            _ => state.client.breaker_retry_in_key(&c.breaker_key()),
-        });
-        if let Some(retry_in) = url_open.or(channel_open) {
-            return Err(ApiError::unavailable(
-                "target_unavailable",
-                "the target's circuit breaker is open after repeated failures; try again later",
-                retry_in,
-            ));
-        }
-    }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
@@ -143,83 +53,9 @@ pub(crate) async fn create_task(
             }
         },
     };
-    let package_for = |task_id: &str| {
-        let mut package = state.manager.create_task_package(&request);
-        package.delivery_instructions.callback_url = Some(format!(
-            "{}/workflow/tasks/{task_id}/callback",
-            state.public_url
-        ));
-        package.delivery_instructions.callback_token = Some(state.callbacks.token(task_id));
-        package
-    };
-    // With a webhook_url, the package goes there (the seed's task); a channel named as well
-    // gets its own task (own retries, status and callback), reported as `channel_task_id`.
-    let task_id = TaskId::generate();
-    let out = match (&webhook_url, &channel) {
-        (None, Some(ch)) => {
-            dispatch_to_channel(
-                &state,
-                ch,
-                task_id.clone(),
-                package_for(&task_id),
-                request.priority,
-                idempotency_key.clone(),
-            )
-            .await?
-        }
-        _ => {
-            state
-                .manager
-                .dispatch_task(DispatchRequest {
-                    task_id: task_id.clone(),
-                    package: package_for(&task_id),
-                    priority: request.priority,
-                    idempotency_key: idempotency_key.clone(),
-                })
-                .await?
-        }
-    };
-    let (task, replayed) = match out {
-        Enqueued::Created(t) => (t, false),
-        Enqueued::Existing(t) => (t, true),
-    };
-    let channel_task_id = match (&webhook_url, &channel) {
-        (Some(_), Some(ch)) => {
-            let id = TaskId::generate();
-            let companion = dispatch_to_channel(
-                &state,
-                ch,
-                id.clone(),
-                package_for(&id),
-                request.priority,
-                idempotency_key.as_ref().map(|k| format!("{k}#channel")),
-            )
-            .await?;
-            Some(match companion {
-                Enqueued::Created(t) | Enqueued::Existing(t) => t.id,
-            })
-        }
-        _ => None,
-    };
-    // A replay answers what the stored task does, not what the new request asked for.
-    let (webhook_url, channel_name) = if replayed {
-        (task_url(&task).unwrap_or_default(), task_channel(&task))
-    } else {
-        (webhook_url.unwrap_or_default(), channel.map(|c| c.name))
-    };
-    let body = CreateTaskResponse {
-        status: "success".to_owned(),
-        task_id: task.id,
-        message: if replayed {
-            REPLAYED_MESSAGE
-        } else {
-            CREATED_MESSAGE
-        }
-        .to_owned(),
-        webhook_url,
-        channel: channel_name,
-        channel_task_id,
-    };
+    let created = state.manager.create_task(&request, idempotency_key).await?;
+    let replayed = created.replayed;
+    let body = CreateTaskResponse::from(created);
     let mut resp = Json(body).into_response();
     if replayed {
         resp.headers_mut().insert(
@@ -228,121 +64,6 @@ pub(crate) async fn create_task(
         );
     }
     Ok(resp)
-}
-
-/// One attempt, as shown to clients.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AttemptView {
-    /// 1-based number.
-    pub n: u32,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// How long it took.
-    pub duration_ms: u64,
-    /// The receiver's status, if it answered.
-    pub status_code: Option<u16>,
-    /// `success`, `retryable` or `permanent`.
-    pub outcome: String,
-    /// What went wrong.
-    pub error: Option<String>,
-}
-
-/// The receiver's latest report.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CallbackView {
-    /// `accepted`, `in_progress`, `resolved` or `rejected`.
-    pub status: String,
-    /// The receiver's note.
-    pub note: Option<String>,
-    /// When it was reported.
-    pub at: DateTime<Utc>,
-}
-
-/// A task's status (the seed's `task_info`, with more fields).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskInfo {
-    /// The id.
-    pub task_id: String,
-    /// `pending`, `processing`, `retrying`, `completed`, `failed` or `cancelled`.
-    pub status: String,
-    /// When delivery completed (or the task ended).
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Queue priority.
-    pub priority: String,
-    /// Where it goes (absent for a channel delivery).
-    pub webhook_url: Option<String>,
-    /// The preset channel it goes through, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// When it was accepted.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// Attempts made.
-    pub attempts: Vec<AttemptView>,
-    /// Retries made (attempts after the first).
-    pub retries: u32,
-    /// When the next attempt is due, if waiting.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// The receiver's latest report.
-    pub callback: Option<CallbackView>,
-}
-
-/// The answer to `GET /workflow/tasks/{id}` (the seed's shape).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskStatusResponse {
-    /// `"success"`.
-    pub status: String,
-    /// The task.
-    pub task_info: TaskInfo,
-}
-
-fn task_url(task: &Task) -> Option<String> {
-    task.payload
-        .get("url")
-        .and_then(|u| u.as_str())
-        .map(str::to_owned)
-}
-
-fn task_channel(task: &Task) -> Option<String> {
-    task.payload
-        .get("channel")
-        .and_then(|c| c.as_str())
-        .map(str::to_owned)
-}
-
-pub(crate) fn info(task: Task, attempts: Vec<workflow_core::AttemptRecord>) -> TaskInfo {
-    TaskInfo {
-        webhook_url: task_url(&task),
-        channel: task_channel(&task),
-        task_id: task.id,
-        status: task.status.as_str().to_owned(),
-        completed_at: task.finished_at,
-        priority: task.priority.as_str().to_owned(),
-        created_at: task.created_at,
-        updated_at: task.updated_at,
-        retries: task.tries.saturating_sub(1),
-        attempts: attempts
-            .into_iter()
-            .map(|a| AttemptView {
-                n: a.n,
-                started_at: a.started_at,
-                duration_ms: a.duration_ms,
-                status_code: a.status_code,
-                outcome: a.outcome,
-                error: a.error,
-            })
-            .collect(),
-        next_attempt_at: task.next_run_at,
-        last_error: task.last_error,
-        callback: task.callback.map(|c| CallbackView {
-            status: c.status,
-            note: c.note,
-            at: c.at,
-        }),
-    }
 }
 
 /// A task's status, attempts and the receiver's latest report.
@@ -372,32 +93,6 @@ pub(crate) async fn get_task(
     }))
 }
 
-/// Query of `GET /workflow/tasks`.
-#[derive(Debug, Deserialize, IntoParams)]
-pub(crate) struct ListQuery {
-    /// Only this status.
-    status: Option<String>,
-    /// Only this priority.
-    priority: Option<String>,
-    /// Only this target (`scheme://host:port`).
-    target: Option<String>,
-    /// Page size (1 to 1000, default 100).
-    limit: Option<String>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-/// A page of tasks.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskListResponse {
-    /// `"success"`.
-    pub status: String,
-    /// Tasks, newest first.
-    pub tasks: Vec<TaskInfo>,
-    /// Pass as `cursor` for the next page.
-    pub next_cursor: Option<String>,
-}
-
 /// Lists tasks, newest first, with filters and cursor paging.
 #[utoipa::path(
     get, path = "/workflow/tasks", tag = "tasks", params(ListQuery),
@@ -414,49 +109,7 @@ pub(crate) async fn list_tasks(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<TaskListResponse>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
-    let mut errors = task_package::ValidationErrors::default();
-    let mut bad = |field: &str, reason: &str| {
-        errors.errors.push(task_package::FieldError {
-            field: field.to_owned(),
-            reason: reason.to_owned(),
-        });
-    };
-    let status = q.status.as_deref().and_then(|s| {
-        TaskStatus::from_str(s)
-            .map_err(|_| bad("status", "unknown status"))
-            .ok()
-    });
-    let priority = q.priority.as_deref().and_then(|p| {
-        Priority::from_str(p)
-            .map_err(|_| bad("priority", "expected critical, high, medium or low"))
-            .ok()
-    });
-    let limit = q
-        .limit
-        .as_deref()
-        .map_or(Some(100), |l| match l.parse::<usize>() {
-            Ok(n @ 1..=1000) => Some(n),
-            _ => {
-                bad("limit", "must be a number from 1 to 1000");
-                None
-            }
-        });
-    let cursor = q.cursor.as_deref().and_then(|c| {
-        c.parse::<i64>()
-            .map_err(|_| bad("cursor", "invalid cursor"))
-            .ok()
-    });
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let filter = TaskFilter {
-        status,
-        priority,
-        target: q.target,
-        kind: Some(workflow_core::WEBHOOK_KIND.to_owned()),
-        limit: limit.unwrap_or(100),
-        before_seq: cursor,
-    };
+    let filter = q.to_filter().map_err(ApiError::validation)?;
     let page = state.manager.list_tasks(&filter).await?;
     Ok(Json(TaskListResponse {
         status: "success".to_owned(),

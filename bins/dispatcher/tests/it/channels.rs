@@ -16,12 +16,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode, Uri};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use dispatcher::channels::{ChannelConfig, ChannelList, RateList};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tower::ServiceExt as _;
+use workflow_dispatch::channels::{ChannelConfig, ChannelList, RateList};
 
 use crate::{KEY, SECRET, seed_body};
 
@@ -487,9 +487,9 @@ async fn start_with(
 ) -> Harness {
     let mut config = dispatcher::Config {
         data_dir: dir.0.path().join("data"),
-        api_keys: dispatcher::config::List(vec![KEY.into()]),
-        signing_secret: dispatcher::config::List(vec![SECRET.into()]),
-        allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".into()]),
+        api_keys: dispatcher::config::OneOrMany(vec![KEY.into()]),
+        signing_secret: dispatcher::config::OneOrMany(vec![SECRET.into()]),
+        allowed_target_cidrs: dispatcher::config::OneOrMany(vec!["127.0.0.0/8".into()]),
         public_url: Some(PUBLIC_URL.into()),
         base_retry_delay: Duration::from_millis(100),
         max_retry_delay: Duration::from_secs(1),

@@ -22,9 +22,9 @@ async fn start_with(edit: impl FnOnce(&mut dispatcher::Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = dispatcher::Config {
         data_dir: dir.path().to_path_buf(),
-        api_keys: dispatcher::config::List(vec![KEY.into(), "second-key".into()]),
-        signing_secret: dispatcher::config::List(vec![SECRET.into()]),
-        allowed_target_cidrs: dispatcher::config::List(vec!["127.0.0.0/8".into()]),
+        api_keys: dispatcher::config::OneOrMany(vec![KEY.into(), "second-key".into()]),
+        signing_secret: dispatcher::config::OneOrMany(vec![SECRET.into()]),
+        allowed_target_cidrs: dispatcher::config::OneOrMany(vec!["127.0.0.0/8".into()]),
         public_url: Some("https://dispatch.example".into()),
         shutdown_grace: Duration::from_millis(200),
         ..dispatcher::Config::default()
@@ -432,13 +432,21 @@ async fn open_breaker_is_503_with_retry_after_unless_policy_queues() {
         let t = start_with(|c| c.breaker_open_policy = policy).await;
         // Trip the endpoint's breaker the way failed deliveries do.
         let key = webhook_client::endpoint_key(DEAD).unwrap();
-        let breaker = t.app.state().client.breakers().get(&key);
+        let breaker = t.app.state().manager.client().unwrap().breakers().get(&key);
         for _ in 0..10 {
             if let Ok(permit) = breaker.try_acquire() {
                 permit.failure();
             }
         }
-        assert!(t.app.state().client.breaker_retry_in(DEAD).is_some());
+        assert!(
+            t.app
+                .state()
+                .manager
+                .client()
+                .unwrap()
+                .breaker_retry_in(DEAD)
+                .is_some()
+        );
         let a = t.post_json("/workflow/tasks", seed_body(DEAD)).await;
         match policy {
             dispatcher::BreakerOpenPolicy::Reject => {
@@ -467,7 +475,7 @@ async fn callback_needs_the_tasks_token_and_a_valid_status() {
         .as_str()
         .unwrap()
         .to_owned();
-    let tokens = t.app.state().callbacks.clone();
+    let tokens = t.app.state().manager.callback_tokens().unwrap().clone();
     let token = tokens.token(&id);
     let path = format!("/workflow/tasks/{id}/callback");
     let send = |token_header: Option<&str>, body: Value| {

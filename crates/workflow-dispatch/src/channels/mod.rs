@@ -3,11 +3,15 @@
 //! `webhook_url`.
 //!
 //! Kinds: `webhook` (the standard signed package), `dingtalk_robot`, `wecom_robot`,
-//! `feishu_robot`, `slack` (chat messages rendered by [`webhook_client::chat`]) and
+//! `feishu_robot`, `slack` (chat messages rendered by [`crate::render`], sent in the platforms' wire formats of
+//! [`webhook_client::chat`]) and
 //! `dingtalk_app` (the DingTalk app robot through [`dingtalk_sender`]). Secrets come from
 //! `secret_env` (an environment variable's name) or `secret_file` (a file's path), never from
 //! the TOML itself. Each channel has its own rate limiter ([`limiter`]) that delays deliveries
 //! instead of failing them, and its own circuit breaker (`channel:<name>`).
+//!
+//! [`Channels::check`] validates settings without side effects (no secret read, no client
+//! built): for a service's configuration check. [`Channels::from_config`] builds them, once.
 
 mod handler;
 pub mod limiter;
@@ -20,14 +24,21 @@ use std::time::Duration;
 
 use dingtalk_sender::{DingTalkSender, Target};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
 use webhook_client::SigningSecret;
-use webhook_client::chat::{ChatKind, DEFAULT_FRAGMENT_CHARS, Template};
+use webhook_client::chat::ChatKind;
 
 pub use handler::ChannelDeliveryHandler;
 pub use limiter::{Rate, RateLimiter};
 
-use crate::config::ConfigError;
+use crate::render::{DEFAULT_FRAGMENT_CHARS, Template};
+
+/// A channel setting is missing, malformed or out of range; the message names the channel and
+/// the field (`channels.<name>.<field>: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ChannelConfigError(pub String);
+
+use ChannelConfigError as ConfigError;
 
 /// One channel as written in the configuration.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +57,7 @@ pub struct ChannelConfig {
     pub secret_file: Option<PathBuf>,
     /// Limits such as `"20/min"` or `["5/s", "100/min"]` (defaults by kind; see the README).
     pub rate_limit: Option<RateList>,
-    /// A message template with `{{placeholder}}`s (chat kinds; see `webhook_client::chat`).
+    /// A message template with `{{placeholder}}`s (chat kinds; see [`crate::render`]).
     pub template: Option<String>,
     /// Characters of the evidence fragment shown in chat messages (default 500).
     pub fragment_chars: Option<usize>,
@@ -242,7 +253,8 @@ impl Channel {
 
 /// What `GET /workflow/channels` shows of a channel: never its URL (chat URLs hold tokens) or
 /// secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelView {
     /// The name tasks use.
     pub name: String,
@@ -265,8 +277,25 @@ pub struct Channels {
     by_name: Arc<BTreeMap<String, Channel>>,
 }
 
-fn read_secret(c: &ChannelConfig, field: &str) -> Result<Option<String>, ConfigError> {
+/// Whether building a channel may touch the world (read its secret, build its client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Values only: secrets are taken as present, nothing is built.
+    Check,
+    /// Read secrets and build clients.
+    Build,
+}
+
+fn read_secret(c: &ChannelConfig, field: &str, mode: Mode) -> Result<Option<String>, ConfigError> {
     let name = &c.name;
+    if mode == Mode::Check {
+        if c.secret_env.is_some() && c.secret_file.is_some() {
+            return Err(ConfigError(format!(
+                "channels.{name}: set secret_env or secret_file, not both"
+            )));
+        }
+        return Ok(None);
+    }
     match (&c.secret_env, &c.secret_file) {
         (Some(_), Some(_)) => Err(ConfigError(format!(
             "channels.{name}: set secret_env or secret_file, not both"
@@ -292,7 +321,7 @@ fn read_secret(c: &ChannelConfig, field: &str) -> Result<Option<String>, ConfigE
     }
 }
 
-fn build_channel(c: &ChannelConfig) -> Result<Channel, ConfigError> {
+fn build_channel(c: &ChannelConfig, mode: Mode) -> Result<Option<Channel>, ConfigError> {
     let name = &c.name;
     let err = |field: &str, why: String| ConfigError(format!("channels.{name}.{field}: {why}"));
     let kind = ChannelKind::parse(&c.kind).ok_or_else(|| {
@@ -334,7 +363,8 @@ fn build_channel(c: &ChannelConfig) -> Result<Channel, ConfigError> {
             ),
         ));
     }
-    let secret = read_secret(c, "the secret")?;
+    let secret = read_secret(c, "the secret", mode)?;
+    let has_secret = secret.is_some() || c.secret_env.is_some() || c.secret_file.is_some();
     let url = match (&c.url, kind) {
         (Some(u), _) => {
             task_package::check_url(u).map_err(|r| err("url", r))?;
@@ -409,12 +439,13 @@ fn build_channel(c: &ChannelConfig) -> Result<Channel, ConfigError> {
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| err("client_id", "is required for dingtalk_app".to_owned()))?;
-        let client_secret = secret.clone().ok_or_else(|| {
-            err(
+        if !has_secret {
+            return Err(err(
                 "secret_env",
                 "the app's client secret is required (secret_env or secret_file)".to_owned(),
-            )
-        })?;
+            ));
+        }
+        let client_secret = secret.clone().unwrap_or_default();
         let target = match (&c.open_conversation_id, &c.user_ids) {
             (Some(cid), None) if !cid.is_empty() => Target::Group(cid.clone()),
             (None, Some(users)) if !users.is_empty() && users.len() <= 100 => {
@@ -433,6 +464,9 @@ fn build_channel(c: &ChannelConfig) -> Result<Channel, ConfigError> {
                 ));
             }
         };
+        if mode == Mode::Check {
+            return Ok(None);
+        }
         let mut builder = DingTalkSender::builder()
             .client_id(client_id)
             .client_secret(client_secret)
@@ -445,7 +479,10 @@ fn build_channel(c: &ChannelConfig) -> Result<Channel, ConfigError> {
     } else {
         None
     };
-    Ok(Channel {
+    if mode == Mode::Check {
+        return Ok(None);
+    }
+    Ok(Some(Channel {
         name: name.clone(),
         kind,
         url: if kind == ChannelKind::DingTalkApp {
@@ -460,42 +497,65 @@ fn build_channel(c: &ChannelConfig) -> Result<Channel, ConfigError> {
         template,
         fragment_chars: c.fragment_chars.unwrap_or(DEFAULT_FRAGMENT_CHARS),
         app,
-    })
+    }))
+}
+
+/// The configured channels, after checking that each name is valid and used once.
+fn each_named(list: &ChannelList) -> Result<&[ChannelConfig], ChannelConfigError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in list.0.iter().enumerate() {
+        let name = c.name.trim();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
+        if !valid {
+            return Err(ConfigError(format!(
+                "channels[{i}].name: must be 1 to 64 letters, digits, '-', '_' or '.' (got {:?})",
+                c.name
+            )));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(ConfigError(format!(
+                "channels.{name}.name: the name is used twice"
+            )));
+        }
+    }
+    Ok(&list.0)
 }
 
 impl Channels {
-    /// Validates the configured channels and reads their secrets.
+    /// Validates the configured channels, reads their secrets and builds their clients.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the channel and field: a missing or duplicate name, unknown
-    /// kind, missing URL, unreadable secret, bad rate (or one above the platform's limit), bad
-    /// template, or incomplete `dingtalk_app` settings.
-    pub fn from_config(list: &ChannelList) -> Result<Channels, ConfigError> {
+    /// A [`ChannelConfigError`] naming the channel and field: a missing or duplicate name,
+    /// unknown kind, missing URL, unreadable secret, bad rate (or one above the platform's
+    /// limit), bad template, or incomplete `dingtalk_app` settings.
+    pub fn from_config(list: &ChannelList) -> Result<Channels, ChannelConfigError> {
         let mut by_name = BTreeMap::new();
-        for (i, c) in list.0.iter().enumerate() {
-            let name = c.name.trim();
-            let valid = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
-            if !valid {
-                return Err(ConfigError(format!(
-                    "channels[{i}].name: must be 1 to 64 letters, digits, '-', '_' or '.' (got {:?})",
-                    c.name
-                )));
-            }
-            let channel = build_channel(c)?;
-            if by_name.insert(channel.name.clone(), channel).is_some() {
-                return Err(ConfigError(format!(
-                    "channels.{name}.name: the name is used twice"
-                )));
+        for c in each_named(list)? {
+            if let Some(channel) = build_channel(c, Mode::Build)? {
+                by_name.insert(channel.name.clone(), channel);
             }
         }
         Ok(Channels {
             by_name: Arc::new(by_name),
         })
+    }
+
+    /// Validates the configured channels' values without side effects: no secret is read and
+    /// no client built (an unreadable secret is found by [`Channels::from_config`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Channels::from_config`], except for the secrets' contents.
+    pub fn check(list: &ChannelList) -> Result<(), ChannelConfigError> {
+        for c in each_named(list)? {
+            build_channel(c, Mode::Check)?;
+        }
+        Ok(())
     }
 
     /// A channel by name.
@@ -589,26 +649,6 @@ mod tests {
         );
         assert!(lark.template.is_some());
         assert_eq!(map.views()[0].kind, "feishu_robot");
-    }
-
-    #[test]
-    fn the_dispatcher_config_takes_both_forms_over_its_defaults() {
-        use figment::providers::{Format as _, Serialized, Toml};
-        let load = |toml: &str| {
-            crate::Config::load(
-                &figment::Figment::from(Serialized::defaults(crate::Config::default()))
-                    .merge(Toml::string(toml)),
-            )
-        };
-        let map =
-            load("[channels.a]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/x\"")
-                .unwrap();
-        assert_eq!(map.channels.0[0].name, "a");
-        let list = load("[[channels]]\nname = \"b\"\nkind = \"wecom_robot\"\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k\"").unwrap();
-        assert_eq!(list.channels.0[0].kind, "wecom_robot");
-        assert!(!format!("{list:?}").contains("key=k"));
-        let bad = load("[channels.c]\nkind = \"slack\"").unwrap_err().0;
-        assert!(bad.contains("channels.c.url"), "{bad}");
     }
 
     #[test]

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use webhook_client::chat::{self, ChatFields, ChatKind, Template};
+use serde::Deserialize as _;
+use task_package::TaskPackage;
+use webhook_client::chat::ChatKind;
 use webhook_client::{AttemptReport, ChatRequest, SigningSecret, WebhookClient, WebhookRequest};
-use workflow_core::{
-    AttemptContext, AttemptResult, Handler, HandlerOutcome, Task, WebhookDeliveryHandler,
-};
+use workflow_core::{AttemptContext, AttemptResult, Handler, HandlerOutcome, Task};
 
 use super::{Channel, ChannelKind, Channels};
+use crate::payload::DeliveryPayload;
+use crate::render::{self, ChatFields, Template};
+use crate::webhook::{WebhookDeliveryHandler, attempt_outcome};
 
 /// Routes each `webhook` task to its channel, or to the plain webhook handler.
 #[derive(Debug, Clone)]
@@ -45,8 +48,14 @@ impl ChannelDeliveryHandler {
     }
 }
 
+/// A chat message shows the package's fields: read it as the typed package it was stored as.
+fn typed(package: &serde_json::Value) -> Result<TaskPackage, HandlerOutcome> {
+    TaskPackage::deserialize(package)
+        .map_err(|e| HandlerOutcome::permanent(format!("unreadable task package: {e}")))
+}
+
 fn from_report(report: AttemptReport) -> HandlerOutcome {
-    workflow_core::attempt_outcome(report, "circuit open for channel", true)
+    attempt_outcome(report, "circuit open for channel", true)
 }
 
 impl ChannelDeliveryHandler {
@@ -78,8 +87,12 @@ impl ChannelDeliveryHandler {
                 )
             }
             ChannelKind::Chat(kind) => {
-                let fields = ChatFields::from_package(&task.id, package, channel.fragment_chars);
-                let body = chat::render(kind, &fields, channel.template.as_ref());
+                let package = match typed(package) {
+                    Ok(p) => p,
+                    Err(outcome) => return outcome,
+                };
+                let fields = ChatFields::from_package(&task.id, &package, channel.fragment_chars);
+                let body = render::render(kind, &fields, channel.template.as_ref());
                 let key = channel.breaker_key();
                 from_report(
                     self.client
@@ -106,10 +119,14 @@ impl ChannelDeliveryHandler {
         let Some(app) = &channel.app else {
             return HandlerOutcome::permanent("dingtalk_app channel without its app settings");
         };
+        let package = match typed(package) {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
         // The app robot's markdown is DingTalk markdown: the custom robot's template fits it.
-        let fields = ChatFields::from_package(&task.id, package, channel.fragment_chars);
+        let fields = ChatFields::from_package(&task.id, &package, channel.fragment_chars);
         let default = Template::default_for(ChatKind::DingTalkRobot);
-        let body = chat::render(
+        let body = render::render(
             ChatKind::DingTalkRobot,
             &fields,
             Some(channel.template.as_ref().unwrap_or(&default)),
@@ -161,14 +178,15 @@ impl ChannelDeliveryHandler {
 #[async_trait]
 impl Handler for ChannelDeliveryHandler {
     async fn handle(&self, task: &Task, ctx: AttemptContext) -> HandlerOutcome {
-        let Some(name) = task.payload.get("channel").and_then(|c| c.as_str()) else {
+        let payload = match DeliveryPayload::read(&task.payload) {
+            Ok(p) => p,
+            Err(e) => return HandlerOutcome::permanent(e.to_string()),
+        };
+        let (Some(name), package) = (payload.channel, payload.package) else {
             return self.plain.handle(task, ctx).await;
         };
         let Some(channel) = self.channels.get(name) else {
             return HandlerOutcome::permanent(format!("channel {name:?} is no longer configured"));
-        };
-        let Some(package) = task.payload.get("package") else {
-            return HandlerOutcome::permanent("unreadable channel payload: no package");
         };
         if channel.kind != ChannelKind::Webhook
             && let Some(retry_in) = self.client.breaker_retry_in_key(&channel.breaker_key())

@@ -1,29 +1,15 @@
-//! The delivery handler: a `webhook` task is one signed POST of its task package.
+//! The plain delivery handler: a `webhook` task with a URL is one signed POST of its package.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use webhook_client::{AttemptReport, Outcome, SigningSecret, WebhookClient, WebhookRequest};
+use workflow_core::{AttemptContext, AttemptResult, Handler, HandlerOutcome, Task};
 
-use crate::handler::{AttemptContext, Handler, HandlerOutcome};
-use crate::model::Task;
+use crate::payload::DeliveryPayload;
 
 /// The task kind of webhook deliveries.
 pub const WEBHOOK_KIND: &str = "webhook";
-
-/// The payload of a `webhook` task: where to send, and the body (the task package JSON).
-///
-/// Stored as `{"url": "https://receiver.example/hook", "package": { ...task package... }}`;
-/// the package is sent byte for byte as re-serialised JSON, so any JSON object works, not only
-/// a `task_package::TaskPackage`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookPayload {
-    /// The target URL.
-    pub url: String,
-    /// The JSON body sent, as is.
-    pub package: serde_json::Value,
-}
 
 /// Delivers `webhook` tasks with a [`WebhookClient`]: the task id is the `webhook-id` (stable
 /// across retries), the package is the body, signed with every configured secret.
@@ -52,14 +38,13 @@ impl WebhookDeliveryHandler {
 #[async_trait]
 impl Handler for WebhookDeliveryHandler {
     async fn handle(&self, task: &Task, ctx: AttemptContext) -> HandlerOutcome {
-        // Read the payload in place: cloning and deserialising the whole package tree per
-        // attempt cost more than the serialisation itself (bench: issue "Benchmarks").
-        let (Some(url), Some(package)) = (
-            task.payload.get("url").and_then(serde_json::Value::as_str),
-            task.payload.get("package"),
-        ) else {
+        let payload = match DeliveryPayload::read(&task.payload) {
+            Ok(p) => p,
+            Err(e) => return HandlerOutcome::permanent(e.to_string()),
+        };
+        let (Some(url), package) = (payload.url, payload.package) else {
             return HandlerOutcome::permanent(
-                "unreadable webhook payload: expected {\"url\": string, \"package\": ...}",
+                "a channel delivery reached the plain webhook handler",
             );
         };
         let body = match serde_json::to_vec(package) {
@@ -103,7 +88,7 @@ pub fn attempt_outcome(
     let outcome = match report.outcome {
         Outcome::Success => HandlerOutcome::success(),
         Outcome::Retryable { retry_after } => {
-            HandlerOutcome::from(crate::handler::AttemptResult::Retryable { error, retry_after })
+            HandlerOutcome::from(AttemptResult::Retryable { error, retry_after })
         }
         Outcome::Permanent => HandlerOutcome::permanent(error),
     };

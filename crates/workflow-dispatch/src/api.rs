@@ -1,0 +1,250 @@
+//! The task API's models, as an HTTP service shows them (the seed's response shapes), and
+//! the list query's parsing: shared by the dispatcher's routes and any client.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use task_package::{FieldError, Priority, ValidationErrors};
+use workflow_core::{AttemptRecord, Task, TaskFilter, TaskStatus};
+
+use crate::manager::CreatedTask;
+use crate::payload::DeliveryPayload;
+use crate::webhook::WEBHOOK_KIND;
+
+/// The seed's `message` for a new task, word for word.
+pub const CREATED_MESSAGE: &str = "Workflow task created and dispatched successfully";
+/// The `message` when an `Idempotency-Key` names a task that exists (header
+/// `Idempotent-Replayed: true`); the rest of the answer is that task's.
+pub const REPLAYED_MESSAGE: &str =
+    "Workflow task already exists for this Idempotency-Key; returning it";
+
+/// The answer to `POST /workflow/tasks` (the seed's shape).
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateTaskResponse {
+    /// `"success"`.
+    pub status: String,
+    /// `wf_<unix>_<8 hex>`.
+    pub task_id: String,
+    /// What happened.
+    pub message: String,
+    /// Where it will be delivered (empty when only a channel was named).
+    pub webhook_url: String,
+    /// The preset channel named, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// With both `webhook_url` and `channel`: the task notifying the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_task_id: Option<String>,
+}
+
+impl From<CreatedTask> for CreateTaskResponse {
+    fn from(c: CreatedTask) -> CreateTaskResponse {
+        CreateTaskResponse {
+            status: "success".to_owned(),
+            task_id: c.task.id,
+            message: if c.replayed {
+                REPLAYED_MESSAGE
+            } else {
+                CREATED_MESSAGE
+            }
+            .to_owned(),
+            webhook_url: c.webhook_url,
+            channel: c.channel,
+            channel_task_id: c.channel_task_id,
+        }
+    }
+}
+
+/// One attempt, as shown to clients.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptView {
+    /// 1-based number.
+    pub n: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The receiver's status, if it answered.
+    pub status_code: Option<u16>,
+    /// `success`, `retryable` or `permanent`.
+    pub outcome: String,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+/// The receiver's latest report.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CallbackView {
+    /// `accepted`, `in_progress`, `resolved` or `rejected`.
+    pub status: String,
+    /// The receiver's note.
+    pub note: Option<String>,
+    /// When it was reported.
+    pub at: DateTime<Utc>,
+}
+
+/// A task's status (the seed's `task_info`, with more fields).
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskInfo {
+    /// The id.
+    pub task_id: String,
+    /// `pending`, `processing`, `retrying`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// When delivery completed (or the task ended).
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Queue priority.
+    pub priority: String,
+    /// Where it goes (absent for a channel delivery).
+    pub webhook_url: Option<String>,
+    /// The preset channel it goes through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Attempts made.
+    pub attempts: Vec<AttemptView>,
+    /// Retries made (attempts after the first).
+    pub retries: u32,
+    /// When the next attempt is due, if waiting.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The receiver's latest report.
+    pub callback: Option<CallbackView>,
+}
+
+/// The answer to `GET /workflow/tasks/{id}` (the seed's shape).
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskStatusResponse {
+    /// `"success"`.
+    pub status: String,
+    /// The task.
+    pub task_info: TaskInfo,
+}
+
+/// What clients see of `task` and its `attempts`.
+pub fn info(task: Task, attempts: Vec<AttemptRecord>) -> TaskInfo {
+    let stored = DeliveryPayload::read(&task.payload).ok();
+    let webhook_url = stored.and_then(|p| p.url).map(str::to_owned);
+    let channel = stored.and_then(|p| p.channel).map(str::to_owned);
+    TaskInfo {
+        webhook_url,
+        channel,
+        task_id: task.id,
+        status: task.status.as_str().to_owned(),
+        completed_at: task.finished_at,
+        priority: task.priority.as_str().to_owned(),
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        retries: task.tries.saturating_sub(1),
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                n: a.n,
+                started_at: a.started_at,
+                duration_ms: a.duration_ms,
+                status_code: a.status_code,
+                outcome: a.outcome,
+                error: a.error,
+            })
+            .collect(),
+        next_attempt_at: task.next_run_at,
+        last_error: task.last_error,
+        callback: task.callback.map(|c| CallbackView {
+            status: c.status,
+            note: c.note,
+            at: c.at,
+        }),
+    }
+}
+
+/// Query of `GET /workflow/tasks`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this priority.
+    pub priority: Option<String>,
+    /// Only this target (`scheme://host:port`).
+    pub target: Option<String>,
+    /// Page size (1 to 1000, default 100).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of tasks.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskListResponse {
+    /// `"success"`.
+    pub status: String,
+    /// Tasks, newest first.
+    pub tasks: Vec<TaskInfo>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// The store filter the query asks for (`webhook` tasks only).
+    ///
+    /// # Errors
+    ///
+    /// Every invalid parameter: unknown status or priority, a limit outside 1 to 1000, a
+    /// malformed cursor.
+    pub fn to_filter(&self) -> Result<TaskFilter, ValidationErrors> {
+        let q = self;
+        let mut errors = ValidationErrors::default();
+        let mut bad = |field: &str, reason: &str| {
+            errors.errors.push(FieldError {
+                field: field.to_owned(),
+                reason: reason.to_owned(),
+            });
+        };
+        let status = q.status.as_deref().and_then(|s| {
+            TaskStatus::from_str(s)
+                .map_err(|_| bad("status", "unknown status"))
+                .ok()
+        });
+        let priority = q.priority.as_deref().and_then(|p| {
+            Priority::from_str(p)
+                .map_err(|_| bad("priority", "expected critical, high, medium or low"))
+                .ok()
+        });
+        let limit = q
+            .limit
+            .as_deref()
+            .map_or(Some(100), |l| match l.parse::<usize>() {
+                Ok(n @ 1..=1000) => Some(n),
+                _ => {
+                    bad("limit", "must be a number from 1 to 1000");
+                    None
+                }
+            });
+        let cursor = q.cursor.as_deref().and_then(|c| {
+            c.parse::<i64>()
+                .map_err(|_| bad("cursor", "invalid cursor"))
+                .ok()
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(TaskFilter {
+            status,
+            priority,
+            target: q.target.clone(),
+            kind: Some(WEBHOOK_KIND.to_owned()),
+            limit: limit.unwrap_or(100),
+            before_seq: cursor,
+        })
+    }
+}
