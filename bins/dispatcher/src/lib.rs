@@ -294,6 +294,7 @@ impl App {
         let manager = WorkflowManager::new(
             engine.clone(),
             WorkflowConfig {
+                max_retries: config.max_retries,
                 public_url: config.public_url(),
                 breaker_open_policy: config.breaker_open_policy,
             },
@@ -330,6 +331,9 @@ impl App {
     /// releases the rest for the next start; stops the metrics upkeep.
     pub async fn shutdown(self) {
         self.engine.shutdown().await;
+        // Commits what is queued and, on SQLite, empties the WAL into the database file, so a
+        // stopped dispatcher leaves one consistent file behind.
+        self.engine.store().close().await;
         self.upkeep.stop().await;
     }
 }

@@ -48,15 +48,28 @@ impl FromStr for BreakerOpenPolicy {
     }
 }
 
-/// The dispatcher's options. The retry budget is the engine's
-/// ([`workflow_core::EngineConfig::retry`]), set in one place.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The dispatcher's options. The retry budget is set here, in one place, and stored with each
+/// task (`max_attempts`); the delays between attempts are the engine's
+/// ([`workflow_core::EngineConfig::backoff`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkflowConfig {
+    /// Retries after the first attempt (the seed's `max_retries`, default 3).
+    pub max_retries: u32,
     /// Base of callback links: a package's `callback_url` is
     /// `{public_url}/workflow/tasks/{id}/callback`. Empty: packages carry no callback link.
     pub public_url: String,
     /// New tasks for a target whose breaker is open.
     pub breaker_open_policy: BreakerOpenPolicy,
+}
+
+impl Default for WorkflowConfig {
+    fn default() -> Self {
+        WorkflowConfig {
+            max_retries: 3,
+            public_url: String::new(),
+            breaker_open_policy: BreakerOpenPolicy::default(),
+        }
+    }
 }
 
 /// One delivery to queue.
@@ -166,7 +179,7 @@ impl WorkflowManager {
     }
 
     fn max_attempts(&self) -> u32 {
-        self.engine.config().retry.max_retries.saturating_add(1)
+        self.config.max_retries.saturating_add(1)
     }
 
     /// Packs a request into the standard package, stamped now.

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use parking_lot::Mutex;
 use workflow_core::{
-    AttemptContext, CancelOutcome, Engine, EngineConfig, EngineEvent, Enqueued, Handler,
-    HandlerOutcome, Jitter, MemoryStore, NewTask, Priority, RetryPolicy, Store, Task, TaskFilter,
+    AttemptContext, CancelOutcome, Engine, EngineConfig, EngineEvent, Enqueued, ExponentialBackoff,
+    Handler, HandlerOutcome, Jitter, MemoryStore, NewTask, Priority, Store, Task, TaskFilter,
     TaskStatus, TokioClock,
 };
 use workflow_dispatch::{
@@ -64,12 +64,12 @@ fn task(id: &str, priority: Priority) -> NewTask {
 fn config() -> EngineConfig {
     EngineConfig {
         owner_id: "test".into(),
-        retry: RetryPolicy {
-            max_retries: 3,
-            base_delay: Duration::from_secs(10),
-            max_delay: Duration::from_secs(3600),
-            jitter: Jitter::None,
-        },
+        backoff: ExponentialBackoff::try_new(
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+            Jitter::None,
+        )
+        .unwrap(),
         ..EngineConfig::default()
     }
 }
@@ -111,11 +111,15 @@ async fn workflow_manager_dispatches_shows_cancels_retries_and_lists() {
             HandlerOutcome::permanent("HTTP 404").with_status(Some(404))
         }
     });
-    // The retry budget is the engine's: 2 retries here.
-    let mut retry2 = config();
-    retry2.retry.max_retries = 2;
-    let e = engine(store.clone(), h.clone(), retry2);
-    let m = WorkflowManager::new(e.clone(), WorkflowConfig::default());
+    // The retry budget is the manager's: 2 retries here.
+    let e = engine(store.clone(), h.clone(), config());
+    let m = WorkflowManager::new(
+        e.clone(),
+        WorkflowConfig {
+            max_retries: 2,
+            ..WorkflowConfig::default()
+        },
+    );
     let package = m.create_task_package(&create_request("https://good.example/hook"));
     let request = DispatchRequest {
         task_id: "wf_1_00000001".into(),
@@ -272,12 +276,12 @@ async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_break
     let e = Engine::builder(store.clone())
         .handler(WEBHOOK_KIND, Arc::new(handler))
         .config(EngineConfig {
-            retry: RetryPolicy {
-                max_retries: 3,
-                base_delay: Duration::from_millis(10),
-                max_delay: Duration::from_secs(1),
-                jitter: Jitter::None,
-            },
+            backoff: ExponentialBackoff::try_new(
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+                Jitter::None,
+            )
+            .unwrap(),
             ..config()
         })
         .start();
