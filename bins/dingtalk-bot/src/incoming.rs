@@ -2,33 +2,13 @@
 //! `msgtype` and `content` (DingTalk adds types and fields over time), or why it cannot be
 //! handled.
 
+pub use async_tasks::{Attachment, AttachmentKind};
+use async_tasks::{Bot, Incoming};
 use dingtalk_stream::RobotMessage;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The message types the bot acts on, as the unsupported-type reply names them.
 pub const SUPPORTED_TYPES_ZH: &str = "文字、语音（识别出的文字）、图片、文件、图文混排";
-
-/// A picture or file a user sent, fetched through `messageFiles/download` when its job runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// `picture` or `file`.
-    pub kind: AttachmentKind,
-    /// The callback's `downloadCode`.
-    pub download_code: String,
-    /// The file's name (`fileName`), or `picture-<n>` for pictures.
-    pub name: String,
-}
-
-/// What kind of attachment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachmentKind {
-    /// A picture (alone, or inside a rich text).
-    Picture,
-    /// A file.
-    File,
-}
 
 /// A message, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +110,32 @@ pub fn read(m: &RobotMessage) -> Request {
         return Request::Unsupported("空消息".into());
     }
     Request::Ask { text, attachments }
+}
+
+/// Hands one message (already ACKed and deduplicated) to the bot. Every message gets an
+/// answer: a type the bot cannot act on is answered with what it supports.
+pub async fn handle(bot: &Bot, m: &RobotMessage) {
+    let mut incoming = Incoming {
+        msg_id: m.msg_id.clone(),
+        staff_id: m.sender_staff_id.clone(),
+        sender_id: m.sender_id.clone(),
+        conversation_id: m.conversation_id.clone(),
+        group: m.is_group(),
+        session_webhook: m.session_webhook.clone(),
+        session_expires_ms: m.session_webhook_expired_time,
+        ..Incoming::default()
+    };
+    match read(m) {
+        Request::Ask { text, attachments } => {
+            incoming.text = text;
+            incoming.attachments = attachments;
+            bot.handle(incoming).await;
+        }
+        Request::Unsupported(label) => {
+            tracing::info!(user = %incoming.user_key(), msg_id = %m.msg_id, msgtype = %m.msgtype, "unsupported message answered");
+            bot.reply(&incoming, &unsupported_reply(&label)).await;
+        }
+    }
 }
 
 /// The reply to a message the bot cannot act on.

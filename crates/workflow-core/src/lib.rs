@@ -11,7 +11,7 @@
 //!   lease fenced by the attempt number; a bounded pool with per-target caps; retries are rows
 //!   with a due time; an idle engine sleeps until the next due time or an enqueue.
 //! - [`Handler`]: what runs a task; [`WebhookDeliveryHandler`] ships here, the bot brings its own.
-//! - [`WorkflowManager`] and [`AsyncTaskManager`]: facades in the seed's vocabulary.
+//! - [`WorkflowManager`]: a facade in the seed's vocabulary.
 //!
 //! Why our own engine rather than a general job-queue crate: the product needs, together,
 //! priority claims fenced by attempt numbers, per-target concurrency caps, breaker-aware
@@ -79,10 +79,7 @@ pub use clock::{Clock, SharedClock, SystemClock, TokioClock};
 pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError};
 pub use error::StoreError;
 pub use events::EngineEvent;
-pub use facade::{
-    AsyncTaskConfig, AsyncTaskManager, BotJob, DispatchRequest, DurationStats, TaskStatusView,
-    WorkflowConfig, WorkflowManager,
-};
+pub use facade::{DispatchRequest, TaskStatusView, WorkflowConfig, WorkflowManager};
 pub use handler::{AttemptContext, AttemptResult, Handler, HandlerOutcome};
 pub use model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
 pub use retry_policy::{Jitter, RetryPolicy};

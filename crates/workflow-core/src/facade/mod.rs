@@ -1,9 +1,5 @@
 //! Facades with the seed's vocabulary over the [`Engine`](crate::Engine).
 
-mod async_tasks;
 mod workflow;
 
-pub use async_tasks::{
-    AsyncTaskConfig, AsyncTaskManager, BOT_JOB_KIND, BotJob, DurationStats, SEED_KEYWORDS,
-};
 pub use workflow::{DispatchRequest, TaskStatusView, WorkflowConfig, WorkflowManager};

@@ -1,5 +1,6 @@
-//! The slow backend that answers a request (the seed's "AI API"): a command, an HTTP service,
-//! an OpenAI-compatible chat endpoint, or the echo demo.
+//! The slow backend that answers a request (the seed's "AI API"): the [`Processor`] trait and
+//! four processors: a command, an HTTP service, an OpenAI-compatible chat endpoint, or the echo
+//! demo.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -192,38 +193,14 @@ impl Processor for HttpProcessor {
             "prompt": job.prompt, "user_id": job.user_id, "conversation_id": job.conversation_id,
             "task_id": job.task_id, "files": files
         });
-        let call = async {
-            let r = self
-                .client
-                .post(&self.url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            if !r.status().is_success() {
-                return Err(ProcessError::Failed(format!(
-                    "HTTP {}",
-                    r.status().as_u16()
-                )));
-            }
-            let v: serde_json::Value = r
-                .json()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            v.get(&self.field)
-                .and_then(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .or_else(|| Some(x.to_string()))
-                })
-                .ok_or_else(|| {
-                    ProcessError::Failed(format!("answer has no {:?} field", self.field))
-                })
-        };
-        tokio::select! {
-            r = call => r,
-            () = cancel.cancelled() => Err(ProcessError::Cancelled),
-        }
+        let v = post_json(self.client.post(&self.url), &body, cancel).await?;
+        v.get(&self.field)
+            .and_then(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| Some(x.to_string()))
+            })
+            .ok_or_else(|| ProcessError::Failed(format!("answer has no {:?} field", self.field)))
     }
 }
 
@@ -277,37 +254,38 @@ impl Processor for OpenAiProcessor {
                 {"role": "user", "content": user_content}
             ]
         });
-        let call = async {
-            let r = self
-                .client
-                .post(format!(
-                    "{}/chat/completions",
-                    self.base_url.trim_end_matches('/')
-                ))
-                .bearer_auth(&self.api_key)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            if !r.status().is_success() {
-                return Err(ProcessError::Failed(format!(
-                    "HTTP {}",
-                    r.status().as_u16()
-                )));
-            }
-            let v: serde_json::Value = r
-                .json()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            v["choices"][0]["message"]["content"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| ProcessError::Failed("no choices[0].message.content".into()))
-        };
-        tokio::select! {
-            r = call => r,
-            () = cancel.cancelled() => Err(ProcessError::Cancelled),
+        let url = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
+        let request = self.client.post(url).bearer_auth(&self.api_key);
+        let v = post_json(request, &body, cancel).await?;
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ProcessError::Failed("no choices[0].message.content".into()))
+    }
+}
+
+/// POSTs `body` as JSON and reads the JSON answer, stopping when `cancel` fires. A transport
+/// error, a non-2xx status or an unreadable answer is a (retryable) failure; URLs (which may
+/// carry keys) are left out of errors.
+async fn post_json(
+    request: reqwest::RequestBuilder,
+    body: &serde_json::Value,
+    cancel: &CancellationToken,
+) -> Result<serde_json::Value, ProcessError> {
+    let failed = |e: reqwest::Error| ProcessError::Failed(e.without_url().to_string());
+    let call = async {
+        let r = request.json(body).send().await.map_err(failed)?;
+        if !r.status().is_success() {
+            return Err(ProcessError::Failed(format!(
+                "HTTP {}",
+                r.status().as_u16()
+            )));
         }
+        r.json().await.map_err(failed)
+    };
+    tokio::select! {
+        r = call => r,
+        () = cancel.cancelled() => Err(ProcessError::Cancelled),
     }
 }
 
