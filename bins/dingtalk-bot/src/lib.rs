@@ -20,8 +20,6 @@ use async_tasks::{
 };
 use dingtalk_sender::DingTalkSender;
 use dingtalk_stream::{StreamClient, StreamConfig};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use workflow_core::{Engine, EngineConfig, Jitter, RetryPolicy};
@@ -29,33 +27,11 @@ use workflow_core::{Engine, EngineConfig, Jitter, RetryPolicy};
 pub use config::{Cli, Config, Mode, ProcessorKind, figment_for};
 pub use service_kit::shutdown_signal;
 
-/// The processors' HTTP client: the platform's roots plus `ca_pem`, with rustls' `ring`
-/// provider passed explicitly (no process-wide provider is installed).
-fn http_client(timeout: Duration, ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
-    let extra = match ca_pem {
-        Some(pem) => CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .context("while reading ca_file")?,
-        None => Vec::new(),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        // The platform verifier checks chains and names like WebPKI, with the platform's roots.
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .tls_backend_preconfigured(tls)
-        .build()?)
-}
-
 fn processor(config: &Config, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<dyn Processor>> {
-    let client = || http_client(config.task_timeout, ca_pem);
+    let client = || {
+        processor::http_client(config.task_timeout, ca_pem)
+            .context("while building the HTTP client")
+    };
     Ok(match config.processor {
         ProcessorKind::Echo => Arc::new(processor::Echo {
             delay: config.echo_delay,

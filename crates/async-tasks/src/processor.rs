@@ -264,6 +264,52 @@ impl Processor for OpenAiProcessor {
     }
 }
 
+/// The HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("http client: {0}")]
+pub struct ClientError(String);
+
+/// An HTTP client for [`HttpProcessor`] and [`OpenAiProcessor`] trusting the platform's roots
+/// (on Linux the system store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`) plus `extra_roots_pem` (a
+/// PEM bundle), with rustls' `ring` provider passed explicitly: no process-wide provider is
+/// installed, so it works in any process.
+///
+/// # Errors
+///
+/// The PEM has no readable certificate, or the TLS or HTTP client cannot be built.
+pub fn http_client(
+    timeout: Duration,
+    extra_roots_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let failed = |e: &dyn std::fmt::Display| ClientError(e.to_string());
+    let extra = match extra_roots_pem {
+        Some(pem) => CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(&e))?,
+        None => Vec::new(),
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| failed(&e))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failed(&e))?
+        .dangerous()
+        // The platform verifier checks chains and names like WebPKI, with the platform's roots.
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| failed(&e))
+}
+
 /// POSTs `body` as JSON and reads the JSON answer, stopping when `cancel` fires. A transport
 /// error, a non-2xx status or an unreadable answer is a (retryable) failure; URLs (which may
 /// carry keys) are left out of errors.
