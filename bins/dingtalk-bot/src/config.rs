@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::Env;
 use serde::{Deserialize, Serialize};
+pub use service_kit::ConfigError;
+use service_kit::{LogFormat, OneOrMany};
+pub use workflow_core::store::Database;
 
 /// How messages arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -83,13 +86,14 @@ pub struct Config {
     pub max_jobs: usize,
     /// Most jobs queued or running per user.
     pub max_jobs_per_user: usize,
-    /// Keywords that mark a request as long (default: the seed's).
-    pub keywords: Vec<String>,
+    /// Keywords that mark a request as long (default: the seed's; a list, or one
+    /// comma-separated string).
+    pub keywords: OneOrMany,
     /// On shutdown, how long running jobs may take before they are released for the next start.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Log format: `human` or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// A PEM file of CA certificates trusted besides the platform's roots (which on Linux are
     /// the system store, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), for the OpenAPI, the
     /// Stream socket, file downloads and the processor's HTTP calls.
@@ -130,12 +134,14 @@ impl Default for Config {
             sync_deadline: Duration::from_secs(60),
             max_jobs: 32,
             max_jobs_per_user: 5,
-            keywords: workflow_core::facade::SEED_KEYWORDS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            keywords: OneOrMany(
+                async_tasks::SEED_KEYWORDS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            ),
             shutdown_grace: Duration::from_secs(10),
-            log_format: "human".into(),
+            log_format: LogFormat::Human,
             ca_file: None,
             card_template_id: None,
             card_update_interval: Duration::from_secs(15),
@@ -165,13 +171,6 @@ impl std::fmt::Debug for Config {
             .finish_non_exhaustive()
     }
 }
-
-/// The configuration is invalid.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
-
-pub use workflow_core::store::Database;
 
 impl Config {
     /// Extracts and validates the configuration.
@@ -310,96 +309,25 @@ pub struct Cli {
 
 /// Defaults, then the TOML file, then the environment, then the flags.
 pub fn figment_for(cli: &Cli) -> Figment {
-    let mut f = Figment::from(Serialized::defaults(Config::default()));
-    if let Some(path) = &cli.config {
-        f = f.merge(Toml::file_exact(path));
-    }
-    f.merge(
-        Env::raw()
-            .only(&[
-                "DINGTALK_CLIENT_ID",
-                "DINGTALK_CLIENT_SECRET",
-                "DINGTALK_ROBOT_CODE",
-                "DINGTALK_API_BASE",
-                "DINGTALK_OAPI_BASE",
-            ])
-            .map(|k| {
-                k.as_str()
-                    .to_lowercase()
-                    .trim_start_matches("dingtalk_")
-                    .to_owned()
-                    .into()
-            }),
+    let credentials = Env::raw()
+        .only(&[
+            "DINGTALK_CLIENT_ID",
+            "DINGTALK_CLIENT_SECRET",
+            "DINGTALK_ROBOT_CODE",
+            "DINGTALK_API_BASE",
+            "DINGTALK_OAPI_BASE",
+        ])
+        .map(|k| {
+            k.as_str()
+                .to_lowercase()
+                .trim_start_matches("dingtalk_")
+                .to_owned()
+                .into()
+        });
+    service_kit::layered(
+        Config::default(),
+        cli.config.as_deref(),
+        [credentials, Env::prefixed("BOT_").ignore(&["config"])],
+        cli,
     )
-    .merge(Env::prefixed("BOT_").ignore(&["config"]))
-    .merge(Serialized::defaults(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(toml: &str) -> Result<Config, ConfigError> {
-        Config::load(
-            &Figment::from(Serialized::defaults(Config::default()))
-                .merge(Toml::string(
-                    "client_id = \"id\"\nclient_secret = \"secret\"",
-                ))
-                .merge(Toml::string(toml)),
-        )
-    }
-
-    #[test]
-    fn the_job_database_is_sqlite_in_the_data_dir_unless_a_url_says_otherwise() {
-        let c = load("data_dir = \"/var/lib/bot\"").unwrap();
-        assert_eq!(
-            c.database().unwrap(),
-            Database::Sqlite(PathBuf::from("/var/lib/bot/bot.db"))
-        );
-        let c = load("database_url = \"sqlite:///tmp/jobs.db\"").unwrap();
-        assert_eq!(
-            c.database().unwrap(),
-            Database::Sqlite(PathBuf::from("/tmp/jobs.db"))
-        );
-        let c =
-            load("database_url = \"postgres://bot:pw@db.internal/jobs\"\ndatabase_pool_size = 4")
-                .unwrap();
-        assert_eq!(
-            c.database().unwrap(),
-            Database::Postgres {
-                url: "postgres://bot:pw@db.internal/jobs".into(),
-                pool_size: 4
-            }
-        );
-        assert!(
-            !format!("{c:?}").contains("pw@"),
-            "the password is never shown"
-        );
-    }
-
-    #[test]
-    fn bad_database_settings_are_named_without_the_password() {
-        let e = load("database_url = \"postgres://bot:pw@db:notaport/jobs\"")
-            .unwrap_err()
-            .0;
-        assert!(e.contains("database_url") && !e.contains("pw@"), "{e}");
-        assert!(
-            load("database_url = \"mysql://x\"")
-                .unwrap_err()
-                .0
-                .contains("postgres://")
-        );
-        assert!(
-            load("database_url = \"sqlite://\"")
-                .unwrap_err()
-                .0
-                .contains("needs a path")
-        );
-        assert!(
-            load("database_pool_size = 0")
-                .unwrap_err()
-                .0
-                .contains("database_pool_size")
-        );
-    }
 }

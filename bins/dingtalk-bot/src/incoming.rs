@@ -2,33 +2,13 @@
 //! `msgtype` and `content` (DingTalk adds types and fields over time), or why it cannot be
 //! handled.
 
+pub use async_tasks::{Attachment, AttachmentKind};
+use async_tasks::{Bot, Incoming};
 use dingtalk_stream::RobotMessage;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The message types the bot acts on, as the unsupported-type reply names them.
 pub const SUPPORTED_TYPES_ZH: &str = "文字、语音（识别出的文字）、图片、文件、图文混排";
-
-/// A picture or file a user sent, fetched through `messageFiles/download` when its job runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// `picture` or `file`.
-    pub kind: AttachmentKind,
-    /// The callback's `downloadCode`.
-    pub download_code: String,
-    /// The file's name (`fileName`), or `picture-<n>` for pictures.
-    pub name: String,
-}
-
-/// What kind of attachment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachmentKind {
-    /// A picture (alone, or inside a rich text).
-    Picture,
-    /// A file.
-    File,
-}
 
 /// A message, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,105 +112,33 @@ pub fn read(m: &RobotMessage) -> Request {
     Request::Ask { text, attachments }
 }
 
+/// Hands one message (already ACKed and deduplicated) to the bot. Every message gets an
+/// answer: a type the bot cannot act on is answered with what it supports.
+pub async fn handle(bot: &Bot, m: &RobotMessage) {
+    let mut incoming = Incoming {
+        msg_id: m.msg_id.clone(),
+        staff_id: m.sender_staff_id.clone(),
+        sender_id: m.sender_id.clone(),
+        conversation_id: m.conversation_id.clone(),
+        group: m.is_group(),
+        session_webhook: m.session_webhook.clone(),
+        session_expires_ms: m.session_webhook_expired_time,
+        ..Incoming::default()
+    };
+    match read(m) {
+        Request::Ask { text, attachments } => {
+            incoming.text = text;
+            incoming.attachments = attachments;
+            bot.handle(incoming).await;
+        }
+        Request::Unsupported(label) => {
+            tracing::info!(user = %incoming.user_key(), msg_id = %m.msg_id, msgtype = %m.msgtype, "unsupported message answered");
+            bot.reply(&incoming, &unsupported_reply(&label)).await;
+        }
+    }
+}
+
 /// The reply to a message the bot cannot act on.
 pub fn unsupported_reply(label: &str) -> String {
     format!("暂不支持这种消息（{label}）。目前支持：{SUPPORTED_TYPES_ZH}。发送 /help 查看命令。")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(json: &str) -> RobotMessage {
-        RobotMessage::from_json(json).unwrap()
-    }
-
-    #[test]
-    fn rich_text_keeps_its_text_and_its_pictures() {
-        let m = msg(
-            r#"{"msgtype":"richText","content":{"richText":[{"text":"看这张图 "},{"pictureDownloadCode":"p1","downloadCode":"d1","type":"picture"},{"text":"和这张"},{"downloadCode":"d2","type":"picture"}]}}"#,
-        );
-        let Request::Ask { text, attachments } = read(&m) else {
-            panic!("a rich text is a request")
-        };
-        assert_eq!(text, "看这张图 和这张");
-        let codes: Vec<&str> = attachments
-            .iter()
-            .map(|a| a.download_code.as_str())
-            .collect();
-        assert_eq!(codes, ["d1", "d2"]);
-        assert!(
-            attachments
-                .iter()
-                .all(|a| a.kind == AttachmentKind::Picture)
-        );
-    }
-
-    #[test]
-    fn pictures_and_files_are_attachments() {
-        let p = read(&msg(
-            r#"{"msgtype":"picture","content":{"downloadCode":"d9"}}"#,
-        ));
-        assert!(
-            matches!(&p, Request::Ask { text, attachments } if text.is_empty() && attachments[0].download_code == "d9")
-        );
-        let f = read(&msg(
-            r#"{"msgtype":"file","content":{"fileName":"报告.pdf","downloadCode":"f1","spaceId":"1","fileId":"2"}}"#,
-        ));
-        assert!(
-            matches!(&f, Request::Ask { attachments, .. } if attachments[0].name == "报告.pdf" && attachments[0].kind == AttachmentKind::File)
-        );
-    }
-
-    #[test]
-    fn unknown_and_unusable_types_are_named_never_dropped() {
-        for (json, label) in [
-            (
-                r#"{"msgtype":"video","content":{"downloadCode":"v"}}"#,
-                "视频",
-            ),
-            (
-                r#"{"msgtype":"unknownMsgType","content":{"unknownMsgType":"用户发送了一条消息，机器人暂不支持接收。"}}"#,
-                "未知类型",
-            ),
-            (
-                r#"{"msgtype":"interactiveCard","content":null}"#,
-                "interactiveCard",
-            ),
-            (
-                r#"{"msgtype":"audio","content":{"downloadCode":"a"}}"#,
-                "语音（未识别出文字）",
-            ),
-            (r#"{"msgtype":"text","text":{"content":"   "}}"#, "空消息"),
-            (
-                r#"{"msgtype":"picture","content":null}"#,
-                "图片（缺少下载码）",
-            ),
-        ] {
-            assert_eq!(
-                read(&msg(json)),
-                Request::Unsupported(label.into()),
-                "{json}"
-            );
-        }
-        let reply = unsupported_reply("视频");
-        assert!(
-            reply.contains("视频") && reply.contains(SUPPORTED_TYPES_ZH),
-            "{reply}"
-        );
-    }
-
-    #[test]
-    fn audio_is_its_recognised_text() {
-        let m = msg(
-            r#"{"msgtype":"audio","content":{"downloadCode":"a","recognition":" 今天的舆情 "}}"#,
-        );
-        assert_eq!(
-            read(&m),
-            Request::Ask {
-                text: "今天的舆情".into(),
-                attachments: vec![]
-            }
-        );
-    }
 }

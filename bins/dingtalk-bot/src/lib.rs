@@ -1,47 +1,37 @@
-//! The DingTalk bot: answers short requests in the conversation at once and runs long ones
-//! ("client analysis", "分析公司", "生成报告", ...) as durable background jobs whose results are
-//! pushed through the DingTalk OpenAPI, because the conversation's reply webhook may have expired.
+//! The DingTalk bot: [`async_tasks`] wired to DingTalk. Messages arrive over Stream mode
+//! ([`dingtalk_stream`]) or HTTP callbacks ([`incoming`]); jobs live in SQLite or PostgreSQL
+//! through [`workflow_core`]; replies, pushes, progress cards and file downloads go through
+//! [`async_tasks::DingTalkPush`] over [`dingtalk_sender`].
 //!
-//! Messages arrive over Stream mode ([`dingtalk_stream`]) or HTTP callbacks; jobs live in SQLite
-//! through [`workflow_core`] (a restart re-runs interrupted jobs and relearns how long requests
-//! take); replies, pushes, progress cards and file downloads go through [`dingtalk_sender`].
-//! A result DingTalk did not deliver (the user invalid, flow-controlled past the retries, or no
-//! `senderStaffId` to push to) fails the job with the reason, and the user is told in the
-//! conversation while its session webhook is valid ([`deliver`]).
+//! Prometheus metrics (with `metrics_listen`): the bot's `bot_jobs_finished_total{outcome}` and
+//! `bot_results_undelivered_total{reason}`, and the engine's `workflow_*`.
 
-pub mod bot;
 pub mod config;
-pub mod deliver;
-pub mod estimate;
 pub mod incoming;
-pub mod processor;
-pub mod progress;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use async_tasks::{
+    AsyncTaskConfig, AsyncTaskManager, Bot, BotJobHandler, BotSettings, DingTalkPush,
+    DurationStats, Processor, processor,
+};
 use dingtalk_sender::DingTalkSender;
 use dingtalk_stream::{StreamClient, StreamConfig};
-use workflow_core::{
-    AsyncTaskConfig, AsyncTaskManager, Engine, EngineConfig, ExponentialBackoff, Jitter,
-    SqliteStore, Store,
-};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use workflow_core::{Engine, EngineConfig, ExponentialBackoff, Jitter};
 
 pub use config::{Cli, Config, Mode, ProcessorKind, figment_for};
+pub use service_kit::shutdown_signal;
 
-fn processor(
-    config: &Config,
-    ca_pem: Option<&[u8]>,
-) -> anyhow::Result<Arc<dyn processor::Processor>> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut client = reqwest::Client::builder().timeout(config.task_timeout);
-    if let Some(pem) = ca_pem {
-        client = client.tls_certs_merge(
-            reqwest::Certificate::from_pem_bundle(pem).context("while reading ca_file")?,
-        );
-    }
-    let client = client.build()?;
+fn processor(config: &Config, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<dyn Processor>> {
+    let client = || {
+        processor::http_client(config.task_timeout, ca_pem)
+            .context("while building the HTTP client")
+    };
     Ok(match config.processor {
         ProcessorKind::Echo => Arc::new(processor::Echo {
             delay: config.echo_delay,
@@ -49,7 +39,7 @@ fn processor(
         ProcessorKind::Command => Arc::new(processor::CommandProcessor {
             argv: config
                 .processor_command
-                .clone()
+                .as_deref()
                 .unwrap_or_default()
                 .split_whitespace()
                 .map(str::to_owned)
@@ -58,52 +48,19 @@ fn processor(
         ProcessorKind::Http => Arc::new(processor::HttpProcessor {
             url: config.processor_url.clone().unwrap_or_default(),
             field: "result".into(),
-            client,
+            client: client()?,
         }),
         ProcessorKind::Openai => Arc::new(processor::OpenAiProcessor {
             base_url: config.openai_base_url.clone(),
             model: config.openai_model.clone(),
             api_key: std::env::var("OPENAI_API_KEY")
                 .context("--processor openai needs OPENAI_API_KEY")?,
-            client,
+            client: client()?,
         }),
     })
 }
 
-/// Runs the bot until `shutdown` completes.
-///
-/// # Errors
-///
-/// Startup failures: data directory, database, DingTalk client, HTTP listener.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("while creating {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = match config.database()? {
-        config::Database::Sqlite(path) => Arc::new(
-            SqliteStore::open_path(&path)
-                .with_context(|| format!("while opening the job database {}", path.display()))?,
-        ),
-        config::Database::Postgres { url, pool_size } => {
-            let shown = workflow_core::store::redact_database_url(&url);
-            let mut pg = workflow_core::PostgresConfig::new(url);
-            pg.pool_size = pool_size;
-            Arc::new(
-                workflow_core::PostgresStore::connect(pg)
-                    .await
-                    .with_context(|| format!("while connecting to the job database {shown}"))?,
-            )
-        }
-    };
-    let ca_pem = match &config.ca_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("while reading ca_file {}", path.display()))?,
-        ),
-        None => None,
-    };
+fn sender(config: &Config, ca_pem: Option<&[u8]>) -> anyhow::Result<DingTalkSender> {
     let mut sender = DingTalkSender::builder()
         .client_id(config.client_id.clone())
         .client_secret(config.client_secret.clone())
@@ -113,80 +70,50 @@ pub async fn run(
     if let Some(code) = &config.robot_code {
         sender = sender.robot_code(code.clone());
     }
-    if let Some(pem) = &ca_pem {
-        sender = sender.add_root_certificates_pem(pem.clone());
+    if let Some(pem) = ca_pem {
+        sender = sender.add_root_certificates_pem(pem.to_vec());
     }
-    let sender = sender
-        .build()
-        .context("while building the DingTalk client")?;
-    let settings = bot::BotSettings {
-        sync_deadline: config.sync_deadline,
-        task_timeout: config.task_timeout,
-        max_jobs_per_user: config.max_jobs_per_user,
-        files_dir: config.data_dir.join("files"),
-        card_template_id: config.card_template_id.clone().filter(|t| !t.is_empty()),
-        card_update_interval: config.card_update_interval,
-        ..bot::BotSettings::default()
-    };
-    let stats = workflow_core::DurationStats::default();
-    match estimate::learn_durations(store.as_ref(), &stats).await {
-        Ok(n) => tracing::info!(jobs = n, "learnt request durations from finished jobs"),
-        Err(e) => tracing::warn!(error = %e, "could not read finished jobs; durations start empty"),
+    sender.build().context("while building the DingTalk client")
+}
+
+fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        max_in_flight: config.max_jobs,
+        per_target_in_flight: config.max_jobs_per_user,
+        lease: Duration::from_secs(120),
+        backoff: ExponentialBackoff::try_new(
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+            Jitter::Full,
+        )
+        .expect("5 s to 300 s is a valid backoff"),
+        prune_after: Some(Duration::from_secs(7 * 24 * 3600)),
+        shutdown_grace: config.shutdown_grace,
+        ..EngineConfig::default()
     }
-    let handler = Arc::new(bot::BotJobHandler {
-        processor: processor(&config, ca_pem.as_deref())?,
-        sender: sender.clone(),
-        settings: settings.clone(),
-        stats: stats.clone(),
-    });
-    let engine = Engine::builder(store)
-        .handler(bot::KIND, handler)
-        .config(EngineConfig {
-            max_in_flight: config.max_jobs,
-            per_target_in_flight: config.max_jobs_per_user,
-            lease: std::time::Duration::from_secs(120),
-            backoff: ExponentialBackoff::try_new(
-                std::time::Duration::from_secs(5),
-                std::time::Duration::from_secs(300),
-                Jitter::Full,
-            )
-            .context("while setting the job backoff")?,
-            prune_after: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
-            shutdown_grace: config.shutdown_grace,
-            ..EngineConfig::default()
-        })
-        .start();
-    let tasks = AsyncTaskManager::with_stats(
-        engine.clone(),
-        AsyncTaskConfig {
-            keywords: config.keywords.clone(),
-            ..AsyncTaskConfig::default()
-        },
-        stats,
-    );
-    let bot = bot::Bot {
-        engine: engine.clone(),
-        tasks,
-        sender,
-        settings,
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let mut receivers = tokio::task::JoinSet::new();
-    let stop = tokio_util::sync::CancellationToken::new();
+}
+
+/// Starts the message source (Stream socket or HTTP callbacks) forwarding into `tx` until
+/// `stop`, owned by `tasks`.
+async fn receive(
+    config: &Config,
+    ca_pem: Option<&[u8]>,
+    tx: tokio::sync::mpsc::Sender<dingtalk_stream::Incoming>,
+    stop: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
     match config.mode {
         Mode::Stream => {
             let mut stream =
                 StreamConfig::new(config.client_id.clone(), config.client_secret.clone())
                     .api_base(config.api_base.clone());
-            if let Some(pem) = &ca_pem {
-                stream = stream.add_root_certificates_pem(pem.clone());
+            if let Some(pem) = ca_pem {
+                stream = stream.add_root_certificates_pem(pem.to_vec());
             }
             let (handle, mut incoming) = StreamClient::new(stream)
                 .context("while building the Stream client")?
                 .start();
-            let tx = tx.clone();
-            let stop = stop.clone();
-            receivers.spawn(async move {
+            tasks.spawn(async move {
                 loop {
                     tokio::select! {
                         m = incoming.recv() => match m {
@@ -206,58 +133,111 @@ pub async fn run(
             tracing::info!(addr = %config.listen, "HTTP callback mode: DingTalk should POST to /dingtalk");
             let app = axum::Router::new().nest(
                 "/dingtalk",
-                dingtalk_stream::callback_router(&config.client_secret, tx.clone()),
+                dingtalk_stream::callback_router(&config.client_secret, tx),
             );
-            let stop = stop.clone();
-            receivers.spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-            });
+            tasks.spawn(serve(listener, app, stop));
         }
     }
-    if let Some(addr) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("while listening on {addr} for metrics"))?;
-        let handle = metrics_handle();
-        // Histograms are drained on upkeep: keep doing it even if nobody scrapes.
-        let upkeep = handle.clone();
-        let upkeep_stop = stop.clone();
-        receivers.spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = every.tick() => upkeep.run_upkeep(),
-                    () = upkeep_stop.cancelled() => break,
-                }
-            }
-        });
+    Ok(())
+}
+
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+}
+
+/// Runs the bot until `shutdown` completes.
+///
+/// # Errors
+///
+/// Startup failures: data directory, database, DingTalk client, HTTP listener.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("while creating {}", config.data_dir.display()))?;
+    let store = service_kit::open_store(&config.database()?)
+        .await
+        .context("while opening the job database")?
+        .store;
+    let ca_pem = match &config.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("while reading ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let push = Arc::new(DingTalkPush::new(sender(&config, ca_pem.as_deref())?));
+    let settings = BotSettings {
+        sync_deadline: config.sync_deadline,
+        task_timeout: config.task_timeout,
+        max_jobs_per_user: config.max_jobs_per_user,
+        files_dir: config.data_dir.join("files"),
+        card_template_id: config.card_template_id.clone().filter(|t| !t.is_empty()),
+        card_update_interval: config.card_update_interval,
+        ..BotSettings::default()
+    };
+    let processor = processor(&config, ca_pem.as_deref())?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("while listening on {addr} for metrics"))?,
+        ),
+        None => None,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let mut receivers = JoinSet::new();
+    let stop = CancellationToken::new();
+    if let Err(e) = receive(&config, ca_pem.as_deref(), tx, stop.clone(), &mut receivers).await {
+        stop.cancel();
+        while receivers.join_next().await.is_some() {}
+        return Err(e);
+    }
+    let upkeep = metrics.map(|listener| {
+        let handle = service_kit::prometheus(&[]);
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get({
                 let handle = handle.clone();
-                async move { handle.render() }
+                move || std::future::ready(handle.render())
             }),
         );
-        let stop = stop.clone();
-        tracing::info!(addr = %addr, "metrics on GET /metrics");
-        receivers.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        });
+        tracing::info!(addr = ?listener.local_addr().ok(), "metrics on GET /metrics");
+        receivers.spawn(serve(listener, app, stop.clone()));
+        // Histograms are drained on upkeep: keep doing it even if nobody scrapes.
+        service_kit::MetricsUpkeep::start(handle, Duration::from_secs(5))
+    });
+    let stats = DurationStats::default();
+    let handler = BotJobHandler::new(processor, push.clone(), settings.clone(), stats.clone());
+    let engine = Engine::builder(store)
+        .handler(async_tasks::KIND, Arc::new(handler))
+        .config(engine_config(&config))
+        .start();
+    let tasks = AsyncTaskManager::with_stats(
+        engine.clone(),
+        AsyncTaskConfig {
+            keywords: config.keywords.0.clone(),
+            ..AsyncTaskConfig::default()
+        },
+        stats,
+    );
+    match tasks.learn_durations().await {
+        Ok(n) => tracing::info!(jobs = n, "learnt request durations from finished jobs"),
+        Err(e) => tracing::warn!(error = %e, "could not read finished jobs; durations start empty"),
     }
-    drop(tx);
+    let bot = Bot::new(tasks, push, settings);
     tracing::info!(mode = ?config.mode, processor = ?config.processor, "dingtalk bot running");
-    let mut handlers = tokio::task::JoinSet::new();
+    let mut handlers = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             m = rx.recv() => match m {
-                Some(incoming) => {
+                Some(m) => {
                     let bot = bot.clone();
-                    handlers.spawn(async move { bot.handle(incoming.message).await });
+                    handlers.spawn(async move { incoming::handle(&bot, &m.message).await });
                 }
                 None => break,
             },
@@ -268,40 +248,12 @@ pub async fn run(
     stop.cancel();
     while receivers.join_next().await.is_some() {}
     while handlers.join_next().await.is_some() {}
+    if let Some(upkeep) = upkeep {
+        upkeep.stop().await;
+    }
     engine.shutdown().await;
+    // Commits what is queued and, on SQLite, empties the WAL into the database file.
+    engine.store().close().await;
     tracing::info!("dingtalk bot stopped");
     Ok(())
-}
-
-pub use workflow_core::shutdown_signal;
-
-/// The process-wide Prometheus recorder, installed on first use (later bots in the same process
-/// share it). Bot counters: `bot_jobs_finished_total{outcome}` (`delivered`, `undelivered`,
-/// `failed`, `timed_out`, `cancelled`, `push_failed`) and
-/// `bot_results_undelivered_total{reason}`; the engine's `workflow_*` metrics come along.
-pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
-        std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
-            }
-            handle
-        })
-        .clone()
-}
-
-/// Installs the tracing subscriber (RUST_LOG, default `info`).
-pub fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if format == "json" {
-        b.json().flatten_event(true).try_init()
-    } else {
-        b.try_init()
-    };
 }

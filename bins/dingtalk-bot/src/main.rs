@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    dingtalk_bot::init_tracing(&config.log_format);
+    service_kit::init_tracing(config.log_format, "info");
     match dingtalk_bot::run(config, dingtalk_bot::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

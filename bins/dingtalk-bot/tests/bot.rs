@@ -363,6 +363,8 @@ async fn a_result_dingtalk_reports_undelivered_fails_the_job_and_the_user_is_tol
     );
     mock.say(MockMessage::single("ghost", &format!("/status {id}")))
         .await;
+    // The bot installs no process-wide TLS provider; this test's own client needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let scraped = reqwest::get(format!("http://{metrics}/metrics"))
         .await
         .unwrap()

@@ -194,6 +194,70 @@ fn deliver_results(spaces: &[(String, String)]) -> Value {
     )
 }
 
+impl CardRecord {
+    fn new(
+        id: String,
+        template_id: String,
+        card_data: Map<String, Value>,
+        spaces: Vec<String>,
+        first: CardCall,
+    ) -> CardRecord {
+        CardRecord {
+            out_track_id: id,
+            template_id,
+            card_data,
+            spaces,
+            streamed: BTreeMap::new(),
+            finalized: false,
+            failed: false,
+            updates: 0,
+            calls: vec![first],
+        }
+    }
+}
+
+/// What a card endpoint does once the token and body are checked: the answer's JSON, or the
+/// error answer.
+type CardApi = fn(&State, &Value) -> Result<Value, Response>;
+
+/// The axum handler for a card endpoint: the token and body are checked ([`check`]), then
+/// `api` runs; its JSON is answered with 200.
+pub(crate) fn endpoint(
+    api: CardApi,
+) -> impl Fn(AxState<Arc<State>>, HeaderMap, String) -> std::future::Ready<Response>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |AxState(state): AxState<Arc<State>>, headers: HeaderMap, body: String| {
+        let answer = check(&state, &headers, &body).and_then(|body| api(&state, &body));
+        std::future::ready(match answer {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(r) => r,
+        })
+    }
+}
+
+/// The card `field` (`outTrackId` or `cardBizId`) of `body` names, or the `notExist` error.
+fn card_mut<'a>(
+    cards: &'a mut Cards,
+    body: &Value,
+    field: &str,
+) -> Result<&'a mut CardRecord, Response> {
+    cards.get_mut(str_field(body, field)).ok_or_else(|| {
+        bad(
+            &format!("invalidParameter.{field}.notExist"),
+            &format!("no card with this {field}"),
+        )
+    })
+}
+
+fn push_spaces(card: &mut CardRecord, spaces: &[(String, String)]) {
+    for (kind, sid) in spaces {
+        card.spaces.push(format!("dtv1.card//{kind}.{sid}"));
+    }
+}
+
 fn create_record(state: &State, body: &Value, api: &str) -> Result<String, Response> {
     let id = str_field(body, "outTrackId");
     if id.is_empty() {
@@ -217,163 +281,81 @@ fn create_record(state: &State, body: &Value, api: &str) -> Result<String, Respo
             "a card with this outTrackId exists",
         ));
     }
-    cards.cards.push(CardRecord {
-        out_track_id: id.to_owned(),
-        template_id: template.to_owned(),
-        card_data: data,
-        spaces: Vec::new(),
-        streamed: BTreeMap::new(),
-        finalized: false,
-        failed: false,
-        updates: 0,
-        calls: vec![call(api, body)],
-    });
+    cards.cards.push(CardRecord::new(
+        id.to_owned(),
+        template.to_owned(),
+        data,
+        Vec::new(),
+        call(api, body),
+    ));
     Ok(id.to_owned())
 }
 
 /// `POST /v1.0/card/instances`.
-pub(crate) async fn create(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let body = match check(&state, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match create_record(&state, &body, "POST /v1.0/card/instances") {
-        Ok(id) => json_response(StatusCode::OK, &json!({"success": true, "result": id})),
-        Err(r) => r,
-    }
+pub(crate) fn create(state: &State, body: &Value) -> Result<Value, Response> {
+    let id = create_record(state, body, "POST /v1.0/card/instances")?;
+    Ok(json!({"success": true, "result": id}))
 }
 
 /// `POST /v1.0/card/instances/deliver`.
-pub(crate) async fn deliver(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let body = match check(&state, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let id = str_field(&body, "outTrackId");
-    if state.cards.lock().get_mut(id).is_none() {
-        return bad(
-            "invalidParameter.outTrackId.notExist",
-            "no card with this outTrackId",
-        );
-    }
-    let spaces = match spaces(&state, &body) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Some(card) = state.cards.lock().get_mut(id) {
+pub(crate) fn deliver(state: &State, body: &Value) -> Result<Value, Response> {
+    card_mut(&mut state.cards.lock(), body, "outTrackId")?;
+    let spaces = spaces(state, body)?;
+    if let Ok(card) = card_mut(&mut state.cards.lock(), body, "outTrackId") {
         card.calls
-            .push(call("POST /v1.0/card/instances/deliver", &body));
-        for (kind, sid) in &spaces {
-            card.spaces.push(format!("dtv1.card//{kind}.{sid}"));
-        }
+            .push(call("POST /v1.0/card/instances/deliver", body));
+        push_spaces(card, &spaces);
     }
-    json_response(
-        StatusCode::OK,
-        &json!({"success": true, "result": deliver_results(&spaces)}),
-    )
+    Ok(json!({"success": true, "result": deliver_results(&spaces)}))
 }
 
 /// `POST /v1.0/card/instances/createAndDeliver`.
-pub(crate) async fn create_and_deliver(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let body = match check(&state, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+pub(crate) fn create_and_deliver(state: &State, body: &Value) -> Result<Value, Response> {
     // Spaces are checked first: a refused delivery creates no card.
-    let spaces = match spaces(&state, &body) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let id = match create_record(&state, &body, "POST /v1.0/card/instances/createAndDeliver") {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+    let spaces = spaces(state, body)?;
+    let id = create_record(state, body, "POST /v1.0/card/instances/createAndDeliver")?;
     if let Some(card) = state.cards.lock().get_mut(&id) {
-        for (kind, sid) in &spaces {
-            card.spaces.push(format!("dtv1.card//{kind}.{sid}"));
-        }
+        push_spaces(card, &spaces);
     }
-    json_response(
-        StatusCode::OK,
-        &json!({"success": true, "result": {"outTrackId": id, "deliverResults": deliver_results(&spaces)}}),
+    Ok(
+        json!({"success": true, "result": {"outTrackId": id, "deliverResults": deliver_results(&spaces)}}),
     )
 }
 
 /// `PUT /v1.0/card/instances`: replaces the data, or merges it with
 /// `cardUpdateOptions.updateCardDataByKey`.
-pub(crate) async fn update(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let body = match check(&state, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let data = match param_map(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+pub(crate) fn update(state: &State, body: &Value) -> Result<Value, Response> {
+    let data = param_map(body)?;
     let by_key = body
         .get("cardUpdateOptions")
         .and_then(|o| o.get("updateCardDataByKey"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let mut cards = state.cards.lock();
-    let Some(card) = cards.get_mut(str_field(&body, "outTrackId")) else {
-        return bad(
-            "invalidParameter.outTrackId.notExist",
-            "no card with this outTrackId",
-        );
-    };
+    let card = card_mut(&mut cards, body, "outTrackId")?;
     if by_key {
         card.card_data.extend(data);
     } else {
         card.card_data = data;
     }
     card.updates += 1;
-    card.calls.push(call("PUT /v1.0/card/instances", &body));
-    json_response(StatusCode::OK, &json!({"success": true, "result": true}))
+    card.calls.push(call("PUT /v1.0/card/instances", body));
+    Ok(json!({"success": true, "result": true}))
 }
 
 /// `PUT /v1.0/card/streaming` (AI cards).
-pub(crate) async fn streaming(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let body = match check(&state, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let key = str_field(&body, "key").to_owned();
-    if key.is_empty() || str_field(&body, "guid").is_empty() {
-        return bad(
+pub(crate) fn streaming(state: &State, body: &Value) -> Result<Value, Response> {
+    let key = str_field(body, "key").to_owned();
+    if key.is_empty() || str_field(body, "guid").is_empty() {
+        return Err(bad(
             "invalidParameter.streaming.invalid",
             "key and guid are required",
-        );
+        ));
     }
-    let content = str_field(&body, "content").to_owned();
+    let content = str_field(body, "content").to_owned();
     let flag = |k: &str| body.get(k).and_then(Value::as_bool).unwrap_or(false);
     let mut cards = state.cards.lock();
-    let Some(card) = cards.get_mut(str_field(&body, "outTrackId")) else {
-        return bad(
-            "invalidParameter.outTrackId.notExist",
-            "no card with this outTrackId",
-        );
-    };
+    let card = card_mut(&mut cards, body, "outTrackId")?;
     let slot = card.streamed.entry(key).or_default();
     if flag("isFull") {
         *slot = content;
@@ -382,8 +364,8 @@ pub(crate) async fn streaming(
     }
     card.finalized |= flag("isFinalize");
     card.failed |= flag("isError");
-    card.calls.push(call("PUT /v1.0/card/streaming", &body));
-    json_response(StatusCode::OK, &json!({"success": true, "result": true}))
+    card.calls.push(call("PUT /v1.0/card/streaming", body));
+    Ok(json!({"success": true, "result": true}))
 }
 
 /// `cardData` of the older robot cards: a JSON string of an object.
@@ -400,102 +382,70 @@ fn legacy_data(body: &Value) -> Result<Map<String, Value>, Response> {
         })
 }
 
-/// `POST /v1.0/im/v1.0/robot/interactiveCards/send` (`ChatbotHandler.reply_card`).
-pub(crate) async fn robot_card_send(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let body = match check(&state, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    if str_field(&body, "robotCode") != state.config.robot_code {
-        return bad(
-            "invalidParameter.robotCode.auth",
-            "This app's appkey does not match the bot's robotCode",
-        );
-    }
-    let id = str_field(&body, "cardBizId").to_owned();
-    if id.is_empty() {
-        return bad("invalidParameter.cardBizId.empty", "cardBizId is required");
-    }
-    let data = match legacy_data(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let space = if let Some(cid) = body.get("openConversationId").and_then(Value::as_str) {
+/// Where an older robot card goes: the group, or the single-chat receiver.
+fn legacy_space(state: &State, body: &Value) -> Result<String, Response> {
+    if let Some(cid) = body.get("openConversationId").and_then(Value::as_str) {
         if !state.groups.lock().contains(cid) {
-            return bad(
+            return Err(bad(
                 "invalidParameter.openConversationId.invalid",
                 "openConversationId is invalid",
-            );
+            ));
         }
-        format!("dtv1.card//IM_GROUP.{cid}")
-    } else {
-        let user = body
-            .get("singleChatReceiver")
-            .and_then(Value::as_str)
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-            .and_then(|v| v.get("userId").and_then(Value::as_str).map(str::to_owned));
-        match user {
-            Some(u) if !u.is_empty() => format!("dtv1.card//IM_ROBOT.{u}"),
-            _ => {
-                return bad(
-                    "invalidParameter.receiver.empty",
-                    "openConversationId or singleChatReceiver is required",
-                );
-            }
-        }
-    };
-    let mut cards = state.cards.lock();
-    cards.cards.push(CardRecord {
-        out_track_id: id,
-        template_id: str_field(&body, "cardTemplateId").to_owned(),
-        card_data: data,
-        spaces: vec![space],
-        streamed: BTreeMap::new(),
-        finalized: false,
-        failed: false,
-        updates: 0,
-        calls: vec![call(
-            "POST /v1.0/im/v1.0/robot/interactiveCards/send",
-            &body,
-        )],
-    });
-    json_response(
-        StatusCode::OK,
-        &json!({"processQueryKey": crate::state::random_hex(32)}),
-    )
+        return Ok(format!("dtv1.card//IM_GROUP.{cid}"));
+    }
+    let user = body
+        .get("singleChatReceiver")
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .and_then(|v| v.get("userId").and_then(Value::as_str).map(str::to_owned));
+    match user {
+        Some(u) if !u.is_empty() => Ok(format!("dtv1.card//IM_ROBOT.{u}")),
+        _ => Err(bad(
+            "invalidParameter.receiver.empty",
+            "openConversationId or singleChatReceiver is required",
+        )),
+    }
+}
+
+fn legacy_answer() -> Value {
+    json!({"processQueryKey": crate::state::random_hex(32)})
+}
+
+/// `POST /v1.0/im/v1.0/robot/interactiveCards/send` (`ChatbotHandler.reply_card`).
+pub(crate) fn robot_card_send(state: &State, body: &Value) -> Result<Value, Response> {
+    if str_field(body, "robotCode") != state.config.robot_code {
+        return Err(bad(
+            "invalidParameter.robotCode.auth",
+            "This app's appkey does not match the bot's robotCode",
+        ));
+    }
+    let id = str_field(body, "cardBizId").to_owned();
+    if id.is_empty() {
+        return Err(bad(
+            "invalidParameter.cardBizId.empty",
+            "cardBizId is required",
+        ));
+    }
+    let data = legacy_data(body)?;
+    let space = legacy_space(state, body)?;
+    state.cards.lock().cards.push(CardRecord::new(
+        id,
+        str_field(body, "cardTemplateId").to_owned(),
+        data,
+        vec![space],
+        call("POST /v1.0/im/v1.0/robot/interactiveCards/send", body),
+    ));
+    Ok(legacy_answer())
 }
 
 /// `PUT /v1.0/im/robots/interactiveCards` (`ChatbotHandler.update_card`).
-pub(crate) async fn robot_card_update(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    let body = match check(&state, &headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let data = match legacy_data(&body) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+pub(crate) fn robot_card_update(state: &State, body: &Value) -> Result<Value, Response> {
+    let data = legacy_data(body)?;
     let mut cards = state.cards.lock();
-    let Some(card) = cards.get_mut(str_field(&body, "cardBizId")) else {
-        return bad(
-            "invalidParameter.cardBizId.notExist",
-            "no card with this cardBizId",
-        );
-    };
+    let card = card_mut(&mut cards, body, "cardBizId")?;
     card.card_data = data;
     card.updates += 1;
     card.calls
-        .push(call("PUT /v1.0/im/robots/interactiveCards", &body));
-    json_response(
-        StatusCode::OK,
-        &json!({"processQueryKey": crate::state::random_hex(32)}),
-    )
+        .push(call("PUT /v1.0/im/robots/interactiveCards", body));
+    Ok(legacy_answer())
 }

@@ -3,21 +3,10 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::oapi::{custom_robot_sign, webhook_message};
 use crate::state::{State, now_ms};
-
-/// A plain-HTTP client (the callback URL is a local bot), on hyper-util so the mock does not
-/// need reqwest and TLS.
-pub(crate) type Poster = Client<HttpConnector, Full<Bytes>>;
-
-pub(crate) fn poster() -> Poster {
-    Client::builder(TokioExecutor::new()).build_http()
-}
 
 /// POSTs `data` to `url` signed with the app secret; returns whether the bot answered 2xx.
 pub(crate) async fn post_callback(

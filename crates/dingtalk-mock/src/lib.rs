@@ -109,6 +109,7 @@ mod http_mode;
 mod message;
 mod oapi;
 mod openapi;
+mod poster;
 mod state;
 mod stream;
 mod tls;
@@ -545,21 +546,27 @@ fn router(state: Arc<State>) -> Router {
         .route("/down/{token}", get(files::serve))
         .route(
             "/v1.0/card/instances",
-            post(cards::create).put(cards::update),
+            post(cards::endpoint(cards::create)).put(cards::endpoint(cards::update)),
         )
-        .route("/v1.0/card/instances/deliver", post(cards::deliver))
+        .route(
+            "/v1.0/card/instances/deliver",
+            post(cards::endpoint(cards::deliver)),
+        )
         .route(
             "/v1.0/card/instances/createAndDeliver",
-            post(cards::create_and_deliver),
+            post(cards::endpoint(cards::create_and_deliver)),
         )
-        .route("/v1.0/card/streaming", put(cards::streaming))
+        .route(
+            "/v1.0/card/streaming",
+            put(cards::endpoint(cards::streaming)),
+        )
         .route(
             "/v1.0/im/v1.0/robot/interactiveCards/send",
-            post(cards::robot_card_send),
+            post(cards::endpoint(cards::robot_card_send)),
         )
         .route(
             "/v1.0/im/robots/interactiveCards",
-            put(cards::robot_card_update),
+            put(cards::endpoint(cards::robot_card_update)),
         )
         .route("/v1.0/gateway/connections/open", post(stream::open))
         .route("/connect", get(stream::connect))

@@ -8,10 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Query, State as AxState};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio::time::Instant;
 
 use crate::state::{OutboxEntry, State, now_ms};
@@ -99,11 +96,13 @@ pub(crate) async fn send_by_session(
 /// `base64(HMAC-SHA256(key = secret, msg = timestamp + "\n" + secret))`: the custom robot's
 /// `sign` (§8, before URL-encoding) and the HTTP-mode callback's `sign` header (§7, with the
 /// app secret).
+/// It is [`webhook_client::chat::dingtalk_sign`]; a timestamp that is not a number of
+/// milliseconds has no signature (the empty string; the mock refuses such a timestamp anyway).
 pub fn custom_robot_sign(timestamp_ms: &str, secret: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{timestamp_ms}\n{secret}").as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    timestamp_ms
+        .parse::<i64>()
+        .map(|ts| webhook_client::chat::dingtalk_sign(secret, ts))
+        .unwrap_or_default()
 }
 
 const SEND_TOO_FAST: &str = "send too fast, exceed 20 times per minute";

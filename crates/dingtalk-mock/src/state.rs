@@ -197,7 +197,7 @@ pub(crate) struct State {
     pub(crate) zombie_mode: Mutex<bool>,
     pub(crate) flow_controlled: Mutex<HashSet<String>>,
     pub(crate) faults: Mutex<HashMap<Api, VecDeque<MockFault>>>,
-    pub(crate) poster: crate::http_mode::Poster,
+    pub(crate) poster: crate::poster::Poster,
 }
 
 impl std::fmt::Debug for State {
@@ -245,7 +245,7 @@ impl State {
             reject_open: Mutex::new(None),
             zombie_mode: Mutex::new(false),
             faults: Mutex::new(HashMap::new()),
-            poster: crate::http_mode::poster(),
+            poster: crate::poster::poster(),
         }
     }
 

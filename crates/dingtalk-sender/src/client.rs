@@ -191,7 +191,8 @@ impl SenderBuilder {
         self
     }
 
-    /// Builds the sender. Installs rustls' `ring` provider as the process default if none is.
+    /// Builds the sender. Its TLS uses rustls' `ring` provider passed explicitly: no process-wide
+    /// default provider is installed.
     ///
     /// # Errors
     ///
@@ -210,24 +211,12 @@ impl SenderBuilder {
                 return Err(Error::Config(format!("{name} base is not an http(s) URL")));
             }
         }
-        // Someone else may have installed a provider already: that one is fine too.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut roots = Vec::new();
-        for pem in &self.extra_roots_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Config(format!("CA certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Config(
-                    "CA certificates: no PEM certificate found".into(),
-                ));
-            }
-            roots.extend(certs);
-        }
+        let tls = crate::tls::client_config(crate::tls::certs_from_pems(&self.extra_roots_pem)?)?;
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .tls_certs_merge(roots)
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| Error::Config(format!("http client: {}", e.without_url())))?;
         let robot_code = self

@@ -84,6 +84,7 @@ mod files;
 mod message;
 mod split;
 mod throttle;
+mod tls;
 mod token;
 
 pub use card::{CardParams, CardSpace};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use rand::Rng;
+use retry_policy::{ExponentialBackoff, Jitter};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -492,14 +493,19 @@ impl StreamClient {
     }
 }
 
-/// `min(min * 2^n, max)` with up to 20 % of jitter added, never above `max`.
+/// `min(min * 2^n, max)` ([`ExponentialBackoff`]) with under 20 % of that step added as
+/// jitter, never above `max`.
 fn backoff_delay(config: &StreamConfig, n: u32, rng: &mut impl Rng) -> Duration {
-    let base = config
-        .backoff_min
-        .saturating_mul(2u32.saturating_pow(n.min(30)))
-        .min(config.backoff_max);
-    let jitter = base.mul_f64(rng.random_range(0.0..0.2));
-    (base + jitter).min(config.backoff_max)
+    let schedule =
+        |jitter| ExponentialBackoff::try_new(config.backoff_min, config.backoff_max, jitter);
+    let Ok(plain) = schedule(Jitter::None) else {
+        return config.backoff_max;
+    };
+    let extra = plain
+        .base_step(n)
+        .mul_f64(0.2)
+        .saturating_sub(Duration::from_millis(1));
+    schedule(Jitter::Additive(extra)).map_or(config.backoff_max, |b| b.delay(n, rng))
 }
 
 type WsStream =

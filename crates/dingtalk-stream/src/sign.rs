@@ -1,8 +1,5 @@
 //! HTTP callback mode: checking the `timestamp` and `sign` headers DingTalk sends.
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// How far a callback's `timestamp` may be from now: one hour, as DingTalk documents.
@@ -26,14 +23,15 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// `base64(HMAC-SHA256(key = app_secret, msg = timestamp + "\n" + app_secret))`.
+/// `base64(HMAC-SHA256(key = app_secret, msg = timestamp + "\n" + app_secret))`, DingTalk's one
+/// signature ([`webhook_client::chat::dingtalk_sign`]). A timestamp that is not a number of
+/// milliseconds has no signature: the empty string, which [`verify_callback`] never compares
+/// (it refuses such a timestamp first).
 pub fn callback_signature(timestamp_ms: &str, app_secret: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes())
-        .expect("HMAC accepts keys of any length");
-    mac.update(timestamp_ms.as_bytes());
-    mac.update(b"\n");
-    mac.update(app_secret.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    timestamp_ms
+        .parse::<i64>()
+        .map(|ts| webhook_client::chat::dingtalk_sign(app_secret, ts))
+        .unwrap_or_default()
 }
 
 /// Checks an HTTP-mode callback's headers: the timestamp within an hour of `now_ms`, and the
@@ -57,7 +55,7 @@ pub fn verify_callback(
     if (now_ms - ts).abs() > MAX_CLOCK_SKEW_MS {
         return Err(SignatureError::Expired);
     }
-    let expected = callback_signature(timestamp.trim(), app_secret);
+    let expected = webhook_client::chat::dingtalk_sign(app_secret, ts);
     if bool::from(expected.as_bytes().ct_eq(sign.trim().as_bytes())) {
         Ok(())
     } else {
@@ -67,6 +65,8 @@ pub fn verify_callback(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     const SECRET: &str = "GT-lsu-taDAxxxsTsxxxx";
@@ -130,6 +130,15 @@ mod tests {
                 .unwrap()
                 .len(),
             32
+        );
+    }
+
+    #[test]
+    fn a_non_numeric_timestamp_has_no_signature_and_fails_verification() {
+        assert_eq!(callback_signature("abc", SECRET), "");
+        assert_eq!(
+            verify_callback(Some("abc"), Some(""), SECRET, 0),
+            Err(SignatureError::BadTimestamp)
         );
     }
 }

@@ -1,4 +1,5 @@
-//! The durable priority engine shared by the dispatcher and the DingTalk bot.
+//! A durable priority job engine: the one under the dispatcher and the DingTalk bot, and
+//! usable by any Rust service as its job queue.
 //!
 //! Tasks are accepted, stored durably, claimed by priority, attempted, retried on a durable
 //! schedule, recovered after crashes, and observable at every step.
@@ -10,9 +11,11 @@
 //! - [`Engine`]: claims due tasks by priority, then due time, then creation order, under a
 //!   lease fenced by the attempt number; a bounded pool with per-target caps; retries are rows
 //!   with a due time; an idle engine sleeps until the next due time or an enqueue.
-//! - [`Handler`]: what runs a task; the dispatcher's (`workflow-dispatch`) and the bot's bring
-//!   their own.
-//! - [`AsyncTaskManager`]: a facade in the seed's vocabulary.
+//! - [`Handler`]: what runs a task. The engine knows no webhook, package or chat platform:
+//!   the dispatcher's delivery (crate `workflow-dispatch`) and the bot's jobs (crate
+//!   `async-tasks`) are handlers registered by kind, and so is any other service's work.
+//! - [`outcome::decide`]: what an attempt's outcome means for its task (budget, backoff,
+//!   `Retry-After`, cancel, deferral), a pure function.
 //!
 //! Why our own engine rather than a general job-queue crate: the product needs, together,
 //! priority claims fenced by attempt numbers, per-target concurrency caps, breaker-aware
@@ -69,22 +72,20 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod events;
-pub mod facade;
 pub mod handler;
 pub mod model;
 pub mod outcome;
-mod shutdown;
+mod priority;
 pub mod store;
 
 pub use clock::{Clock, SharedClock, SystemClock, TokioClock};
 pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError};
 pub use error::StoreError;
 pub use events::EngineEvent;
-pub use facade::{AsyncTaskConfig, AsyncTaskManager, BotJob, DurationStats};
 pub use handler::{AttemptContext, AttemptResult, Handler, HandlerOutcome};
 pub use model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
+pub use priority::UnknownPriority;
 pub use retry_policy::{ExponentialBackoff, Jitter, RetryPolicy};
-pub use shutdown::shutdown_signal;
 pub use store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, MemoryStore, Page, Release,
     SqliteConfig, SqliteStore, Store, StoreResult, Synchronous, TaskFilter,

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::priority::Priority;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-pub use task_package::Priority;
 
 /// Where a task is in its lifecycle.
 ///

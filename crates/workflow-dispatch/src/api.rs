@@ -240,7 +240,7 @@ impl ListQuery {
         }
         Ok(TaskFilter {
             status,
-            priority,
+            priority: priority.map(crate::queue_priority),
             target: q.target.clone(),
             kind: Some(WEBHOOK_KIND.to_owned()),
             limit: limit.unwrap_or(100),

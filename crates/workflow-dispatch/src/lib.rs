@@ -69,5 +69,5 @@ pub use manager::{
     BreakerOpenPolicy, CreatedTask, DispatchRequest, TaskStatusView, UnknownBreakerOpenPolicy,
     WorkflowConfig, WorkflowManager,
 };
-pub use payload::{DeliveryPayload, Destination, PayloadRef, UnreadablePayload};
+pub use payload::{DeliveryPayload, Destination, PayloadRef, UnreadablePayload, queue_priority};
 pub use webhook::{WEBHOOK_KIND, WebhookDeliveryHandler, attempt_outcome};

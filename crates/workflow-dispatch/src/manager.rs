@@ -383,7 +383,7 @@ impl WorkflowManager {
         let task = NewTask {
             id,
             kind: WEBHOOK_KIND.to_owned(),
-            priority,
+            priority: crate::queue_priority(priority),
             payload: payload.to_value(),
             target,
             max_attempts: self.max_attempts(),

@@ -116,3 +116,16 @@ mod tests {
         );
     }
 }
+
+/// The engine's queue priority of a package's priority: the same four classes, two types so
+/// that the engine depends on no product crate.
+pub fn queue_priority(p: task_package::Priority) -> workflow_core::Priority {
+    use task_package::Priority as P;
+    use workflow_core::Priority as Q;
+    match p {
+        P::Critical => Q::Critical,
+        P::High => Q::High,
+        P::Medium => Q::Medium,
+        P::Low => Q::Low,
+    }
+}

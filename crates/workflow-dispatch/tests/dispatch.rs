@@ -124,7 +124,7 @@ async fn workflow_manager_dispatches_shows_cancels_retries_and_lists() {
     let request = DispatchRequest {
         task_id: "wf_1_00000001".into(),
         package: package.clone(),
-        priority: Priority::High,
+        priority: task_package::Priority::High,
         idempotency_key: Some("k1".into()),
     };
     let first = m.dispatch_task(request.clone()).await.unwrap();
@@ -168,7 +168,7 @@ async fn workflow_manager_dispatches_shows_cancels_retries_and_lists() {
     m.dispatch_task(DispatchRequest {
         task_id: "wf_1_00000003".into(),
         package: bad,
-        priority: Priority::Low,
+        priority: task_package::Priority::Low,
         idempotency_key: None,
     })
     .await

@@ -1,48 +1,14 @@
 //! How long a request will take, as the user is told: learned per request class from finished
-//! jobs ([`DurationStats`]), rebuilt from the job store at start so a restart remembers.
+//! jobs ([`DurationStats`]), rebuilt from the job store at start
+//! ([`AsyncTaskManager::learn_durations`](crate::AsyncTaskManager::learn_durations)) so a restart
+//! remembers.
 
 use std::time::Duration;
 
-use workflow_core::{DurationStats, Store, TaskFilter, TaskStatus};
-
-use crate::bot::KIND;
+use crate::stats::DurationStats;
 
 /// What the seed tells users before anything was learned.
 pub const DEFAULT_ESTIMATE_ZH: &str = "2-5 分钟";
-
-/// Most finished jobs read back at start (one store page, newest first).
-const LEARN_FROM: usize = 1_000;
-
-/// Records the processing time of the newest completed bot jobs (oldest first, so the weighted
-/// average ends on the latest). Jobs stored before durations were kept are skipped. Returns how
-/// many were learnt.
-///
-/// # Errors
-///
-/// The store could not be read.
-pub async fn learn_durations(
-    store: &dyn Store,
-    stats: &DurationStats,
-) -> Result<usize, workflow_core::StoreError> {
-    let page = store
-        .list(&TaskFilter {
-            kind: Some(KIND.to_owned()),
-            status: Some(TaskStatus::Completed),
-            limit: LEARN_FROM,
-            ..TaskFilter::default()
-        })
-        .await?;
-    let mut learnt = 0;
-    for task in page.tasks.iter().rev() {
-        let Some(result) = &task.result else { continue };
-        let (Some(ms), Some(class)) = (result["took_ms"].as_u64(), result["class"].as_str()) else {
-            continue;
-        };
-        stats.record(class, Duration::from_millis(ms));
-        learnt += 1;
-    }
-    Ok(learnt)
-}
 
 fn minutes(d: Duration) -> u64 {
     d.as_secs().div_ceil(60).max(1)

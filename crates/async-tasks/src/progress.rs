@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use dingtalk_sender::{CardParams, CardSpace};
-
-use crate::bot::BotJobPayload;
+use crate::job::BotJob;
+use crate::push::CardParams;
 
 /// Most result bytes shown on a card; longer results show their first part and are pushed in
 /// full.
@@ -46,17 +45,6 @@ pub fn out_track_id(task_id: &str) -> String {
     format!("bot-card-{task_id}")
 }
 
-/// Where a job's card goes: the group, or the user's chat with the robot (which needs a staff id).
-pub fn space(job: &BotJobPayload) -> Option<CardSpace> {
-    if job.group {
-        Some(CardSpace::Group(job.conversation_id.clone()))
-    } else if job.no_staff_id {
-        None
-    } else {
-        Some(CardSpace::User(job.user_id.clone()))
-    }
-}
-
 /// "1 分 5 秒", "45 秒".
 pub fn elapsed_zh(d: Duration) -> String {
     let s = d.as_secs();
@@ -71,7 +59,7 @@ pub fn elapsed_zh(d: Duration) -> String {
 pub fn params(
     stage: Stage,
     task_id: &str,
-    job: &BotJobPayload,
+    job: &BotJob,
     elapsed: Option<Duration>,
     estimate: &str,
     content: &str,
@@ -91,16 +79,37 @@ pub fn params(
     ])
 }
 
-/// What a done card shows: the whole result, or its first part and a note.
-pub fn done_content(answer: &str, note_when_cut: &str) -> (String, bool) {
+/// What a done card shows: the whole result, or its first part (`excerpt(answer, max_bytes)`,
+/// e.g. [`Push::excerpt`](crate::Push::excerpt)) and a note.
+pub fn done_content(
+    answer: &str,
+    note_when_cut: &str,
+    excerpt: &dyn Fn(&str, usize) -> String,
+) -> (String, bool) {
     if answer.len() <= CARD_CONTENT_BYTES {
         return (answer.to_owned(), false);
     }
-    let first = dingtalk_sender::split_message(answer, CARD_CONTENT_BYTES)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let first = excerpt(answer, CARD_CONTENT_BYTES);
     (format!("{first}\n\n{note_when_cut}"), true)
+}
+
+/// The start of `text` in at most `max_bytes` bytes, cut after the last paragraph, else line,
+/// else character that fits (never inside a UTF-8 character).
+pub fn first_part(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    let cut = head
+        .rfind("\n\n")
+        .or_else(|| head.rfind('\n'))
+        .filter(|&i| i > 0)
+        .unwrap_or(end);
+    head[..cut].to_owned()
 }
 
 #[cfg(test)]
@@ -109,13 +118,20 @@ mod tests {
 
     #[test]
     fn a_long_result_shows_its_first_part_and_a_note() {
-        let (short, cut) = done_content("结果", "（略）");
+        let (short, cut) = done_content("结果", "（略）", &first_part);
         assert_eq!((short.as_str(), cut), ("结果", false));
         let long = "一段结果。\n\n".repeat(1_000);
-        let (shown, cut) = done_content(&long, "（完整结果已推送）");
+        let (shown, cut) = done_content(&long, "（完整结果已推送）", &first_part);
         assert!(cut);
         assert!(shown.len() < CARD_CONTENT_BYTES + 100);
         assert!(shown.ends_with("（完整结果已推送）"));
+    }
+
+    #[test]
+    fn the_first_part_ends_at_a_paragraph_and_never_inside_a_character() {
+        assert_eq!(first_part("一二\n\n三四", 10), "一二");
+        assert_eq!(first_part("一二三四", 7), "一二");
+        assert_eq!(first_part("short", 10), "short");
     }
 
     #[test]

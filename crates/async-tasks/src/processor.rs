@@ -1,5 +1,6 @@
-//! The slow backend that answers a request (the seed's "AI API"): a command, an HTTP service,
-//! an OpenAI-compatible chat endpoint, or the echo demo.
+//! The slow backend that answers a request (the seed's "AI API"): the [`Processor`] trait and
+//! four processors: a command, an HTTP service, an OpenAI-compatible chat endpoint, or the echo
+//! demo.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -192,38 +193,14 @@ impl Processor for HttpProcessor {
             "prompt": job.prompt, "user_id": job.user_id, "conversation_id": job.conversation_id,
             "task_id": job.task_id, "files": files
         });
-        let call = async {
-            let r = self
-                .client
-                .post(&self.url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            if !r.status().is_success() {
-                return Err(ProcessError::Failed(format!(
-                    "HTTP {}",
-                    r.status().as_u16()
-                )));
-            }
-            let v: serde_json::Value = r
-                .json()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            v.get(&self.field)
-                .and_then(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .or_else(|| Some(x.to_string()))
-                })
-                .ok_or_else(|| {
-                    ProcessError::Failed(format!("answer has no {:?} field", self.field))
-                })
-        };
-        tokio::select! {
-            r = call => r,
-            () = cancel.cancelled() => Err(ProcessError::Cancelled),
-        }
+        let v = post_json(self.client.post(&self.url), &body, cancel).await?;
+        v.get(&self.field)
+            .and_then(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| Some(x.to_string()))
+            })
+            .ok_or_else(|| ProcessError::Failed(format!("answer has no {:?} field", self.field)))
     }
 }
 
@@ -277,37 +254,84 @@ impl Processor for OpenAiProcessor {
                 {"role": "user", "content": user_content}
             ]
         });
-        let call = async {
-            let r = self
-                .client
-                .post(format!(
-                    "{}/chat/completions",
-                    self.base_url.trim_end_matches('/')
-                ))
-                .bearer_auth(&self.api_key)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            if !r.status().is_success() {
-                return Err(ProcessError::Failed(format!(
-                    "HTTP {}",
-                    r.status().as_u16()
-                )));
-            }
-            let v: serde_json::Value = r
-                .json()
-                .await
-                .map_err(|e| ProcessError::Failed(e.without_url().to_string()))?;
-            v["choices"][0]["message"]["content"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| ProcessError::Failed("no choices[0].message.content".into()))
-        };
-        tokio::select! {
-            r = call => r,
-            () = cancel.cancelled() => Err(ProcessError::Cancelled),
+        let url = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
+        let request = self.client.post(url).bearer_auth(&self.api_key);
+        let v = post_json(request, &body, cancel).await?;
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ProcessError::Failed("no choices[0].message.content".into()))
+    }
+}
+
+/// The HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("http client: {0}")]
+pub struct ClientError(String);
+
+/// An HTTP client for [`HttpProcessor`] and [`OpenAiProcessor`] trusting the platform's roots
+/// (on Linux the system store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`) plus `extra_roots_pem` (a
+/// PEM bundle), with rustls' `ring` provider passed explicitly: no process-wide provider is
+/// installed, so it works in any process.
+///
+/// # Errors
+///
+/// The PEM has no readable certificate, or the TLS or HTTP client cannot be built.
+pub fn http_client(
+    timeout: Duration,
+    extra_roots_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let failed = |e: &dyn std::fmt::Display| ClientError(e.to_string());
+    let extra = match extra_roots_pem {
+        Some(pem) => CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(&e))?,
+        None => Vec::new(),
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| failed(&e))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failed(&e))?
+        .dangerous()
+        // The platform verifier checks chains and names like WebPKI, with the platform's roots.
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| failed(&e))
+}
+
+/// POSTs `body` as JSON and reads the JSON answer, stopping when `cancel` fires. A transport
+/// error, a non-2xx status or an unreadable answer is a (retryable) failure; URLs (which may
+/// carry keys) are left out of errors.
+async fn post_json(
+    request: reqwest::RequestBuilder,
+    body: &serde_json::Value,
+    cancel: &CancellationToken,
+) -> Result<serde_json::Value, ProcessError> {
+    let failed = |e: reqwest::Error| ProcessError::Failed(e.without_url().to_string());
+    let call = async {
+        let r = request.json(body).send().await.map_err(failed)?;
+        if !r.status().is_success() {
+            return Err(ProcessError::Failed(format!(
+                "HTTP {}",
+                r.status().as_u16()
+            )));
         }
+        r.json().await.map_err(failed)
+    };
+    tokio::select! {
+        r = call => r,
+        () = cancel.cancelled() => Err(ProcessError::Cancelled),
     }
 }
 
