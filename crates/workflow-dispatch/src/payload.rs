@@ -80,6 +80,19 @@ impl DeliveryPayload {
     }
 }
 
+/// The engine's queue priority of a package's priority: the same four classes, two types so
+/// that the engine depends on no product crate.
+pub fn queue_priority(p: task_package::Priority) -> workflow_core::Priority {
+    use task_package::Priority as P;
+    use workflow_core::Priority as Q;
+    match p {
+        P::Critical => Q::Critical,
+        P::High => Q::High,
+        P::Medium => Q::Medium,
+        P::Low => Q::Low,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,18 +127,5 @@ mod tests {
             DeliveryPayload::read(&serde_json::json!({"url": 1, "package": {}})),
             Err(UnreadablePayload)
         );
-    }
-}
-
-/// The engine's queue priority of a package's priority: the same four classes, two types so
-/// that the engine depends on no product crate.
-pub fn queue_priority(p: task_package::Priority) -> workflow_core::Priority {
-    use task_package::Priority as P;
-    use workflow_core::Priority as Q;
-    match p {
-        P::Critical => Q::Critical,
-        P::High => Q::High,
-        P::Medium => Q::Medium,
-        P::Low => Q::Low,
     }
 }
