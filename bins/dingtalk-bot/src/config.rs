@@ -248,23 +248,11 @@ pub struct Cli {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// HTTP mode's address.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Data directory.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// Job database: sqlite://PATH [default: DATA_DIR/bot.db] or
-    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (instances sharing one database).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
-    /// PostgreSQL connections per instance [default: 8].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_pool_size: Option<usize>,
+    /// HTTP mode's address, data directory, job database [default: DATA_DIR/bot.db], pool
+    /// size [default: 8].
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub service: service_kit::ServiceFlags,
     /// Processor.
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

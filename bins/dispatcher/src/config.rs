@@ -256,23 +256,11 @@ pub struct Cli {
     #[arg(long, env = "DISPATCHER_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Data directory [default: ./data].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// Database URL: sqlite://PATH [default: DATA_DIR/dispatcher.db] or
-    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (instances sharing one database).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
-    /// PostgreSQL connections per instance [default: 16].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_pool_size: Option<usize>,
+    /// Listen address [default: 127.0.0.1:8080], data directory [default: ./data], database
+    /// [default: DATA_DIR/dispatcher.db], pool size [default: 16].
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub service: service_kit::ServiceFlags,
     /// Lease of a claimed delivery, e.g. 60s [default: 60s].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -361,7 +349,10 @@ mod tests {
             jail.set_env("DISPATCHER_ALLOWED_TARGET_CIDRS", "127.0.0.0/8, 10.0.0.0/8");
             let cli = Cli {
                 config: Some("d.toml".into()),
-                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                service: service_kit::ServiceFlags {
+                    listen: Some("127.0.0.1:9100".parse().unwrap()),
+                    ..Default::default()
+                },
                 ..Cli::default()
             };
             let c = Config::load(&figment_for(&cli)).unwrap();

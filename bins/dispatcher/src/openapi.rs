@@ -40,7 +40,11 @@ impl Modify for BearerAuth {
 // free of an OpenAPI dependency.
 
 /// The body of `POST /workflow/tasks`: the seed's flat form or the nested package form.
-#[derive(ToSchema)]
+// Serialize is derived only so that `serde(untagged)` is understood: utoipa then describes a
+// plain `oneOf` of the two bodies, not objects wrapped in a `Flat`/`Nested` key (which no
+// client sends, and which Schemathesis found the server rightly refusing).
+#[derive(ToSchema, serde::Serialize)]
+#[serde(untagged)]
 #[allow(dead_code)] // Read by utoipa's derive only.
 pub(crate) enum CreateTaskForms {
     /// The seed's request, evidence fields at the top level.
@@ -50,7 +54,7 @@ pub(crate) enum CreateTaskForms {
 }
 
 /// The seed's request body, exactly as its API document prints it.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[schema(example = json!({
     "evidence_fragment": "负面证据片段内容",
     "associated_url": "https://example.com/source",
@@ -89,7 +93,7 @@ pub(crate) struct FlatTaskBody {
 }
 
 /// The nested form of `POST /workflow/tasks`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[schema(example = json!({
     "task_type": "negative_evidence_intervention",
     "evidence_data": {
@@ -121,7 +125,7 @@ pub(crate) struct CreateTaskBody {
 }
 
 /// The evidence of a task.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[allow(dead_code)] // Read by utoipa's derive only.
 pub(crate) struct EvidenceDataBody {
     /// The text of the negative evidence.

@@ -1,6 +1,7 @@
 //! Configuration layering: defaults < TOML file < environment < command-line flags.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -63,6 +64,30 @@ impl std::fmt::Debug for OneOrMany {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// The command-line flags every service takes: where it listens, keeps its data and its tasks.
+/// Flatten it into a service's clap `Cli` (`#[command(flatten)]` and `#[serde(flatten)]`): each
+/// flag given overrides the setting of the same name from the file and the environment.
+#[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Serialize)]
+pub struct ServiceFlags {
+    /// Address to listen on (the dispatcher's API; the bot's HTTP callback mode).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory: generated secrets and the default SQLite database.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Task database: sqlite://PATH [default: a file in DATA_DIR] or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (instances sharing one database).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// PostgreSQL connections per instance.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_pool_size: Option<usize>,
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ mod metrics_recorder;
 mod shutdown;
 mod store;
 
-pub use config::{ConfigError, OneOrMany, layered};
+pub use config::{ConfigError, OneOrMany, ServiceFlags, layered};
 pub use logging::{LogFormat, init_tracing};
 pub use metrics_recorder::{MetricsUpkeep, prometheus};
 pub use shutdown::shutdown_signal;
