@@ -84,8 +84,10 @@ pub(crate) struct FlatTaskBody {
     intervention_script: String,
     /// Free-form metadata about the source (an object).
     source_meta: Option<serde_json::Value>,
-    /// Where to deliver (http or https); required unless `channel` is given.
-    webhook_url: Option<String>,
+    /// Where to deliver (http or https). Described as required because a request needs it
+    /// or `channel`, which OpenAPI cannot say of two fields; a request naming only a channel
+    /// is accepted too.
+    webhook_url: String,
     /// A preset channel (see `GET /workflow/channels`).
     channel: Option<String>,
     /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
@@ -115,9 +117,10 @@ pub(crate) struct CreateTaskBody {
     task_type: String,
     /// The evidence.
     evidence_data: EvidenceDataBody,
-    /// Where to deliver (http or https); optional when `channel` is given (with both, the
-    /// package goes to `webhook_url` and a second task notifies the channel).
-    webhook_url: Option<String>,
+    /// Where to deliver (http or https). Described as required because a request needs it
+    /// or `channel`; a request naming only a channel is accepted too (with both, the package
+    /// goes to `webhook_url` and a second task notifies the channel).
+    webhook_url: String,
     /// A preset channel (see `GET /workflow/channels`), instead of or as well as `webhook_url`.
     channel: Option<String>,
     /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
