@@ -24,8 +24,8 @@ use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::openapi::{error, json_response, parse_body};
-use crate::state::{State, now_ms};
+use crate::openapi::{error, fault_response, json_response, parse_body};
+use crate::state::{Api, State, now_ms};
 
 /// One call of a card API, as received.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,14 +81,23 @@ fn bad(code: &str, message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, code, message)
 }
 
-/// Token, body; the call is recorded against `out_track_id` by the caller.
-fn check(state: &State, headers: &HeaderMap, body: &str) -> Result<Value, Response> {
+/// Token, an injected fault for `fault_api`, body; the call is recorded against
+/// `out_track_id` by the caller. A faulted call changes no card, as a refused call does not.
+fn check(
+    state: &State,
+    headers: &HeaderMap,
+    body: &str,
+    fault_api: Option<Api>,
+) -> Result<Value, Response> {
     let token = headers
         .get("x-acs-dingtalk-access-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if !state.token_valid(token) {
         return Err(bad("InvalidAuthentication", "不合法的access_token"));
+    }
+    if let Some(f) = fault_api.and_then(|api| state.take_fault(api)) {
+        return Err(fault_response(&f));
     }
     parse_body(body)
 }
@@ -220,9 +229,10 @@ impl CardRecord {
 /// error answer.
 type CardApi = fn(&State, &Value) -> Result<Value, Response>;
 
-/// The axum handler for a card endpoint: the token and body are checked ([`check`]), then
-/// `api` runs; its JSON is answered with 200.
+/// The axum handler for a card endpoint: the token, the faults injected for `fault_api` and
+/// the body are checked ([`check`]), then `api` runs; its JSON is answered with 200.
 pub(crate) fn endpoint(
+    fault_api: Option<Api>,
     api: CardApi,
 ) -> impl Fn(AxState<Arc<State>>, HeaderMap, String) -> std::future::Ready<Response>
 + Clone
@@ -230,7 +240,7 @@ pub(crate) fn endpoint(
 + Sync
 + 'static {
     move |AxState(state): AxState<Arc<State>>, headers: HeaderMap, body: String| {
-        let answer = check(&state, &headers, &body).and_then(|body| api(&state, &body));
+        let answer = check(&state, &headers, &body, fault_api).and_then(|body| api(&state, &body));
         std::future::ready(match answer {
             Ok(v) => json_response(StatusCode::OK, &v),
             Err(r) => r,

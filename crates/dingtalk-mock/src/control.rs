@@ -65,7 +65,7 @@ async fn index() -> Response {
         "POST /_mock/qps-limit": "{limit}: per-app per-API calls per second (null: unlimited)",
         "POST /_mock/flow-control": "{user}: throttle a user on their next batchSend",
         "POST /_mock/groups": "{conversation_id}: a group the robot is in",
-        "POST /_mock/faults": "{api, status, code, message, times?}: fail the next calls of an API",
+        "POST /_mock/faults": "{api, status, code, message, times?}: fail the next calls of an API (access_token, batch_send, group_send, gateway_open, file_download, card_create, card_deliver, card_update)",
         "GET /_mock/cards": "every card created (card instances and robot interactive cards) with data, spaces, streamed content and calls",
         "PUT /_mock/files/{code}": "raw body (and content-type): the bytes messageFiles/download serves for a downloadCode",
         "GET /_mock/config": "the configuration without secrets",

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::message::{MockMessage, MsgType};
-use crate::openapi::{error, json_response, parse_body};
-use crate::state::{MockFile, State, random_hex};
+use crate::openapi::{error, fault_response, json_response, parse_body};
+use crate::state::{Api, MockFile, State, random_hex};
 
 /// A 1x1 PNG: what a picture downloads as unless a test sets other bytes.
 pub(crate) fn tiny_png() -> Vec<u8> {
@@ -65,6 +65,9 @@ pub(crate) async fn download(
             "InvalidAuthentication",
             "不合法的access_token",
         );
+    }
+    if let Some(f) = state.take_fault(Api::FileDownload) {
+        return fault_response(&f);
     }
     let body = match parse_body(&body) {
         Ok(b) => b,

@@ -36,7 +36,8 @@
 //!   ([`MockMessage`] builders, or the fields of `POST /_mock/messages`);
 //! - HTTP mode: messages POSTed to the bot with valid `timestamp`/`sign` headers;
 //! - fault knobs: disconnect, TCP drop, zombie, refused registration, expired sessions and
-//!   tokens, QPS limit, injected error bodies;
+//!   tokens, QPS limit, injected error bodies (token, robot sends, file download, card create,
+//!   deliver and update: [`DingTalkMock::fail_next`]);
 //! - a control API under `/_mock/` (say a message, read the outbox, cards and ACKs, turn the
 //!   knobs, set lifetimes): `GET /_mock` lists every endpoint with its body.
 //!
@@ -433,7 +434,9 @@ impl DingTalkMock {
     }
 
     /// Makes the next `times` calls of `api` fail with `fault` (after the token and QPS
-    /// checks), e.g. `400 send.too.fast` or a `503`.
+    /// checks), e.g. `400 send.too.fast` or a `503`, answered as DingTalk answers errors: the
+    /// status, the body `{"code","message","requestid"}` and the same id in `x-acs-request-id`.
+    /// A failed call has no effect (no message recorded, no card created or changed).
     pub fn fail_next(&self, api: Api, fault: &MockFault, times: u32) {
         push_faults(&self.state, api, fault, times);
     }
@@ -546,27 +549,28 @@ fn router(state: Arc<State>) -> Router {
         .route("/down/{token}", get(files::serve))
         .route(
             "/v1.0/card/instances",
-            post(cards::endpoint(cards::create)).put(cards::endpoint(cards::update)),
+            post(cards::endpoint(Some(Api::CardCreate), cards::create))
+                .put(cards::endpoint(Some(Api::CardUpdate), cards::update)),
         )
         .route(
             "/v1.0/card/instances/deliver",
-            post(cards::endpoint(cards::deliver)),
+            post(cards::endpoint(Some(Api::CardDeliver), cards::deliver)),
         )
         .route(
             "/v1.0/card/instances/createAndDeliver",
-            post(cards::endpoint(cards::create_and_deliver)),
+            post(cards::endpoint(None, cards::create_and_deliver)),
         )
         .route(
             "/v1.0/card/streaming",
-            put(cards::endpoint(cards::streaming)),
+            put(cards::endpoint(None, cards::streaming)),
         )
         .route(
             "/v1.0/im/v1.0/robot/interactiveCards/send",
-            post(cards::endpoint(cards::robot_card_send)),
+            post(cards::endpoint(None, cards::robot_card_send)),
         )
         .route(
             "/v1.0/im/robots/interactiveCards",
-            put(cards::endpoint(cards::robot_card_update)),
+            put(cards::endpoint(None, cards::robot_card_update)),
         )
         .route("/v1.0/gateway/connections/open", post(stream::open))
         .route("/connect", get(stream::connect))

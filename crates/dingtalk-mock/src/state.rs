@@ -69,6 +69,14 @@ pub enum Api {
     GroupSend,
     /// `POST /v1.0/gateway/connections/open`.
     GatewayOpen,
+    /// `POST /v1.0/robot/messageFiles/download` (the `downloadCode` to `downloadUrl` call).
+    FileDownload,
+    /// `POST /v1.0/card/instances` (create a card).
+    CardCreate,
+    /// `POST /v1.0/card/instances/deliver`.
+    CardDeliver,
+    /// `PUT /v1.0/card/instances` (update a card's data).
+    CardUpdate,
 }
 
 /// An injected failure: the status and the `{"code","message","requestid"}` body to answer.

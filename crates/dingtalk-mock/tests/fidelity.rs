@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use dingtalk_mock::{DingTalkMock, MockConfig, MockMessage, MsgType};
+use dingtalk_mock::{Api, DingTalkMock, MockConfig, MockFault, MockMessage, MsgType};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -516,4 +516,103 @@ async fn message_files_download_gives_a_url_that_serves_the_bytes() {
     )
     .await;
     assert_eq!(s, 400);
+}
+
+/// DingTalk's error body, `{"code","message","requestid"}` with a non-empty `requestid`.
+fn assert_error_body(v: &Value, code: &str, message: &str) {
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["message"], message, "{v}");
+    assert!(
+        v["requestid"].as_str().is_some_and(|r| !r.is_empty()),
+        "{v}"
+    );
+    assert_eq!(v.as_object().unwrap().len(), 3, "exactly three fields: {v}");
+}
+
+#[tokio::test]
+async fn injected_card_and_file_faults_answer_the_error_body_and_change_nothing() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let t = token(&mock).await;
+    let denied = MockFault::new(
+        403,
+        "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+        "没有调用该接口的权限",
+    );
+    let create = json!({
+        "cardTemplateId": "tpl", "outTrackId": "cardF",
+        "cardData": {"cardParamMap": {"status": "排队中"}},
+    });
+    mock.fail_next(Api::CardCreate, &denied, 1);
+    let (s, v) = call(&mock, "POST", "/v1.0/card/instances", &t, create.clone()).await;
+    assert_eq!(s, 403);
+    assert_error_body(&v, &denied.code, &denied.message);
+    assert!(
+        mock.card("cardF").is_none(),
+        "a refused create makes no card"
+    );
+    // The fault is used up: the same call now succeeds.
+    let (s, _) = call(&mock, "POST", "/v1.0/card/instances", &t, create).await;
+    assert_eq!(s, 200);
+
+    let deliver = json!({
+        "outTrackId": "cardF", "userIdType": 1, "openSpaceId": "dtv1.card//IM_ROBOT.u1",
+        "imRobotOpenDeliverModel": {"spaceType": "IM_ROBOT"},
+    });
+    mock.fail_next(Api::CardDeliver, &MockFault::unavailable(), 1);
+    let (s, v) = call(&mock, "POST", "/v1.0/card/instances/deliver", &t, deliver).await;
+    assert_eq!(s, 503);
+    assert_error_body(&v, "ServiceUnavailable", "服务暂时不可用");
+    assert!(
+        mock.card("cardF").unwrap().spaces.is_empty(),
+        "not delivered"
+    );
+
+    let update = json!({"outTrackId": "cardF", "cardData": {"cardParamMap": {"status": "已完成"}}});
+    mock.fail_next(Api::CardUpdate, &denied, 2);
+    for _ in 0..2 {
+        let (s, v) = call(&mock, "PUT", "/v1.0/card/instances", &t, update.clone()).await;
+        assert_eq!(s, 403);
+        assert_error_body(&v, &denied.code, &denied.message);
+    }
+    let card = mock.card("cardF").unwrap();
+    assert_eq!(
+        (card.updates, card.card_data["status"].clone()),
+        (0, json!("排队中"))
+    );
+    let (s, _) = call(&mock, "PUT", "/v1.0/card/instances", &t, update).await;
+    assert_eq!(s, 200);
+    assert_eq!(mock.card("cardF").unwrap().updates, 1);
+
+    let said = mock
+        .say(MockMessage::single("u1", "a.pdf").msg_type(MsgType::File))
+        .await;
+    let download = json!({
+        "robotCode": mock.config().robot_code, "downloadCode": said.download_codes[0],
+    });
+    mock.fail_next(Api::FileDownload, &MockFault::unavailable(), 1);
+    let (s, v) = call(
+        &mock,
+        "POST",
+        "/v1.0/robot/messageFiles/download",
+        &t,
+        download.clone(),
+    )
+    .await;
+    assert_eq!(s, 503);
+    assert_error_body(&v, "ServiceUnavailable", "服务暂时不可用");
+    let (s, v) = call(
+        &mock,
+        "POST",
+        "/v1.0/robot/messageFiles/download",
+        &t,
+        download,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        v["downloadUrl"]
+            .as_str()
+            .is_some_and(|u| u.contains("/down/")),
+        "{v}"
+    );
 }
