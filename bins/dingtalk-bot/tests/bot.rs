@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use dingtalk_bot::{Config, ProcessorKind};
-use dingtalk_mock::{DingTalkMock, MockConfig, MockMessage, MsgType, OutboxEntry};
+use dingtalk_mock::{Api, DingTalkMock, MockConfig, MockFault, MockMessage, MsgType, OutboxEntry};
+use serde_json::json;
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -623,6 +624,252 @@ async fn a_long_job_shows_its_progress_on_a_card_updated_in_place() {
         !mock.outbox().iter().any(|e| e.text.starts_with("收到任务")),
         "the card replaces the text reply: {:#?}",
         mock.outbox()
+    );
+    bot.stop().await;
+}
+
+/// The card the bot delivered whose `status` is `status`, waited for.
+async fn card_with_status(mock: &DingTalkMock, status: &str) -> dingtalk_mock::CardRecord {
+    for _ in 0..1000 {
+        if let Some(card) = mock
+            .cards()
+            .into_iter()
+            .find(|c| c.card_data.get("status").and_then(|v| v.as_str()) == Some(status))
+        {
+            return card;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no card reached {status}: {:#?}", mock.cards());
+}
+
+/// The entry without its arrival time, to compare whole entries.
+fn without_time(e: &OutboxEntry) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap();
+    v.as_object_mut().unwrap().remove("at_ms");
+    v
+}
+
+/// A robot whose code is not the client id: the mock refuses sends carrying another code.
+const GROUP_ROBOT: &str = "dingrobotgroupcode";
+
+#[tokio::test]
+async fn a_long_group_result_goes_through_group_send_with_the_body_dingtalk_takes() {
+    let mock = tls_mock(MockConfig {
+        robot_code: GROUP_ROBOT.into(),
+        ..MockConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.robot_code = Some(GROUP_ROBOT.into());
+    let bot = start(c);
+    connected(&mock).await;
+    mock.say(MockMessage::group("u20", "cidGroupPush==", "分析公司 ACME"))
+        .await;
+    let out = wait_outbox(&mock, |o| o.iter().any(|e| e.channel == "group_send")).await;
+    assert_eq!(
+        out.len(),
+        2,
+        "the acknowledgement, then the result: {out:#?}"
+    );
+    // The acknowledgement mentions the asker in the group.
+    let ack = &out[0];
+    assert_eq!(ack.channel, "session_webhook");
+    assert_eq!(ack.to, ["cidGroupPush=="]);
+    assert_eq!(ack.kind, "markdown");
+    assert_eq!(ack.at_user_ids, ["u20"]);
+    assert!(!ack.is_at_all);
+    assert!(
+        ack.text
+            .starts_with("@u20 收到任务，正在后台处理中...这是一个长时间任务"),
+        "{}",
+        ack.text
+    );
+    let id = task_id(&ack.text);
+    // The result: groupMessages/send to the conversation, msgKey sampleMarkdown, msgParam
+    // {title, text}, robotCode the configured one (the mock refuses any other).
+    assert_eq!(
+        without_time(&out[1]),
+        json!({
+            "channel": "group_send",
+            "to": ["cidGroupPush=="],
+            "kind": "sampleMarkdown",
+            "content": {"title": "后台任务完成", "text": "处理结果：分析公司 ACME"},
+            "text": "处理结果：分析公司 ACME",
+            "at_user_ids": [],
+            "is_at_all": false,
+        })
+    );
+    assert!(!out.iter().any(|e| e.channel == "batch_send"), "{out:#?}");
+    // The job is stored as delivered.
+    mock.say(MockMessage::group(
+        "u20",
+        "cidGroupPush==",
+        &format!("/status {id}"),
+    ))
+    .await;
+    let out = told(&mock, &format!("任务 {id}：已完成")).await;
+    assert!(
+        out.last()
+            .unwrap()
+            .text
+            .contains("结果：处理结果：分析公司 ACME"),
+        "{out:#?}"
+    );
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_card_is_created_and_delivered_to_the_group_with_the_robot_code() {
+    let mock = tls_mock(MockConfig {
+        robot_code: GROUP_ROBOT.into(),
+        ..MockConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.robot_code = Some(GROUP_ROBOT.into());
+    c.card_template_id = Some("tpl.group.schema".into());
+    let bot = start(c);
+    connected(&mock).await;
+    mock.say(MockMessage::group("u21", "cidGroupCard==", "战略分析 明年"))
+        .await;
+    let card = card_with_status(&mock, "已完成").await;
+    let id = card.card_data["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(card.out_track_id, format!("bot-card-{id}"));
+    assert_eq!(card.template_id, "tpl.group.schema");
+    assert_eq!(card.spaces, ["dtv1.card//IM_GROUP.cidGroupCard=="]);
+    assert_eq!(card.card_data["content"], "处理结果：战略分析 明年");
+    // What the mock received, call by call.
+    assert_eq!(card.calls[0].api, "POST /v1.0/card/instances");
+    assert_eq!(
+        card.calls[0].body,
+        json!({
+            "cardTemplateId": "tpl.group.schema",
+            "outTrackId": card.out_track_id,
+            "cardData": {"cardParamMap": {
+                "title": "后台任务",
+                "status": "排队中",
+                "task_id": id,
+                "prompt": "战略分析 明年",
+                "elapsed": "",
+                "estimate": async_tasks::DEFAULT_ESTIMATE_ZH,
+                "content": "",
+            }},
+            "imGroupOpenSpaceModel": {"supportForward": false},
+            "imRobotOpenSpaceModel": {"supportForward": false},
+        })
+    );
+    assert_eq!(card.calls[1].api, "POST /v1.0/card/instances/deliver");
+    assert_eq!(
+        card.calls[1].body,
+        json!({
+            "outTrackId": card.out_track_id,
+            "userIdType": 1,
+            "openSpaceId": "dtv1.card//IM_GROUP.cidGroupCard==",
+            "imGroupOpenDeliverModel": {"robotCode": GROUP_ROBOT},
+        })
+    );
+    let last = card.calls.last().unwrap();
+    assert_eq!(last.api, "PUT /v1.0/card/instances");
+    assert_eq!(last.body["outTrackId"], card.out_track_id.as_str());
+    assert_eq!(last.body["cardData"]["cardParamMap"]["status"], "已完成");
+    // A short answer lives on the card: no text acknowledgement, no group push.
+    assert!(mock.outbox().is_empty(), "{:#?}", mock.outbox());
+    bot.stop().await;
+}
+
+/// The app lacks the card permission: DingTalk's 403 error body.
+fn card_permission_denied() -> MockFault {
+    MockFault::new(
+        403,
+        "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+        "没有调用该接口的权限",
+    )
+}
+
+#[tokio::test]
+async fn a_refused_card_create_or_deliver_falls_back_to_the_text_reply_and_push() {
+    let mock = tls_mock(MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.card_template_id = Some("tpl.progress.schema".into());
+    let bot = start(c);
+    connected(&mock).await;
+    for (round, (api, user)) in [(Api::CardCreate, "u22"), (Api::CardDeliver, "u23")]
+        .into_iter()
+        .enumerate()
+    {
+        mock.clear_outbox();
+        mock.fail_next(api, &card_permission_denied(), 1);
+        mock.say(MockMessage::single(user, "生成报告 月报")).await;
+        let out = wait_outbox(&mock, |o| o.iter().any(|e| e.channel == "batch_send")).await;
+        assert_eq!(out.len(), 2, "{api:?}: {out:#?}");
+        assert_eq!(out[0].channel, "session_webhook", "{api:?}");
+        assert!(
+            out[0].text.starts_with("收到任务，正在后台处理中..."),
+            "{api:?}: the text acknowledgement replaces the card: {}",
+            out[0].text
+        );
+        let id = task_id(&out[0].text);
+        assert_eq!(out[1].to, [user], "{api:?}");
+        assert_eq!(out[1].text, "处理结果：生成报告 月报", "{api:?}");
+        let cards = mock.cards();
+        match api {
+            // Refused: nothing was created.
+            Api::CardCreate => assert!(cards.is_empty(), "{cards:#?}"),
+            // Created, never delivered, and left alone afterwards.
+            _ => {
+                assert_eq!(cards.len(), round, "{cards:#?}");
+                let card = mock.card(&format!("bot-card-{id}")).unwrap();
+                assert!(card.spaces.is_empty(), "{card:#?}");
+                assert_eq!(card.updates, 0, "{card:#?}");
+            }
+        }
+    }
+    bot.stop().await;
+}
+
+#[tokio::test]
+async fn a_card_that_cannot_be_updated_still_gets_its_result_pushed() {
+    let mock = tls_mock(MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.card_template_id = Some("tpl.progress.schema".into());
+    c.echo_delay = Duration::from_millis(100);
+    let bot = start(c);
+    connected(&mock).await;
+    // Every update is refused: running, and done.
+    mock.fail_next(Api::CardUpdate, &card_permission_denied(), 100);
+    mock.say(MockMessage::single("u24", "竞品分析 乙方")).await;
+    let out = wait_outbox(&mock, |o| o.iter().any(|e| e.channel == "batch_send")).await;
+    assert_eq!(
+        out.len(),
+        1,
+        "no text acknowledgement: the card had it: {out:#?}"
+    );
+    assert_eq!(out[0].to, ["u24"]);
+    assert_eq!(out[0].kind, "sampleMarkdown");
+    assert_eq!(out[0].content["title"], "后台任务完成");
+    assert_eq!(out[0].text, "处理结果：竞品分析 乙方");
+    let cards = mock.cards();
+    assert_eq!(cards.len(), 1, "{cards:#?}");
+    let card = &cards[0];
+    assert_eq!(card.spaces, ["dtv1.card//IM_ROBOT.u24"]);
+    assert_eq!(card.updates, 0, "every update was refused: {card:#?}");
+    assert_eq!(card.card_data["status"], "排队中");
+    // The job is stored as completed, not failed or lost.
+    let id = card.card_data["task_id"].as_str().unwrap().to_owned();
+    mock.say(MockMessage::single("u24", &format!("/status {id}")))
+        .await;
+    let out = told(&mock, &format!("任务 {id}：已完成")).await;
+    assert!(
+        out.last()
+            .unwrap()
+            .text
+            .contains("结果：处理结果：竞品分析 乙方"),
+        "{out:#?}"
     );
     bot.stop().await;
 }
