@@ -740,7 +740,7 @@ async fn two_instances_enqueueing_the_same_keys_and_ids_create_each_once() {
                     assert_eq!(id, req.id);
                     duplicates.insert(id);
                 }
-                Err(e) => panic!("request {i}: {e}"),
+                Err(e) => panic!("request {i}: {e:?}"),
             }
         }
     }

@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
 use super::limit::{Estimate, far_below_limit, locked_active_count};
-use super::sql::{Exec, db_err, is_row_error, pooled, row_to_task};
+use super::sql::{Exec, db_err, is_row_error, pooled, retry_conflicts, row_to_task};
 use crate::error::StoreError;
 use crate::model::{NewTask, Task};
 use crate::store::batch::{Batch, error_chain};
@@ -25,17 +25,8 @@ const INSERT_TASK: &str = "WITH ins AS (\
        SELECT id, $9, NULL, $4, 'created' FROM ins) \
      SELECT seq FROM ins";
 
-/// Inserts one task with its `created` event; an existing idempotency key gives the existing
-/// task, an existing id [`StoreError::Duplicate`].
-pub(super) async fn insert_one(
-    ex: &impl Exec,
-    new: NewTask,
-    now: DateTime<Utc>,
-) -> StoreResult<Enqueued> {
-    insert_task(ex, logic::create(new, 0, now).0).await
-}
-
-/// [`insert_one`] of a task built by `logic::create`.
+/// Inserts one task built by `logic::create` with its `created` event; an existing
+/// idempotency key gives the existing task, an existing id [`StoreError::Duplicate`].
 async fn insert_task(ex: &impl Exec, mut task: Task) -> StoreResult<Enqueued> {
     let payload = json_text(&task.payload);
     let rows = ex
@@ -128,14 +119,16 @@ impl Batch for Enqueuer {
                 }
             })
             .collect();
-        match write_enqueues(pool, estimate, &work).await {
+        match retry_conflicts(|| write_enqueues(pool, estimate, &work)).await {
             Err(e) if work.len() > 1 && is_row_error(&e) => {
                 // One request's values were refused (say, an id too long for its index): write
                 // each alone, so only that one fails.
                 tracing::debug!(error = %error_chain(&e), "postgres enqueue batch refused; writing one by one");
                 let mut outcomes = Vec::with_capacity(work.len());
                 for w in &work {
-                    let one = write_enqueues(pool, estimate, std::slice::from_ref(w)).await;
+                    let one =
+                        retry_conflicts(|| write_enqueues(pool, estimate, std::slice::from_ref(w)))
+                            .await;
                     outcomes.push(one.and_then(|mut v| {
                         v.pop()
                             .unwrap_or_else(|| Err(StoreError::backend("enqueue returned nothing")))
@@ -166,7 +159,7 @@ enum Plan {
 /// limit `QueueFull`, each counting the batch's earlier creations), the creations are one
 /// `INSERT ... ON CONFLICT DO NOTHING RETURNING` with their events, and a row that conflicted
 /// with one this round did not know of (committed meanwhile by someone else) is looked up and
-/// answered as `insert_one` would; the requests after it are planned again with what the
+/// answered as `insert_task` would; the requests after it are planned again with what the
 /// lookup found, so they never depend on a creation that did not happen.
 async fn write_enqueues(
     pool: &Pool,
@@ -271,7 +264,7 @@ async fn write_enqueues(
                         }
                         Ok(Enqueued::Created(task))
                     }
-                    // Conflicted: as `insert_one` answers it.
+                    // Conflicted: as `insert_task` answers it.
                     None => match t.idempotency_key.as_ref().and_then(|k| by_key.get(k)) {
                         Some(found) => Ok(Enqueued::Existing(found.clone())),
                         None => Err(StoreError::Duplicate(t.id.clone())),
@@ -387,38 +380,44 @@ impl super::PostgresStore {
         let exact = limits
             .max_active
             .filter(|limit| self.limit_needs_check(*limit, tasks.len() as u64));
+        let tasks: Vec<Task> = tasks
+            .into_iter()
+            .map(|new| logic::create(new, 0, now).0)
+            .collect();
+        let out = retry_conflicts(|| self.insert_all(&tasks, exact)).await?;
+        self.after_enqueue(&out);
+        Ok(out)
+    }
+
+    /// Inserts `tasks` in one transaction (one statement for a lone task far from a limit),
+    /// all or none: past an exactly checked `limit`, none.
+    async fn insert_all(&self, tasks: &[Task], limit: Option<u64>) -> StoreResult<Vec<Enqueued>> {
         let mut client = self.client().await?;
-        if tasks.len() == 1 && exact.is_none() {
+        if let ([one], None) = (tasks, limit) {
             // One statement inserts the row and its event: atomic without a transaction
             // block, so one round trip.
-            let mut out = Vec::with_capacity(1);
-            for new in tasks {
-                out.push(insert_one(&client, new, now).await?);
-            }
-            self.after_enqueue(&out);
-            return Ok(out);
+            return Ok(vec![insert_task(&client, one.clone()).await?]);
         }
         let tx = client.transaction().await.map_err(db_err)?;
-        let start = match exact {
+        let start = match limit {
             Some(_) => Some(self.locked_active_count(&tx).await?),
             None => None,
         };
         let mut out = Vec::with_capacity(tasks.len());
-        for new in tasks {
-            out.push(insert_one(&tx, new, now).await?);
+        for task in tasks {
+            out.push(insert_task(&tx, task.clone()).await?);
         }
         let fresh = out
             .iter()
             .filter(|e| matches!(e, Enqueued::Created(_)))
             .count() as u64;
-        if let (Some(limit), Some(start)) = (exact, start)
+        if let (Some(limit), Some(start)) = (limit, start)
             && fresh > 0
             && start + fresh > limit
         {
             return Err(StoreError::QueueFull { limit });
         }
         tx.commit().await.map_err(db_err)?;
-        self.after_enqueue(&out);
         Ok(out)
     }
 

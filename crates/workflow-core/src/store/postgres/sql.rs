@@ -128,3 +128,45 @@ pub(super) fn is_row_error(e: &StoreError) -> bool {
         .and_then(tokio_postgres::Error::code)
         .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("54"))
 }
+
+/// A transaction PostgreSQL aborted to break a deadlock (SQLSTATE 40P01) or a serialization
+/// failure (40001): nothing of it was written, and running it again is safe.
+pub(super) fn is_transient_conflict(e: &StoreError) -> bool {
+    let StoreError::Backend(inner) = e else {
+        return false;
+    };
+    inner
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|c| c.code() == "40P01" || c.code() == "40001")
+}
+
+/// How often a transaction aborted by [`is_transient_conflict`] is run again before its
+/// error is returned.
+pub(super) const CONFLICT_RETRIES: u32 = 5;
+
+/// Runs `op` (one whole transaction) and runs it again, after a short pause, while PostgreSQL
+/// aborts it as a deadlock victim or a serialization failure. Two batches that insert rows
+/// sharing an id or idempotency key in different orders deadlock on the unique indexes; the
+/// victim's batch was rolled back whole, so the retry sees the other's rows and answers them
+/// as `Existing` or `Duplicate`.
+pub(super) async fn retry_conflicts<T, F, Fut>(mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(e) if tries < CONFLICT_RETRIES && is_transient_conflict(&e) => {
+                tries += 1;
+                metrics::counter!("workflow_store_conflict_retries_total").increment(1);
+                tracing::debug!(error = ?e, tries, "postgres transaction aborted by a conflict; running it again");
+                // A few milliseconds, growing, so the two sides do not meet again at once.
+                let pause = 2u64.pow(tries) + rand::random_range(0..4u64);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
+    }
+}
