@@ -125,7 +125,7 @@ pub(crate) async fn robot_send(
         };
         let fresh = ts
             .parse::<i64>()
-            .is_ok_and(|t| (now_ms() - t).abs() <= 3_600_000);
+            .is_ok_and(|t| now_ms().abs_diff(t) <= 3_600_000);
         // The query extractor has already percent-decoded the signature.
         let expected = custom_robot_sign(ts, secret);
         if !fresh || !subtle_eq(expected.as_bytes(), sign.as_bytes()) {

@@ -52,7 +52,8 @@ pub fn verify_callback(
         .trim()
         .parse()
         .map_err(|_| SignatureError::BadTimestamp)?;
-    if (now_ms - ts).abs() > MAX_CLOCK_SKEW_MS {
+    // abs_diff: a hostile timestamp near i64::MIN must not overflow the subtraction.
+    if now_ms.abs_diff(ts) > MAX_CLOCK_SKEW_MS.unsigned_abs() {
         return Err(SignatureError::Expired);
     }
     let expected = webhook_client::chat::dingtalk_sign(app_secret, ts);

@@ -73,3 +73,26 @@ proptest! {
         prop_assert_eq!(built.is_ok(), !max.is_zero() && min <= max);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// `Retry-After` comes from whatever server was called: any text parses or is `None`,
+    /// never a panic, and a date is never a delay longer than its distance from now.
+    #[test]
+    fn any_retry_after_text_parses_or_is_none(
+        value in prop_oneof![
+            "\\PC{0,40}",
+            "[0-9]{0,30}",
+            "(Mon|Sun|Xyz), [0-9]{1,2} (Jan|Dec|Foo) [0-9]{1,5} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT",
+        ],
+        now_secs in 0u64..4_000_000_000,
+    ) {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(now_secs);
+        if let Some(delay) = retry_policy::parse_retry_after(&value, now)
+            && let Ok(at) = httpdate::parse_http_date(value.trim())
+        {
+            prop_assert_eq!(delay, at.duration_since(now).unwrap_or(Duration::ZERO));
+        }
+    }
+}

@@ -135,7 +135,8 @@ pub fn verify<'h>(
         .trim()
         .parse()
         .map_err(|_| VerifyError::InvalidTimestamp)?;
-    if (now - ts).abs() > TIMESTAMP_TOLERANCE_SECS {
+    // abs_diff: a hostile timestamp near i64::MIN must not overflow the subtraction.
+    if now.abs_diff(ts) > TIMESTAMP_TOLERANCE_SECS.unsigned_abs() {
         return Err(VerifyError::TimestampOutOfTolerance);
     }
     for secret in secrets {
