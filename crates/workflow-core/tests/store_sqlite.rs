@@ -378,3 +378,140 @@ async fn close_commits_what_is_queued_checkpoints_the_wal_and_refuses_later_writ
     assert_eq!(again.counts().await.unwrap().active(), 50);
     again.close().await;
 }
+
+/// A store at `path` holding `n` tasks, still open.
+async fn with_tasks(path: &std::path::Path, n: usize) -> SqliteStore {
+    let s = SqliteStore::open_path(path).unwrap();
+    let batch = (0..n)
+        .map(|i| conformance::new_task(&format!("t{i}"), Priority::Medium, conformance::at(0)))
+        .collect();
+    s.enqueue_batch(batch, NONE).await.unwrap();
+    s
+}
+
+/// The database file and its `-wal` and `-shm`, as a crash would leave them: copied while
+/// the store that wrote them is still open.
+fn crash_copy(from: &std::path::Path, to: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let src = format!("{}{suffix}", from.display());
+        if std::path::Path::new(&src).exists() {
+            std::fs::copy(&src, format!("{}{suffix}", to.display())).unwrap();
+        }
+    }
+}
+
+fn wal_of(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}-wal", path.display()))
+}
+
+async fn task_count(s: &SqliteStore) -> usize {
+    s.list(&TaskFilter {
+        limit: 1000,
+        ..TaskFilter::default()
+    })
+    .await
+    .unwrap()
+    .tasks
+    .len()
+}
+
+fn refused(path: &std::path::Path) -> String {
+    let err = SqliteStore::open_path(path).expect_err("a damaged database was opened");
+    let text = err.to_string();
+    assert!(text.contains("damaged"), "{text}");
+    text
+}
+
+#[tokio::test]
+async fn after_a_clean_close_the_database_file_alone_holds_every_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = with_tasks(&path, 20).await;
+    s.close().await;
+    drop(s);
+    assert!(
+        std::fs::metadata(wal_of(&path)).map_or(0, |m| m.len()) == 0,
+        "the WAL was not emptied at close"
+    );
+    // Only the .db file, as a naive copy of a stopped service would take it.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    let reopened = SqliteStore::open_path(&copy).unwrap();
+    assert_eq!(task_count(&reopened).await, 20);
+}
+
+#[tokio::test]
+async fn a_wal_with_a_corrupt_header_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let s = with_tasks(&live, 20).await;
+    // The tasks are in the WAL only: the crash copy proves it, then a damaged copy is refused.
+    let intact = dir.path().join("intact.db");
+    crash_copy(&live, &intact);
+    let damaged = dir.path().join("damaged.db");
+    crash_copy(&live, &damaged);
+    drop(s);
+    let mut wal = std::fs::read(wal_of(&damaged)).unwrap();
+    wal[16] ^= 0xff; // a salt: SQLite would ignore the whole log
+    std::fs::write(wal_of(&damaged), wal).unwrap();
+    let text = refused(&damaged);
+    assert!(text.contains("header of its WAL"), "{text}");
+    let recovered = SqliteStore::open_path(&intact).unwrap();
+    assert_eq!(task_count(&recovered).await, 20);
+}
+
+#[tokio::test]
+async fn a_missing_or_empty_database_next_to_a_wal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let s = with_tasks(&live, 5).await;
+    let empty = dir.path().join("empty.db");
+    crash_copy(&live, &empty);
+    let missing = dir.path().join("missing.db");
+    crash_copy(&live, &missing);
+    drop(s);
+    std::fs::write(&empty, b"").unwrap();
+    assert!(refused(&empty).contains("is empty"));
+    std::fs::remove_file(&missing).unwrap();
+    assert!(refused(&missing).contains("is missing"));
+    assert!(
+        !missing.exists(),
+        "a fresh database was created in its place"
+    );
+}
+
+#[tokio::test]
+async fn a_database_failing_quick_check_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = with_tasks(&path, 200).await;
+    s.close().await;
+    drop(s);
+    // Scribble over every page but the header page.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 8192, "{} bytes", bytes.len());
+    for b in &mut bytes[4096..] {
+        *b = 0x5a;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    refused(&path);
+}
+
+#[tokio::test]
+async fn a_backup_of_a_live_database_is_complete_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = with_tasks(&path, 20).await;
+    let dest = dir.path().join("backup.db");
+    // The store stays open (and locked) while another connection copies it.
+    let report = workflow_core::store::sqlite_backup(&path, &dest).unwrap();
+    assert_eq!(report.tasks, 20);
+    assert!(report.bytes > 0);
+    let again = workflow_core::store::sqlite_backup(&path, &dest).unwrap_err();
+    assert!(again.to_string().contains("exists"), "{again}");
+    s.close().await;
+    drop(s);
+    let restored = SqliteStore::open_path(&dest).unwrap();
+    assert_eq!(task_count(&restored).await, 20);
+    assert_eq!(restored.get("t7").await.unwrap().unwrap().id, "t7");
+}

@@ -39,7 +39,10 @@ pub use postgres::{
     NOTIFY_CHANNEL, POSTGRES_SCHEMA_VERSION, PostgresConfig, PostgresStore,
     redact as redact_database_url,
 };
-pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous};
+pub use sqlite::{
+    BackupReport, SQLITE_SCHEMA_VERSION, SqliteConfig, SqliteStore, Synchronous,
+    backup as sqlite_backup,
+};
 
 use crate::error::StoreError;
 use crate::model::{AttemptRecord, CallbackRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};

@@ -25,6 +25,9 @@
 //! - **Close**: [`Store::close`] stops the writer once it has committed what is queued, then
 //!   checkpoints the WAL into the database file (`wal_checkpoint(TRUNCATE)`), so the `.db`
 //!   file alone is complete after a clean stop. Dropping the last clone stops the writer too.
+//! - **Damage**: opening refuses a database SQLite would quietly treat as empty (a WAL with a
+//!   corrupt header, a missing or 0-byte file next to a WAL) and one `PRAGMA quick_check`
+//!   does not pass. [`backup`] writes a consistent copy of a live database (`VACUUM INTO`).
 //!
 //! # Why rusqlite rather than sqlx
 //!
@@ -50,6 +53,7 @@ mod codec;
 mod config;
 mod prune;
 mod query;
+mod safety;
 mod schema;
 mod writer;
 
@@ -79,6 +83,7 @@ use crate::store::{
 };
 
 pub use self::config::{SqliteConfig, Synchronous};
+pub use self::safety::{BackupReport, backup};
 pub use self::schema::SQLITE_SCHEMA_VERSION;
 
 /// SQLite-backed store. Cheap to clone; [`Store::close`] (or dropping the last clone) stops the
@@ -171,7 +176,11 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
         }
         let lock = lock_file(&config.path)?;
+        if lock.is_some() {
+            safety::check_files(&config.path)?;
+        }
         let mut conn = open_connection(&config, false).map_err(db_err)?;
+        safety::quick_check(&conn, &config.path)?;
         migrate(&mut conn)?;
         if config.recover_leases_on_open {
             let recovered = conn
