@@ -92,6 +92,12 @@ pub struct Config {
     /// On shutdown, how long running jobs may take before they are released for the next start.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Most open HTTP connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, counted from when it
+    /// opened or finished its previous request: bounds slow senders and idle keep-alive.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// Log format: `human` or `json`.
     pub log_format: LogFormat,
     /// A PEM file of CA certificates trusted besides the platform's roots (which on Linux are
@@ -141,6 +147,8 @@ impl Default for Config {
                     .collect(),
             ),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: service_kit::HttpLimits::default().max_connections,
+            header_timeout: service_kit::HttpLimits::default().header_timeout,
             log_format: LogFormat::Human,
             ca_file: None,
             card_template_id: None,
@@ -214,7 +222,32 @@ impl Config {
             return Err(ConfigError("database_pool_size must be at least 1".into()));
         }
         c.database()?;
+        c.http_limits()?;
         Ok(c)
+    }
+
+    /// The HTTP listener's limits.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `max_connections` or `header_timeout`.
+    pub fn http_limits(&self) -> Result<service_kit::HttpLimits, ConfigError> {
+        service_kit::HttpLimits::new(
+            self.max_connections,
+            self.header_timeout,
+            self.shutdown_grace,
+        )
+    }
+
+    /// Only the database settings (`data_dir`, `database_url`, `database_pool_size`), for
+    /// administrative commands that need nothing else configured.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad setting.
+    pub fn database_only(figment: &Figment) -> Result<Database, ConfigError> {
+        let c: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        c.database()
     }
 
     /// The job database to use.
@@ -248,6 +281,10 @@ pub struct Cli {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// An administrative task instead of running the service.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<service_kit::AdminCommand>,
     /// HTTP mode's address, data directory, job database [default: DATA_DIR/bot.db], pool
     /// size [default: 8].
     #[command(flatten)]

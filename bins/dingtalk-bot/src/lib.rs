@@ -135,16 +135,19 @@ async fn receive(
                 "/dingtalk",
                 dingtalk_stream::callback_router(&config.client_secret, tx),
             );
-            tasks.spawn(serve(listener, app, stop));
+            tasks.spawn(serve(listener, app, config.http_limits()?, stop));
         }
     }
     Ok(())
 }
 
-async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: service_kit::HttpLimits,
+    stop: CancellationToken,
+) {
+    service_kit::serve(listener, app, limits, stop.cancelled_owned()).await;
 }
 
 /// Runs the bot until `shutdown` completes.
@@ -196,6 +199,7 @@ pub async fn run(
         while receivers.join_next().await.is_some() {}
         return Err(e);
     }
+    let limits = config.http_limits()?;
     let upkeep = metrics.map(|listener| {
         let handle = service_kit::prometheus(&[]);
         let app = axum::Router::new().route(
@@ -206,7 +210,7 @@ pub async fn run(
             }),
         );
         tracing::info!(addr = ?listener.local_addr().ok(), "metrics on GET /metrics");
-        receivers.spawn(serve(listener, app, stop.clone()));
+        receivers.spawn(serve(listener, app, limits, stop.clone()));
         // Histograms are drained on upkeep: keep doing it even if nobody scrapes.
         service_kit::MetricsUpkeep::start(handle, Duration::from_secs(5))
     });

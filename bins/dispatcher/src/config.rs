@@ -73,6 +73,12 @@ pub struct Config {
     /// How long shutdown waits for deliveries in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Most open HTTP connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, counted from when it
+    /// opened or finished its previous request: bounds slow senders and idle keep-alive.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// Preset delivery channels (`[[channels]]` or `[channels.<name>]`; see
     /// `workflow_dispatch::channels`).
     pub channels: ChannelList,
@@ -104,6 +110,8 @@ impl Default for Config {
             breaker_open_wait: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: service_kit::HttpLimits::default().max_connections,
+            header_timeout: service_kit::HttpLimits::default().header_timeout,
             channels: ChannelList::default(),
         }
     }
@@ -215,9 +223,34 @@ impl Config {
             task_package::check_url(url).map_err(|r| ConfigError(format!("public_url: {r}")))?;
         }
         self.database()?;
+        self.http_limits()?;
         // Values only: secrets are read and clients built once, by `App::start`.
         Channels::check(&self.channels).map_err(|e| ConfigError(e.0))?;
         Ok(())
+    }
+
+    /// The HTTP listener's limits.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `max_connections` or `header_timeout`.
+    pub fn http_limits(&self) -> Result<service_kit::HttpLimits, ConfigError> {
+        service_kit::HttpLimits::new(
+            self.max_connections,
+            self.header_timeout,
+            self.shutdown_grace,
+        )
+    }
+
+    /// Only the database settings (`data_dir`, `database_url`, `database_pool_size`), for
+    /// administrative commands that need nothing else configured.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad setting.
+    pub fn database_only(figment: &Figment) -> Result<Database, ConfigError> {
+        let c: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        c.database()
     }
 
     /// The database to use.
@@ -256,6 +289,10 @@ pub struct Cli {
     #[arg(long, env = "DISPATCHER_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// An administrative task instead of running the service.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<service_kit::AdminCommand>,
     /// Listen address [default: 127.0.0.1:8080], data directory [default: ./data], database
     /// [default: DATA_DIR/dispatcher.db], pool size [default: 16].
     #[command(flatten)]

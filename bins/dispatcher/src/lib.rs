@@ -344,7 +344,7 @@ impl App {
 ///
 /// # Errors
 ///
-/// Startup failures (see [`App::start`]) and a failing listener.
+/// Startup failures (see [`App::start`]).
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -355,14 +355,12 @@ pub async fn run(
         .local_addr()
         .context("while reading the listen address")?;
     tracing::info!(%addr, database = %app.database, "dispatcher listening");
-    let served = axum::serve(listener, app.router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("while serving HTTP");
+    let limits = config.http_limits()?;
+    service_kit::serve(listener, app.router(), limits, shutdown).await;
     tracing::info!("stopped accepting requests; finishing deliveries in flight");
     app.shutdown().await;
     tracing::info!("dispatcher stopped");
-    served
+    Ok(())
 }
 
 /// Installs the tracing subscriber (RUST_LOG filter, default `info,tower_http=warn`).

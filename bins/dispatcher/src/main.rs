@@ -7,6 +7,18 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = dispatcher::Cli::parse();
+    if let Some(command) = &cli.command {
+        return match dispatcher::Config::database_only(&dispatcher::figment_for(&cli))
+            .map_err(anyhow::Error::from)
+            .and_then(|database| service_kit::run_admin(command, &database))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dispatcher: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match dispatcher::Config::load(&dispatcher::figment_for(&cli)) {
         Ok(c) => c,
         Err(e) => {
@@ -15,6 +27,7 @@ async fn main() -> ExitCode {
         }
     };
     dispatcher::init_tracing(config.log_format);
+    service_kit::raise_open_file_limit();
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {

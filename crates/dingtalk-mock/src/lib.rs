@@ -135,8 +135,10 @@ pub use oapi::custom_robot_sign;
 pub use state::{Api, MockFault, OutboxEntry, PingRecord};
 pub use tls::MockTls;
 
-use axum::serve::ListenerExt as _;
 use message::{Envelope, callback_payload};
+
+/// How long a stopping mock waits for its open connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 use state::{Session, State, now_ms, random_hex};
 
 /// A running mock DingTalk. Dropping it stops the server and closes its connections.
@@ -182,21 +184,18 @@ impl DingTalkMock {
         let app = router(state.clone());
         let stop = state.shutdown.clone();
         let ca_pem = server_tls.as_ref().and_then(|t| t.ca_pem.clone());
+        // The listener a production gateway has: header timeout, connection cap, accept
+        // back-off, TCP_NODELAY (small frames and replies go out at once).
+        let limits = service_kit::HttpLimits {
+            shutdown_timeout: SHUTDOWN_GRACE,
+            ..service_kit::HttpLimits::default()
+        };
+        let stopped = stop.cancelled_owned();
         let server = match server_tls {
-            Some(t) => tokio::spawn(tls::serve(listener, t.acceptor, app, stop)),
-            None => tokio::spawn(async move {
-                // Like any production gateway, no Nagle delay on small frames and replies.
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::trace!(error = %e, "could not set TCP_NODELAY");
-                    }
-                });
-                let serve =
-                    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = serve.await {
-                    tracing::warn!(error = %e, "dingtalk mock server stopped");
-                }
-            }),
+            Some(t) => tokio::spawn(service_kit::serve_tls(
+                listener, t.acceptor, app, limits, stopped,
+            )),
+            None => tokio::spawn(service_kit::serve(listener, app, limits, stopped)),
         };
         tracing::debug!(%addr, tls = ca_pem.is_some(), "dingtalk mock listening");
         Ok(DingTalkMock {

@@ -2,22 +2,14 @@
 //! or a certificate and key given as PEM; and the accept loop that serves https and wss.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Result};
 
@@ -137,68 +129,4 @@ pub(crate) fn server_tls(mode: &MockTls) -> Result<ServerTls> {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         ca_pem,
     })
-}
-
-/// How long a client may take for its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests may take to finish on shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Serves `app` over TLS until `stop` fires, then lets open requests finish (WebSocket
-/// connections end through the mock's own shutdown token).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: Router,
-    stop: CancellationToken,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut conns = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                // EMFILE and friends: back off a little instead of spinning.
-                tracing::debug!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::trace!(error = %e, "could not set TCP_NODELAY");
-        }
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        conns.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let conn = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::trace!(error = %e, "connection ended with an error");
-            }
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("connections still open after the shutdown grace; closing them");
-    }
-    conns.abort_all();
-    while conns.join_next().await.is_some() {}
 }

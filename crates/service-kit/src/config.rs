@@ -88,6 +88,15 @@ pub struct ServiceFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_pool_size: Option<usize>,
+    /// Most open HTTP connections; more are answered 503 and closed [default: 4096].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// How long a connection may take to send a request's headers, from when it opened or
+    /// finished its previous request; also the idle keep-alive timeout [default: 10s].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<String>,
 }
 
 #[cfg(test)]

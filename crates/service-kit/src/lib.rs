@@ -1,6 +1,6 @@
 //! What the bundled services (`dispatcher`, `dingtalk-bot`) share, written once: layered
 //! configuration, tracing setup, the Prometheus recorder, opening the store a `database_url`
-//! names, and the shutdown signal.
+//! names, the HTTP listener with its limits, and the shutdown signal.
 //!
 //! This crate is for binaries. Unlike the libraries under them it may touch process state
 //! (it installs the global tracing subscriber and metrics recorder), and only when asked to.
@@ -21,13 +21,17 @@
 //! ```
 
 mod config;
+mod http;
 mod logging;
 mod metrics_recorder;
 mod shutdown;
+#[cfg(feature = "store")]
 mod store;
 
 pub use config::{ConfigError, OneOrMany, ServiceFlags, layered};
+pub use http::{HttpLimits, raise_open_file_limit, serve, serve_tls};
 pub use logging::{LogFormat, init_tracing};
 pub use metrics_recorder::{MetricsUpkeep, prometheus};
 pub use shutdown::shutdown_signal;
-pub use store::{OpenedStore, open_store};
+#[cfg(feature = "store")]
+pub use store::{AdminCommand, OpenedStore, open_store, run_admin};

@@ -49,3 +49,42 @@ async fn postgres(url: &str, pool_size: usize) -> anyhow::Result<OpenedStore> {
         shown,
     })
 }
+
+/// The services' administrative subcommands (`dispatcher backup PATH`, `dingtalk-bot backup
+/// PATH`). Flatten into a clap `Cli` with `#[command(subcommand)]`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Write a consistent copy of the SQLite database to PATH (a new file), safe while the
+    /// service runs. Restore: stop the service, put the copy in place of the database file,
+    /// remove the `-wal` and `-shm` files beside it, start.
+    Backup {
+        /// Where to write the copy.
+        path: std::path::PathBuf,
+    },
+}
+
+/// Runs `command` against `database`, printing what it did on stdout.
+///
+/// # Errors
+///
+/// The backup failed, or the database is PostgreSQL (back it up with `pg_dump`).
+pub fn run_admin(command: &AdminCommand, database: &Database) -> anyhow::Result<()> {
+    match (command, database) {
+        (AdminCommand::Backup { path }, Database::Sqlite(source)) => {
+            let report = workflow_core::store::sqlite_backup(source, path)
+                .with_context(|| format!("while backing up {}", source.display()))?;
+            println!(
+                "backed up {} to {}: {} tasks, {} bytes, quick_check ok",
+                source.display(),
+                report.path.display(),
+                report.tasks,
+                report.bytes
+            );
+            Ok(())
+        }
+        (AdminCommand::Backup { .. }, Database::Postgres { url, .. }) => anyhow::bail!(
+            "{} is PostgreSQL: back it up with pg_dump (or your provider's snapshots)",
+            redact_database_url(url)
+        ),
+    }
+}

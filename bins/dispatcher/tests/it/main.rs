@@ -10,7 +10,9 @@
 
 mod binary;
 mod channels;
+mod config_fuzz;
 mod crash;
+mod limits;
 mod router;
 mod scale_out;
 mod seed;

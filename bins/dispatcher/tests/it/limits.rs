@@ -1,0 +1,155 @@
+//! The real binary under connection abuse and its `backup` subcommand: idle and slow clients
+//! are cut off at `--header-timeout`, clients past `--max-connections` get 503 while
+//! `/healthz` keeps answering once they let go, and `dispatcher backup` copies a running
+//! instance's database.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{KEY, command, free_port, http, receiver, seed_body, spawn, terminate, wait_healthy};
+
+/// Far longer than the limits set below: waiting this long means a bug, not a slow machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn read_until_closed(tcp: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut got))
+        .await
+        .expect("the dispatcher kept the connection open")
+        .ok();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn idle_connections_past_the_cap_get_503_and_are_cut_off_so_healthz_answers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(
+        dir.path(),
+        port,
+        &["--max-connections", "8", "--header-timeout", "1s"],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http();
+    wait_healthy(&client, &base).await;
+    // Idle clients take every slot (reqwest's pooled connection from wait_healthy may hold one).
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let refused = read_until_closed(&mut extra).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    assert!(refused.contains("too_many_connections"), "{refused}");
+    // The idle ones never send a request: each is closed at the header timeout...
+    for tcp in &mut idle {
+        read_until_closed(tcp).await;
+    }
+    // ...and the service answers again.
+    let fresh = reqwest::Client::new();
+    let health = fresh.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    // A slowloris sender is cut off too.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"POST /workflow/tasks HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let dripped = tokio::time::timeout(PATIENCE, async {
+        while slow.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        dripped.is_ok(),
+        "a client dripping header bytes was never cut off"
+    );
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn backup_copies_a_running_dispatchers_tasks_and_the_copy_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(dir.path(), port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = http();
+    wait_healthy(&client, &base).await;
+    let (hook, _seen) = receiver().await;
+    for _ in 0..5 {
+        let created = client
+            .post(format!("{base}/workflow/tasks"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(seed_body(&hook))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 200);
+    }
+    let copy = dir.path().join("backup.db");
+    let out = command(dir.path(), port)
+        .arg("backup")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("5 tasks"), "{stdout}");
+    // A second backup to the same path is refused, not overwritten.
+    let again = command(dir.path(), port)
+        .arg("backup")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
+    // Restore: the copy in place of the database, on a fresh data dir.
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(&copy, restored.path().join("dispatcher.db")).unwrap();
+    let port = free_port();
+    let mut child = spawn(restored.path(), port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&client, &base).await;
+    let listed: serde_json::Value = client
+        .get(format!("{base}/workflow/tasks"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tasks = listed["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 5, "{listed}");
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn backup_of_a_postgres_database_points_to_pg_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path(), free_port())
+        .args([
+            "--database-url",
+            "postgres://u:secret@127.0.0.1:1/db",
+            "backup",
+        ])
+        .arg(dir.path().join("x.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+}
