@@ -15,6 +15,12 @@
 //!   retries, the gaps between a failure and the next try, and CPU seconds (no spin).
 //! - `priority`: a receiver slower than the API (10 ms per delivery, 32 at once per target)
 //!   saturated by 90 % `low` and 10 % `critical` tasks: create-to-delivered per priority.
+//! - `flapping` (the soak): tasks at a steady `--rate` (10 % critical, 20 % high, 30 % medium,
+//!   40 % low) for `--duration-secs` (600) into a receiver that answers 503 for the last
+//!   `--down-secs` (20) of every `--period-secs` (60); breakers queue, retries outlast an
+//!   outage. Afterwards every task must be delivered exactly once; reports the resident
+//!   memory at 20 % and 90 % of the run (minutes 2 and 9 of 10) and how often breakers
+//!   opened and closed (from `/metrics`).
 //!
 //! Build both, then run:
 //! `cargo build --release -p dispatcher -p bench && target/release/bench --scenario steady -c 32`.
@@ -50,6 +56,8 @@ enum Scenario {
     Failing,
     /// 90 % low and 10 % critical into a saturated dispatcher.
     Priority,
+    /// A steady rate into a receiver that is down a third of the time, for minutes.
+    Flapping,
 }
 
 impl Scenario {
@@ -59,6 +67,7 @@ impl Scenario {
             Scenario::Slow => "slow",
             Scenario::Failing => "failing",
             Scenario::Priority => "priority",
+            Scenario::Flapping => "flapping",
         }
     }
 }
@@ -111,6 +120,18 @@ struct Args {
     /// Print JSON only.
     #[arg(long)]
     json: bool,
+    /// Flapping: how long tasks are sent.
+    #[arg(long, default_value_t = 600)]
+    duration_secs: u64,
+    /// Flapping: tasks per second.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Flapping: one up-then-down cycle of the receiver, in seconds.
+    #[arg(long, default_value_t = 60)]
+    period_secs: u64,
+    /// Flapping: the down part of each cycle, in seconds.
+    #[arg(long, default_value_t = 20)]
+    down_secs: u64,
     /// Run the dispatchers inside this process instead of the binary (for the CI smoke test;
     /// CPU and RSS then include the load generator and the receiver).
     #[arg(long)]
@@ -147,11 +168,19 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         Scenario::Steady => 50_000,
         Scenario::Slow | Scenario::Failing => 10_000,
         Scenario::Priority => 20_000,
+        Scenario::Flapping => (args.duration_secs * u64::from(args.rate)) as usize,
     });
+    if s == Scenario::Flapping {
+        anyhow::ensure!(args.rate >= 1, "--rate is at least 1");
+        anyhow::ensure!(
+            args.down_secs < args.period_secs,
+            "--down-secs must be shorter than --period-secs"
+        );
+    }
     let delay_ms = args.receiver_delay_ms.unwrap_or(match s {
         Scenario::Slow => 1000,
         Scenario::Priority => 10,
-        Scenario::Steady | Scenario::Failing => 0,
+        Scenario::Steady | Scenario::Failing | Scenario::Flapping => 0,
     });
     let fail_rate = args
         .fail_rate
@@ -162,7 +191,11 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     );
     let critical_percent =
         args.critical_percent
-            .unwrap_or(if s == Scenario::Priority { 10 } else { 0 });
+            .unwrap_or(match s {
+                // Flapping sends its own mix; 10 % critical is what it reports apart.
+                Scenario::Priority | Scenario::Flapping => 10,
+                _ => 0,
+            });
     anyhow::ensure!(critical_percent <= 100, "--critical-percent is at most 100");
     anyhow::ensure!(args.instances >= 1, "--instances is at least 1");
     let shared_db = args
@@ -183,26 +216,31 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         per_target_in_flight: args.per_target_in_flight.unwrap_or(match s {
             Scenario::Slow => everything,
             Scenario::Priority => 32,
-            Scenario::Steady | Scenario::Failing => 256,
+            Scenario::Steady | Scenario::Failing | Scenario::Flapping => 256,
         }),
         // Failing: with half of all attempts failing, 40 retries leave a chance of 2^-41 per
-        // task of running out, so every task is delivered.
-        max_retries: if s == Scenario::Failing { 40 } else { 3 },
-        base_retry_delay: if s == Scenario::Failing {
-            Duration::from_millis(50)
-        } else {
-            Duration::from_secs(1)
+        // task of running out, so every task is delivered. Flapping: 20 retries up to 5 s
+        // apart outlast any outage of a minute.
+        max_retries: match s {
+            Scenario::Failing => 40,
+            Scenario::Flapping => 20,
+            _ => 3,
         },
-        max_retry_delay: if s == Scenario::Failing {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(60)
+        base_retry_delay: match s {
+            Scenario::Failing => Duration::from_millis(50),
+            Scenario::Flapping => Duration::from_millis(500),
+            _ => Duration::from_secs(1),
         },
-        breaker_queue: s == Scenario::Failing,
-        breaker_open_wait: if s == Scenario::Failing {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(30)
+        max_retry_delay: match s {
+            Scenario::Failing => Duration::from_millis(500),
+            Scenario::Flapping => Duration::from_secs(5),
+            _ => Duration::from_secs(60),
+        },
+        breaker_queue: matches!(s, Scenario::Failing | Scenario::Flapping),
+        breaker_open_wait: match s {
+            Scenario::Failing => Duration::from_millis(200),
+            Scenario::Flapping => Duration::from_secs(2),
+            _ => Duration::from_secs(30),
         },
         task_queue_size: (requests as u64 * 2).max(100_000),
         database_url: args.database_url.clone(),
@@ -212,6 +250,10 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         behaviour: receiver::Behaviour {
             delay: Duration::from_millis(delay_ms),
             fail_rate,
+            flap: (s == Scenario::Flapping).then(|| receiver::Flap {
+                period: Duration::from_secs(args.period_secs),
+                down: Duration::from_secs(args.down_secs),
+            }),
         },
         critical_percent,
         settings,
@@ -541,15 +583,30 @@ async fn main() -> anyhow::Result<()> {
     let me_before = procstat::sample(std::process::id());
 
     let t0 = Instant::now();
-    let sent = drive(
-        &http,
-        &bases,
-        &hook,
-        plan.requests,
-        args.concurrency,
-        plan.critical_percent,
-    )
-    .await?;
+    let flapping = args.scenario == Scenario::Flapping;
+    let rss = flapping.then(|| RssSampler::start(pids.clone()));
+    let sent = if flapping {
+        let sent = drive_for(
+            &http,
+            &bases,
+            &hook,
+            Duration::from_secs(args.duration_secs),
+            args.rate,
+        )
+        .await?;
+        recv.stop_flapping();
+        sent
+    } else {
+        drive(
+            &http,
+            &bases,
+            &hook,
+            plan.requests,
+            args.concurrency,
+            plan.critical_percent,
+        )
+        .await?
+    };
     let accepted_in = t0.elapsed().as_secs_f64();
     let accepted = sent.accepted.len();
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
@@ -576,6 +633,11 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|p| procstat::sample(*p))
         .collect::<Vec<_>>();
+    let breakers = breaker_transitions(&http, &bases).await;
+    let rss = match rss {
+        Some(sampler) => Some(sampler.stop().await),
+        None => None,
+    };
     dispatchers.stop().await?;
 
     let seen = recv.seen.lock();
@@ -650,6 +712,33 @@ async fn main() -> anyhow::Result<()> {
         report["critical_create_to_delivered_ms"] = summary(e2e_critical);
         report["low_create_to_delivered_ms"] = summary(e2e_low);
     }
+    if let Some(samples) = rss {
+        let duration = args.duration_secs as f64;
+        let at = |share: f64| {
+            samples
+                .iter()
+                .find(|(t, _)| *t >= duration * share)
+                .or(samples.last())
+                .map_or(0.0, |(_, kib)| *kib as f64 / 1024.0)
+        };
+        let (early, late) = (at(0.2), at(0.9));
+        report["flapping"] = json!({
+            "duration_secs": args.duration_secs,
+            "rate_per_sec": args.rate,
+            "period_secs": args.period_secs,
+            "down_secs": args.down_secs,
+            "rss_mib_at_20pct": early,
+            "rss_mib_at_90pct": late,
+            "rss_growth_pct": if early > 0.0 { (late - early) * 100.0 / early } else { 0.0 },
+            "rss_mib_by_minute": samples
+                .iter()
+                .filter(|(t, _)| t.fract() < 1.0 && (*t as u64).is_multiple_of(60))
+                .map(|(_, kib)| *kib as f64 / 1024.0)
+                .collect::<Vec<_>>(),
+            "breaker_opened": breakers.0,
+            "breaker_closed": breakers.1,
+        });
+    }
     if let Some(ticks) = idle {
         report["idle_seconds"] = json!(args.idle_secs);
         report["idle_cpu_ticks"] = json!(ticks);
@@ -666,6 +755,148 @@ async fn main() -> anyhow::Result<()> {
         seen.bad_signatures
     );
     Ok(())
+}
+
+/// Sends tasks at `rate` per second for `duration` (at most 256 requests in flight), round
+/// robin over `bases`, with the soak's priority mix: 10 % critical, 20 % high, 30 % medium,
+/// 40 % low. `Sent::accepted` marks the critical ones.
+async fn drive_for(
+    http: &reqwest::Client,
+    bases: &[String],
+    hook: &str,
+    duration: Duration,
+    rate: u32,
+) -> anyhow::Result<Sent> {
+    let seed = include_str!("../../../crates/task-package/tests/golden/seed_flat_request.json");
+    let mut body: serde_json::Value = serde_json::from_str(seed)?;
+    body["webhook_url"] = hook.into();
+    let mut bodies = Vec::new();
+    for priority in ["critical", "high", "medium", "low"] {
+        body["priority"] = priority.into();
+        bodies.push(body.to_string());
+    }
+    // i % 10 -> priority: 0 critical, 1-2 high, 3-5 medium, 6-9 low.
+    const MIX: [usize; 10] = [0, 1, 1, 2, 2, 2, 3, 3, 3, 3];
+    let bodies = Arc::new(bodies);
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = Instant::now() + duration;
+    let mut set = tokio::task::JoinSet::new();
+    let mut i = 0usize;
+    while Instant::now() < end {
+        ticker.tick().await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let kind = MIX[i % MIX.len()];
+        let (http, url, bodies, sent) = (
+            http.clone(),
+            format!("{}/workflow/tasks", bases[i % bases.len()]),
+            bodies.clone(),
+            sent.clone(),
+        );
+        set.spawn(async move {
+            let _permit = permit;
+            let start = Instant::now();
+            let r = http
+                .post(url)
+                .bearer_auth(KEY)
+                .header("content-type", "application/json")
+                .body(bodies[kind].clone())
+                .send()
+                .await;
+            let answer = match r {
+                Ok(r) if r.status() == 200 => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["task_id"].as_str().map(str::to_owned))
+                    .ok_or(200),
+                Ok(r) => Err(r.status().as_u16()),
+                Err(_) => Err(0),
+            };
+            let mut s = sent.lock();
+            s.latencies_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            match answer {
+                Ok(id) => {
+                    s.accepted.insert(id, (start, kind == 0));
+                }
+                Err(status) => *s.errors.entry(status).or_default() += 1,
+            }
+        });
+        i += 1;
+        while set.try_join_next().is_some() {}
+    }
+    while let Some(r) = set.join_next().await {
+        r?;
+    }
+    let sent = std::mem::take(&mut *sent.lock());
+    Ok(sent)
+}
+
+/// Samples the dispatchers' resident memory (summed) once a second.
+struct RssSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>) -> RssSampler {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => break,
+                }
+                let kib = pids.iter().map(|p| procstat::sample(*p).rss_kib).sum();
+                samples.push((t0.elapsed().as_secs_f64(), kib));
+            }
+            samples
+        });
+        RssSampler { stop, task }
+    }
+
+    /// `(seconds since start, KiB)` samples.
+    async fn stop(self) -> Vec<(f64, u64)> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// How often breakers opened and closed, summed over `bases`' `/metrics`
+/// (`circuit_breaker_transitions_total{to="open"}` and `{to="closed"}`).
+async fn breaker_transitions(http: &reqwest::Client, bases: &[String]) -> (u64, u64) {
+    let (mut opened, mut closed) = (0, 0);
+    for base in bases {
+        let Ok(r) = http
+            .get(format!("{base}/metrics"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let text = r.text().await.unwrap_or_default();
+        for line in text.lines() {
+            let value = || {
+                line.rsplit_once(' ')
+                    .and_then(|(_, v)| v.parse::<f64>().ok())
+                    .unwrap_or(0.0) as u64
+            };
+            if line.starts_with("circuit_breaker_transitions_total{") {
+                if line.contains("to=\"open\"") {
+                    opened += value();
+                } else if line.contains("to=\"closed\"") {
+                    closed += value();
+                }
+            }
+        }
+    }
+    (opened, closed)
 }
 
 fn print_table(r: &serde_json::Value) {
@@ -738,6 +969,23 @@ fn print_table(r: &serde_json::Value) {
         println!(
             "  idle                  {t} CPU ticks (10 ms each) in {} s",
             r["idle_seconds"]
+        );
+    }
+    if let Some(flap) = r.get("flapping") {
+        println!(
+            "  soak                  {} s at {}/s, receiver down {} s of every {} s",
+            flap["duration_secs"], flap["rate_per_sec"], flap["down_secs"], flap["period_secs"]
+        );
+        println!(
+            "  memory                {:.1} MiB at 20 %, {:.1} MiB at 90 % ({:+.1} %), by minute {}",
+            f(&flap["rss_mib_at_20pct"]),
+            f(&flap["rss_mib_at_90pct"]),
+            f(&flap["rss_growth_pct"]),
+            flap["rss_mib_by_minute"]
+        );
+        println!(
+            "  breakers              opened {} times, closed {} times",
+            flap["breaker_opened"], flap["breaker_closed"]
         );
     }
     println!(

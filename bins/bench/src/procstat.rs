@@ -10,6 +10,8 @@ pub(crate) struct Sample {
     pub(crate) ticks: u64,
     /// VmHWM: peak resident set size so far, in KiB.
     pub(crate) peak_rss_kib: u64,
+    /// VmRSS: resident set size now, in KiB.
+    pub(crate) rss_kib: u64,
 }
 
 impl Sample {
@@ -28,15 +30,18 @@ pub(crate) fn sample(pid: u32) -> Sample {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak_rss_kib = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     Sample {
         ticks: field(11) + field(12),
-        peak_rss_kib,
+        peak_rss_kib: kib("VmHWM:"),
+        rss_kib: kib("VmRSS:"),
     }
 }
 

@@ -17,6 +17,18 @@ pub(crate) struct Behaviour {
     pub(crate) delay: Duration,
     /// Share of requests answered 500 (0.0 to 1.0), chosen by a hash of (task id, try number).
     pub(crate) fail_rate: f64,
+    /// Down (every request answered 503) for `down` at the end of every `period`, counted
+    /// from the receiver's start, until [`Receiver::stop_flapping`].
+    pub(crate) flap: Option<Flap>,
+}
+
+/// A receiver that goes down on a schedule.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flap {
+    /// One up-then-down cycle.
+    pub(crate) period: Duration,
+    /// The down part of each cycle (its end).
+    pub(crate) down: Duration,
 }
 
 /// What happened to one task id.
@@ -58,6 +70,15 @@ pub(crate) struct Receiver {
     pub(crate) max_in_flight: AtomicUsize,
     /// When the last response was sent.
     pub(crate) last_response: Mutex<Option<Instant>>,
+    /// Set once the flapping is over: the receiver stays up.
+    flapping_over: std::sync::atomic::AtomicBool,
+}
+
+impl Receiver {
+    /// Ends the down periods: from now on the receiver stays up.
+    pub(crate) fn stop_flapping(&self) {
+        self.flapping_over.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Starts the receiver on 127.0.0.1 (port chosen by the OS); returns its state and hook URL.
@@ -66,6 +87,7 @@ pub(crate) async fn start(
     behaviour: Behaviour,
 ) -> anyhow::Result<(Arc<Receiver>, String)> {
     let state = Arc::new(Receiver::default());
+    let born = Instant::now();
     let hasher = std::hash::RandomState::new();
     let s = state.clone();
     let app = axum::Router::new().route(
@@ -105,7 +127,13 @@ pub(crate) async fn start(
                         // A deterministic share of (id, try) pairs fails: exactly `fail_rate` on
                         // average, independent of arrival order and concurrency.
                         let roll = (hasher.hash_one((&id, tries)) % 10_000) as f64 / 10_000.0;
-                        let fail = roll < behaviour.fail_rate;
+                        let down = behaviour.flap.is_some_and(|f| {
+                            let phase = arrived.duration_since(born).as_nanos()
+                                % f.period.as_nanos().max(1);
+                            !s.flapping_over.load(Ordering::Relaxed)
+                                && phase >= (f.period - f.down).as_nanos()
+                        });
+                        let fail = down || roll < behaviour.fail_rate;
                         let mut duplicate = false;
                         if fail {
                             d.last_failure = Some(arrived);
@@ -118,7 +146,10 @@ pub(crate) async fn start(
                         if let Some(g) = gap {
                             seen.retry_gaps_ms.push(g);
                         }
-                        if fail {
+                        if down {
+                            seen.failures_sent += 1;
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        } else if fail {
                             seen.failures_sent += 1;
                             axum::http::StatusCode::INTERNAL_SERVER_ERROR
                         } else {

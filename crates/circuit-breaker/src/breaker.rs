@@ -395,6 +395,15 @@ impl CircuitBreaker {
         }
         if let Some((from, to)) = change {
             tracing::debug!(%from, %to, "circuit breaker state changed");
+            // Through the `metrics` facade: nothing is recorded unless the application
+            // installed a recorder.
+            metrics::counter!("circuit_breaker_transitions_total", "to" => to.as_str())
+                .increment(1);
+            if to == State::Open {
+                metrics::gauge!("circuit_breakers_open").increment(1.0);
+            } else if from == State::Open {
+                metrics::gauge!("circuit_breakers_open").decrement(1.0);
+            }
         }
     }
 }
