@@ -80,6 +80,32 @@ fn priority_mix_reports_both_classes() {
     assert_eq!(r["low_create_to_delivered_ms"]["count"], 360, "{r}");
 }
 
+/// The soak in 20 seconds: a receiver down 4 s of every 10 s. Every task is delivered once,
+/// and the breakers opened during the outages and closed after them.
+#[test]
+fn flapping_receiver_loses_and_duplicates_nothing_and_breakers_recover() {
+    let r = run(&[
+        "--scenario",
+        "flapping",
+        "--duration-secs",
+        "20",
+        "--period-secs",
+        "10",
+        "--down-secs",
+        "4",
+        "--rate",
+        "20",
+    ]);
+    let accepted = r["accepted"].as_u64().unwrap_or(0);
+    assert!(accepted > 100, "{r}");
+    assert_all_delivered(&r, accepted);
+    assert!(r["failures_sent"].as_u64() > Some(0), "the receiver never went down: {r}");
+    let flap = &r["flapping"];
+    assert!(flap["breaker_opened"].as_u64() >= Some(1), "{r}");
+    assert!(flap["breaker_closed"].as_u64() >= Some(1), "{r}");
+    assert!(flap["rss_mib_at_90pct"].as_f64() > Some(0.0), "{r}");
+}
+
 #[test]
 fn several_instances_need_a_shared_database() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
