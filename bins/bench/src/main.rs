@@ -189,13 +189,11 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         (0.0..1.0).contains(&fail_rate),
         "--fail-rate must be in [0, 1)"
     );
-    let critical_percent =
-        args.critical_percent
-            .unwrap_or(match s {
-                // Flapping sends its own mix; 10 % critical is what it reports apart.
-                Scenario::Priority | Scenario::Flapping => 10,
-                _ => 0,
-            });
+    let critical_percent = args.critical_percent.unwrap_or(match s {
+        // Flapping sends its own mix; 10 % critical is what it reports apart.
+        Scenario::Priority | Scenario::Flapping => 10,
+        _ => 0,
+    });
     anyhow::ensure!(critical_percent <= 100, "--critical-percent is at most 100");
     anyhow::ensure!(args.instances >= 1, "--instances is at least 1");
     let shared_db = args

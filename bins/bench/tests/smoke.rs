@@ -99,7 +99,10 @@ fn flapping_receiver_loses_and_duplicates_nothing_and_breakers_recover() {
     let accepted = r["accepted"].as_u64().unwrap_or(0);
     assert!(accepted > 100, "{r}");
     assert_all_delivered(&r, accepted);
-    assert!(r["failures_sent"].as_u64() > Some(0), "the receiver never went down: {r}");
+    assert!(
+        r["failures_sent"].as_u64() > Some(0),
+        "the receiver never went down: {r}"
+    );
     let flap = &r["flapping"];
     assert!(flap["breaker_opened"].as_u64() >= Some(1), "{r}");
     assert!(flap["breaker_closed"].as_u64() >= Some(1), "{r}");
