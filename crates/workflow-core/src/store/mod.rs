@@ -289,7 +289,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn wakeup(&self) -> Arc<Notify>;
 
     /// Stops the store's own tasks and threads and waits for them: what was queued is written
-    /// first, then writes fail with [`StoreError::Closed`]. Call it once on shutdown, after the
+    /// first, then writes (and, on SQLite, reads) fail with [`StoreError::Closed`]. Call it once on shutdown, after the
     /// engine has stopped; calling it again does nothing. SQLite also checkpoints its WAL, so
     /// the database file alone is complete; PostgreSQL closes its pool. Dropping the last
     /// clone of a store stops its work too, without waiting. The default does nothing.

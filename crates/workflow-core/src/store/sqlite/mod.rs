@@ -22,9 +22,10 @@
 //!   process crashes (every commit is in the WAL); `FULL` also survives power loss, at an fsync
 //!   per commit.
 //!
-//! - **Close**: [`Store::close`] stops the writer once it has committed what is queued, then
-//!   checkpoints the WAL into the database file (`wal_checkpoint(TRUNCATE)`), so the `.db`
-//!   file alone is complete after a clean stop. Dropping the last clone stops the writer too.
+//! - **Close**: [`Store::close`] closes the readers, stops the writer once it has committed
+//!   what is queued, checkpoints the WAL into the database file (`wal_checkpoint(TRUNCATE)`)
+//!   and closes it last, so SQLite removes the WAL: after a clean stop the `.db` file alone
+//!   holds everything. Reads and writes after close are [`StoreError::Closed`]. Dropping the last clone stops the writer too.
 //! - **Damage**: opening refuses a database SQLite would quietly treat as empty (a WAL with a
 //!   corrupt header, a missing or 0-byte file next to a WAL) and one `PRAGMA quick_check`
 //!   does not pass. [`backup`] writes a consistent copy of a live database (`VACUUM INTO`).
@@ -128,7 +129,8 @@ struct Inner {
     writer: Batcher<Job, Answer>,
     /// The writer thread, joined by [`Store::close`] (or by the last drop, off the runtime).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Vec<Mutex<Connection>>,
+    /// Read-only connections; `None` once [`Store::close`] closed them.
+    readers: Vec<Mutex<Option<Connection>>>,
     next_reader: AtomicUsize,
     wakeup: Arc<Notify>,
     counts: Arc<Mutex<Tally>>,
@@ -199,7 +201,7 @@ impl SqliteStore {
         let mut writer = Writer::new(conn)?;
         let counts = writer.published();
         let readers = (0..config.readers.max(1))
-            .map(|_| open_connection(&config, true).map(Mutex::new))
+            .map(|_| open_connection(&config, true).map(|c| Mutex::new(Some(c))))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db_err)?;
         let (jobs, queue) = batch::channel(config.max_batch);
@@ -307,7 +309,7 @@ impl SqliteStore {
     }
 
     /// Stops the writer after it has committed what is queued, checkpoints the WAL and joins
-    /// the thread. Later writes are [`StoreError::Closed`]; reads still work.
+    /// the thread. Later writes are [`StoreError::Closed`].
     async fn stop_writer(&self) {
         self.inner.writer.close();
         let Some(thread) = self.inner.thread.lock().take() else {
@@ -334,7 +336,10 @@ impl SqliteStore {
             let conn = (0..n)
                 .find_map(|i| inner.readers[(start + i) % n].try_lock())
                 .unwrap_or_else(|| inner.readers[start % n].lock());
-            f(&conn)
+            match conn.as_ref() {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Closed),
+            }
         })
         .await
         .map_err(StoreError::backend)?
@@ -542,6 +547,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        // The readers first: a read-only connection cannot remove the WAL, so the writer must
+        // be the last connection to close. It then checkpoints and SQLite deletes the WAL and
+        // its index, leaving the database file alone.
+        let readers = self.inner.readers.iter().map(|r| r.lock().take());
+        drop(readers.collect::<Vec<_>>());
         self.stop_writer().await;
     }
 }
