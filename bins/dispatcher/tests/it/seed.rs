@@ -200,3 +200,135 @@ async fn the_seeds_request_verbatim_gets_the_seeds_response_and_delivers_its_pac
     terminate(&child);
     let _ = child.wait_with_output();
 }
+
+/// A receiver serving `https://hooks.example.com/webhook` on a loopback port with a
+/// certificate from a throwaway CA: the bodies it received, its port and the CA (PEM).
+async fn seed_host_over_tls() -> (Arc<Mutex<Vec<serde_json::Value>>>, u16, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["hooks.example.com".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let b = bodies.clone();
+    let app = Router::new().route(
+        "/webhook",
+        post(move |body: axum::body::Bytes| {
+            let b = b.clone();
+            async move {
+                b.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(service_kit::serve_tls(
+        listener,
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        app,
+        service_kit::HttpLimits::default(),
+        std::future::pending(),
+    ));
+    (bodies, port, ca_cert.pem())
+}
+
+/// The seed's request verbatim, delivered to the seed's own `https://` URL: the host is pinned
+/// to a loopback TLS receiver (`--resolve`), whose throwaway CA the dispatcher trusts through
+/// `SSL_CERT_FILE` as an operator would. A dispatcher that does not trust the CA refuses the
+/// certificate and records why.
+#[tokio::test]
+async fn the_seeds_request_is_delivered_to_its_https_url_over_verified_tls() {
+    let Some(doc) = seed_doc() else {
+        eprintln!("skipped: ../shared/seeds not present");
+        return;
+    };
+    let request = seed_block(&doc, "**请求体**");
+    let (bodies, tls_port, ca_pem) = seed_host_over_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let client = http();
+    for trusted in [true, false] {
+        let data = dir.path().join(format!("data-{trusted}"));
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut cmd = crate::command(&data, port);
+        cmd.args(["--api-keys", KEY, "--signing-secret", crate::SECRET])
+            .args([
+                "--resolve",
+                &format!("hooks.example.com=127.0.0.1:{tls_port}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if trusted {
+            cmd.env("SSL_CERT_FILE", &ca);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        let mut child = cmd.spawn().unwrap();
+        wait_healthy(&client, &base).await;
+        let created: serde_json::Value = client
+            .post(format!("{base}/workflow/tasks"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(request.clone())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(created["webhook_url"], "https://hooks.example.com/webhook");
+        let id = created["task_id"].as_str().unwrap().to_owned();
+        // The first attempt's outcome, from the API.
+        let mut attempt = serde_json::Value::Null;
+        for _ in 0..1500 {
+            let v: serde_json::Value = client
+                .get(format!("{base}/workflow/tasks/{id}"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if let Some(first) = v["task_info"]["attempts"].get(0) {
+                attempt = first.clone();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if trusted {
+            assert_eq!(attempt["status_code"], 200, "{attempt}");
+            let delivered = bodies.lock().unwrap().first().cloned().expect("delivered");
+            assert_eq!(
+                delivered["delivery_instructions"]["webhook_url"],
+                "https://hooks.example.com/webhook"
+            );
+            assert_eq!(delivered["evidence_data"]["brand_name"], "品牌名称");
+        } else {
+            let error = attempt["error"].as_str().unwrap_or_default().to_lowercase();
+            assert!(error.contains("certificate"), "{attempt}");
+            assert_eq!(bodies.lock().unwrap().len(), 1, "nothing more delivered");
+        }
+        terminate(&child);
+        let _ = child.wait();
+    }
+}
