@@ -5,10 +5,11 @@
 # only documented status codes and content types, responses matching their schemas, auth
 # enforced, ...), stop it. Exit status: Schemathesis's.
 #
-# The two data-acceptance checks are left out by default (SCHEMATHESIS_EXCLUDE_CHECKS= runs
-# them): the validation the server does (non-blank text, http(s) URLs that pass the SSRF guard,
-# webhook_url-or-channel, the 60 KiB evidence limit) is richer than JSON Schema can state, so a
-# schema-valid body may still be refused with a 400 naming the field, and the reverse.
+# Every check runs, the data-acceptance ones too (positive_data_acceptance: a schema-valid
+# request must be accepted; negative_data_rejection: a schema-violating one refused): the
+# document states the server's validation as far as JSON Schema can (see openapi.rs), and
+# lists the channels this instance knows. SCHEMATHESIS_EXCLUDE_CHECKS=a,b leaves some out;
+# SCHEMATHESIS_SEED and SCHEMATHESIS_MAX_EXAMPLES vary the run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -38,8 +39,10 @@ trap cleanup EXIT
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 key="schemathesis-test-key-0123456789"
 # Deliveries go nowhere reachable (the generated webhook URLs are refused by the SSRF guard or
-# fail): this run judges the API, not delivery.
+# fail): this run judges the API, not delivery. Breakers of those dead targets queue new tasks
+# rather than answer 503 (a documented answer, but one Schemathesis counts as a server error).
 DISPATCHER_API_KEYS="$key" "$bin" --listen "127.0.0.1:$port" --data-dir "$work/data" \
+    --breaker-open-policy queue \
     >"$work/dispatcher.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
@@ -49,7 +52,7 @@ done
 
 echo "== schemathesis against the dispatcher (http://127.0.0.1:$port)"
 status=0
-exclude="${SCHEMATHESIS_EXCLUDE_CHECKS-positive_data_acceptance,negative_data_rejection}"
+exclude="${SCHEMATHESIS_EXCLUDE_CHECKS-}"
 exclude_args=()
 if [ -n "$exclude" ]; then
     exclude_args=(--exclude-checks "$exclude")
@@ -59,7 +62,7 @@ fi
     --checks all \
     "${exclude_args[@]}" \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
-    --seed 1 \
+    --seed "${SCHEMATHESIS_SEED:-1}" \
     --no-color \
     --workers 2 || status=$?
 if [ "$status" -ne 0 ]; then

@@ -22,6 +22,22 @@ use crate::routes::{callback, channels, ops, tasks};
 )]
 pub struct ApiDoc;
 
+/// The document as served: [`ApiDoc`] with `channel` limited to the channels this instance
+/// has configured (a name it does not know is refused, so the schema says so too).
+pub fn document(channels: &[String]) -> serde_json::Value {
+    let mut doc = serde_json::to_value(<ApiDoc as OpenApi>::openapi()).unwrap_or_default();
+    let mut allowed: Vec<serde_json::Value> = channels.iter().map(|c| c.as_str().into()).collect();
+    // `null` means "no channel", as the server reads it.
+    allowed.push(serde_json::Value::Null);
+    for body in ["FlatTaskBody", "CreateTaskBody"] {
+        let pointer = format!("/components/schemas/{body}/properties/channel");
+        if let Some(channel) = doc.pointer_mut(&pointer).and_then(|c| c.as_object_mut()) {
+            channel.insert("enum".to_owned(), allowed.clone().into());
+        }
+    }
+    doc
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -35,6 +51,14 @@ impl Modify for BearerAuth {
     }
 }
 
+// The patterns and lengths below state the server's rules as far as JSON Schema can, so that a
+// generated request that fits the schema is accepted and one that does not is refused (the
+// checks Schemathesis runs): text must hold a visible character (the same invisible set as
+// `task_package::is_blank`), URLs are absolute http(s) without credentials (described with a
+// host name whose last label starts with a letter: a numeric one is read as an IPv4 address,
+// which the SSRF guard judges), risk levels and
+// priorities are case-insensitive and may carry surrounding spaces.
+//
 // The request body is parsed by `task_package::CreateTaskRequest::from_json_slice` (which
 // reports every invalid field at once); these mirrors only describe it, so task-package stays
 // free of an OpenAPI dependency.
@@ -69,28 +93,71 @@ pub(crate) enum CreateTaskForms {
 #[allow(dead_code)] // Read by utoipa's derive only.
 pub(crate) struct FlatTaskBody {
     /// The scenario (default `negative_evidence_intervention`).
+    #[schema(pattern = r"^[a-z][a-z0-9_]{0,63}$")]
     task_type: Option<String>,
     /// The text of the negative evidence.
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     evidence_fragment: String,
     /// Where it was found (http or https).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
+    )]
     associated_url: String,
     /// Platform name, e.g. 微博.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     source_name: String,
     /// `low`, `medium`, `high` or `critical`, case-insensitive.
+    #[schema(
+        max_length = 32,
+        pattern = r"^\s*([Ll][Oo][Ww]|[Mm][Ee][Dd][Ii][Uu][Mm]|[Hh][Ii][Gg][Hh]|[Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll])\s*$"
+    )]
     risk_level: String,
     /// The brand concerned.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     brand_name: String,
     /// The suggested reply.
+    #[schema(
+        min_length = 1,
+        max_length = 5000,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     intervention_script: String,
     /// Free-form metadata about the source (an object).
+    #[schema(value_type = Option<Object>)]
     source_meta: Option<serde_json::Value>,
     /// Where to deliver (http or https). Described as required because a request needs it
     /// or `channel`, which OpenAPI cannot say of two fields; a request naming only a channel
     /// is accepted too.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
+    )]
     webhook_url: String,
     /// A preset channel (see `GET /workflow/channels`).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     channel: Option<String>,
     /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
+    #[schema(
+        max_length = 32,
+        pattern = r"^\s*([Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll]|[Hh][Ii][Gg][Hh]|[Mm][Ee][Dd][Ii][Uu][Mm]|[Ll][Oo][Ww])\s*$"
+    )]
     priority: Option<String>,
 }
 
@@ -114,16 +181,30 @@ pub(crate) struct FlatTaskBody {
 pub(crate) struct CreateTaskBody {
     /// `negative_evidence_intervention`, `source_engagement`, `competitor_alert` or any
     /// other snake_case name.
+    #[schema(pattern = r"^[a-z][a-z0-9_]{0,63}$")]
     task_type: String,
     /// The evidence.
     evidence_data: EvidenceDataBody,
     /// Where to deliver (http or https). Described as required because a request needs it
     /// or `channel`; a request naming only a channel is accepted too (with both, the package
     /// goes to `webhook_url` and a second task notifies the channel).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
+    )]
     webhook_url: String,
     /// A preset channel (see `GET /workflow/channels`), instead of or as well as `webhook_url`.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     channel: Option<String>,
     /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
+    #[schema(
+        max_length = 32,
+        pattern = r"^\s*([Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll]|[Hh][Ii][Gg][Hh]|[Mm][Ee][Dd][Ii][Uu][Mm]|[Ll][Oo][Ww])\s*$"
+    )]
     priority: Option<String>,
 }
 
@@ -132,17 +213,46 @@ pub(crate) struct CreateTaskBody {
 #[allow(dead_code)] // Read by utoipa's derive only.
 pub(crate) struct EvidenceDataBody {
     /// The text of the negative evidence.
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     evidence_fragment: String,
     /// Where it was found (http or https).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
+    )]
     associated_url: String,
     /// Platform name, e.g. 微博.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     source_name: String,
     /// `low`, `medium`, `high` or `critical`.
+    #[schema(
+        max_length = 32,
+        pattern = r"^\s*([Ll][Oo][Ww]|[Mm][Ee][Dd][Ii][Uu][Mm]|[Hh][Ii][Gg][Hh]|[Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll])\s*$"
+    )]
     risk_level: String,
     /// The brand concerned.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     brand_name: String,
     /// The suggested reply.
+    #[schema(
+        min_length = 1,
+        max_length = 5000,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
+    )]
     intervention_script: String,
     /// Free-form metadata about the source (an object).
+    #[schema(value_type = Option<Object>)]
     source_meta: Option<serde_json::Value>,
 }

@@ -22,7 +22,7 @@ use crate::routes::json_body;
 #[utoipa::path(
     post, path = "/workflow/tasks", tag = "tasks",
     request_body(content = crate::openapi::CreateTaskForms, description = "The seed's flat request, or the nested package form", content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same task")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same task: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$")),
     responses(
         (status = 200, description = "Queued", body = CreateTaskResponse),
         (status = 400, description = "Invalid fields", body = ErrorBody),
@@ -43,8 +43,11 @@ pub(crate) async fn create_task(
     let request = CreateTaskRequest::from_json_slice(&body).map_err(ApiError::validation)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => Some(k.trim().to_owned()),
+        // HTTP strips the spaces around a header value; inside it, only visible ASCII.
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(k.to_owned())
+            }
             _ => {
                 return Err(ApiError::bad_field(
                     "Idempotency-Key",
