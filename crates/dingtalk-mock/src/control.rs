@@ -35,6 +35,7 @@ pub(crate) fn routes() -> Router<Arc<State>> {
         .route("/_mock/faults", post(fail_next))
         .route("/_mock/config", get(config))
         .route("/_mock/cards", get(cards))
+        .route("/_mock/media", get(media))
         .route("/_mock/files/{code}", axum::routing::put(set_file))
         .route("/_mock/lifetimes", post(lifetimes))
         .route("/_mock/unacked", get(unacked))
@@ -67,6 +68,7 @@ async fn index() -> Response {
         "POST /_mock/groups": "{conversation_id}: a group the robot is in",
         "POST /_mock/faults": "{api, status, code, message, times?}: fail the next calls of an API (access_token, batch_send, group_send, gateway_open, file_download, card_create, card_deliver, card_update)",
         "GET /_mock/cards": "every card created (card instances and robot interactive cards) with data, spaces, streamed content and calls",
+        "GET /_mock/media": "files uploaded with POST /media/upload (media_id, type, file_name, content_type, size)",
         "PUT /_mock/files/{code}": "raw body (and content-type): the bytes messageFiles/download serves for a downloadCode",
         "GET /_mock/config": "the configuration without secrets",
     }))
@@ -75,6 +77,11 @@ async fn index() -> Response {
 
 async fn cards(AxState(state): S) -> Response {
     Json(state.cards.lock().cards.clone()).into_response()
+}
+
+/// Media uploaded with `POST /media/upload`: id, type, file name, content type and size.
+async fn media(AxState(state): S) -> Response {
+    Json(state.media.lock().clone()).into_response()
 }
 
 async fn unacked(AxState(state): S) -> Response {

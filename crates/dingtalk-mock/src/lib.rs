@@ -537,6 +537,7 @@ fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/v1.0/oauth2/accessToken", post(openapi::access_token))
         .route("/gettoken", get(oapi::gettoken))
+        .route("/media/upload", post(oapi::media_upload))
         .route(
             "/v1.0/robot/oToMessages/batchSend",
             post(openapi::batch_send),

@@ -1,5 +1,5 @@
-//! `oapi.dingtalk.com` endpoints: old-style token, session webhooks and the custom group robot
-//! (protocol reference §2.2, §4, §8). All answer HTTP 200 with an `errcode`.
+//! `oapi.dingtalk.com` endpoints: old-style token, media upload, session webhooks and the
+//! custom group robot (protocol reference §2.2, §4, §8). All answer HTTP 200 with an `errcode`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::state::{OutboxEntry, State, now_ms};
+use crate::state::{OutboxEntry, State, now_ms, random_hex};
 
 pub(crate) fn errcode(code: i64, msg: &str) -> Response {
     Json(json!({"errcode": code, "errmsg": msg})).into_response()
@@ -175,4 +175,81 @@ pub(crate) async fn robot_send(
 /// Constant-time comparison of two signatures.
 fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A file an app uploaded with `POST /media/upload`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct UploadedMedia {
+    pub(crate) media_id: String,
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) file_name: String,
+    pub(crate) content_type: String,
+    pub(crate) size: usize,
+}
+
+/// `POST https://oapi.dingtalk.com/media/upload?access_token=..&type=..` (what the official PY
+/// SDK's `upload_to_dingtalk` calls, with the v1.0 token): a multipart form with the file in
+/// `media` and its kind (`image`, `voice`, `video`, `file`) in `type` (form field or query).
+/// Answers `{errcode: 0, errmsg: "ok", media_id, created_at, type}`; errors are HTTP 200 with
+/// an errcode, as every oapi endpoint (40014 for a bad token; the others [UNVERIFIED]).
+pub(crate) async fn media_upload(
+    AxState(state): AxState<Arc<State>>,
+    Query(q): Query<HashMap<String, String>>,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    if !q.get("access_token").is_some_and(|t| state.token_valid(t)) {
+        return errcode(40014, "不合法的access_token");
+    }
+    let mut kind = q.get("type").cloned();
+    let mut media = None;
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => match field.name() {
+                Some("type") => kind = field.text().await.ok(),
+                Some("media") => {
+                    let file_name = field.file_name().unwrap_or("media").to_owned();
+                    let content_type = field
+                        .content_type()
+                        .unwrap_or("application/octet-stream")
+                        .to_owned();
+                    match field.bytes().await {
+                        Ok(bytes) => media = Some((file_name, content_type, bytes)),
+                        Err(_) => return errcode(40035, "不合法的参数"),
+                    }
+                }
+                _ => {}
+            },
+            Ok(None) => break,
+            Err(_) => return errcode(40035, "不合法的参数"),
+        }
+    }
+    let kind = kind.unwrap_or_default();
+    if !matches!(kind.as_str(), "image" | "voice" | "video" | "file") {
+        return errcode(40004, "不合法的媒体文件类型");
+    }
+    let Some((file_name, content_type, bytes)) = media else {
+        return errcode(41005, "缺少多媒体文件数据");
+    };
+    let media_id = format!("@lA{}", random_hex(24));
+    // Uploaded media can be downloaded like any robot file (its media_id as download code).
+    state.files.lock().insert(
+        media_id.clone(),
+        crate::state::MockFile {
+            bytes: bytes.to_vec(),
+            content_type: content_type.clone(),
+        },
+    );
+    state.media.lock().push(UploadedMedia {
+        media_id: media_id.clone(),
+        kind: kind.clone(),
+        file_name,
+        content_type,
+        size: bytes.len(),
+    });
+    Json(json!({
+        "errcode": 0, "errmsg": "ok", "media_id": media_id,
+        "created_at": now_ms(), "type": kind,
+    }))
+    .into_response()
 }

@@ -180,6 +180,8 @@ pub(crate) struct State {
     pub(crate) session_ttl: Mutex<Duration>,
     /// `downloadCode` -> bytes, for `messageFiles/download`.
     pub(crate) files: Mutex<HashMap<String, MockFile>>,
+    /// What `POST /media/upload` received, in order.
+    pub(crate) media: Mutex<Vec<crate::oapi::UploadedMedia>>,
     /// Download URL token -> `downloadCode`.
     pub(crate) download_tokens: Mutex<HashMap<String, String>>,
     pub(crate) cards: Mutex<crate::cards::Cards>,
@@ -226,6 +228,7 @@ impl State {
             ticket_ttl: Mutex::new(config.ticket_ttl),
             session_ttl: Mutex::new(config.session_ttl),
             files: Mutex::new(HashMap::new()),
+            media: Mutex::new(Vec::new()),
             download_tokens: Mutex::new(HashMap::new()),
             cards: Mutex::new(crate::cards::Cards::default()),
             groups: Mutex::new(config.groups.clone()),

@@ -1303,3 +1303,93 @@ fn debug_output_hides_the_secrets() {
     assert!(!shown.contains(&c.custom_robot.access_token));
     assert!(!shown.contains(c.custom_robot.secret.as_deref().unwrap()));
 }
+
+/// A multipart form as `requests` (the PY SDK's `upload_to_dingtalk`) sends it.
+fn upload_form(kind: Option<&str>, file: Option<&[u8]>) -> (String, Vec<u8>) {
+    let boundary = "mockboundary7d1";
+    let mut body = Vec::new();
+    if let Some(kind) = kind {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"type\"\r\n\r\n{kind}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    if let Some(file) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"media\"; \
+                 filename=\"chart.png\"\r\ncontent-type: image/png\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn media_upload_answers_a_media_id_and_errcodes_for_bad_tokens_types_and_missing_files() {
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let c = http();
+    let token = token(&c, &mock).await;
+    let upload = |token: String, kind: Option<&'static str>, file: Option<&'static [u8]>| {
+        let c = c.clone();
+        let url = format!("{}/media/upload?access_token={token}", mock.base_url());
+        async move {
+            let (content_type, body) = upload_form(kind, file);
+            let r = c
+                .post(url)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "oapi answers errors with HTTP 200");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let ok = upload(token.clone(), Some("image"), Some(b"\x89PNGbytes")).await;
+    assert_eq!(ok["errcode"], 0, "{ok}");
+    assert_eq!(ok["type"], "image");
+    let media_id = ok["media_id"].as_str().unwrap();
+    assert!(media_id.starts_with('@'), "{ok}");
+    assert!(ok["created_at"].as_i64().is_some(), "{ok}");
+    let bad = upload("nope".into(), Some("image"), Some(b"x")).await;
+    assert_eq!(bad["errcode"], 40014, "{bad}");
+    let bad = upload(token.clone(), Some("spreadsheet"), Some(b"x")).await;
+    assert_eq!(bad["errcode"], 40004, "{bad}");
+    let bad = upload(token.clone(), Some("file"), None).await;
+    assert_eq!(bad["errcode"], 41005, "{bad}");
+    // The upload is recorded, and downloadable with its media_id as the download code.
+    let media: Value = c
+        .get(format!("{}/_mock/media", mock.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(media.as_array().map(Vec::len), Some(1), "{media}");
+    assert_eq!(media[0]["file_name"], "chart.png");
+    let (status, _, v) = post_json(
+        &c,
+        format!("{}/v1.0/robot/messageFiles/download", mock.base_url()),
+        Some(&token),
+        &json!({"downloadCode": media_id, "robotCode": mock.config().robot_code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let bytes = c
+        .get(v["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], b"\x89PNGbytes");
+}
