@@ -499,23 +499,7 @@ async fn drive(
                     (_, false) => &bodies[2],
                 };
                 let start = Instant::now();
-                let r = http
-                    .post(&urls[i % urls.len()])
-                    .bearer_auth(KEY)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                let answer = match r {
-                    Ok(r) if r.status() == 200 => r
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v["task_id"].as_str().map(str::to_owned))
-                        .ok_or(200),
-                    Ok(r) => Err(r.status().as_u16()),
-                    Err(_) => Err(0),
-                };
+                let answer = create_task(&http, &urls[i % urls.len()], body).await;
                 let took = start.elapsed().as_secs_f64() * 1000.0;
                 let mut s = sent.lock();
                 s.latencies_ms.push(took);
@@ -533,6 +517,28 @@ async fn drive(
     }
     let sent = std::mem::take(&mut *sent.lock());
     Ok(sent)
+}
+
+/// `POST /workflow/tasks` with `body`: the new task's id, or the status that refused it (0: no
+/// answer; 200: an answer without a task id).
+async fn create_task(http: &reqwest::Client, url: &str, body: &str) -> Result<String, u16> {
+    let r = http
+        .post(url)
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await;
+    match r {
+        Ok(r) if r.status() == 200 => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["task_id"].as_str().map(str::to_owned))
+            .ok_or(200),
+        Ok(r) => Err(r.status().as_u16()),
+        Err(_) => Err(0),
+    }
 }
 
 /// The 1-minute load average (other work on the machine skews every figure).
@@ -796,23 +802,7 @@ async fn drive_for(
         set.spawn(async move {
             let _permit = permit;
             let start = Instant::now();
-            let r = http
-                .post(url)
-                .bearer_auth(KEY)
-                .header("content-type", "application/json")
-                .body(bodies[kind].clone())
-                .send()
-                .await;
-            let answer = match r {
-                Ok(r) if r.status() == 200 => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["task_id"].as_str().map(str::to_owned))
-                    .ok_or(200),
-                Ok(r) => Err(r.status().as_u16()),
-                Err(_) => Err(0),
-            };
+            let answer = create_task(&http, &url, &bodies[kind]).await;
             let mut s = sent.lock();
             s.latencies_ms.push(start.elapsed().as_secs_f64() * 1000.0);
             match answer {

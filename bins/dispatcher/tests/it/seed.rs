@@ -18,6 +18,27 @@ fn seed_doc() -> Option<String> {
     .ok()
 }
 
+/// Bodies received on `POST /webhook`: a receiver's router and what it recorded.
+type Received = Arc<Mutex<Vec<serde_json::Value>>>;
+
+fn recording_receiver() -> (Router, Received) {
+    let bodies: Received = Arc::default();
+    let b = bodies.clone();
+    let app = Router::new().route(
+        "/webhook",
+        post(move |body: axum::body::Bytes| {
+            let b = b.clone();
+            async move {
+                b.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    (app, bodies)
+}
+
 /// The first ```json block after `heading` in the seed document, as bytes.
 fn seed_block(doc: &str, heading: &str) -> String {
     let at = doc.find(heading).expect("heading in the seed");
@@ -39,20 +60,7 @@ async fn the_seeds_request_verbatim_gets_the_seeds_response_and_delivers_its_pac
     let status_example: serde_json::Value =
         serde_json::from_str(&seed_block(&doc, "### GET /workflow/tasks/{task_id}")).unwrap();
 
-    let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let b = bodies.clone();
-    let app = Router::new().route(
-        "/webhook",
-        post(move |body: axum::body::Bytes| {
-            let b = b.clone();
-            async move {
-                b.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                "ok"
-            }
-        }),
-    );
+    let (app, bodies) = recording_receiver();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rx_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -203,7 +211,7 @@ async fn the_seeds_request_verbatim_gets_the_seeds_response_and_delivers_its_pac
 
 /// A receiver serving `https://hooks.example.com/webhook` on a loopback port with a
 /// certificate from a throwaway CA: the bodies it received, its port and the CA (PEM).
-async fn seed_host_over_tls() -> (Arc<Mutex<Vec<serde_json::Value>>>, u16, String) {
+async fn seed_host_over_tls() -> (Received, u16, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -223,20 +231,7 @@ async fn seed_host_over_tls() -> (Arc<Mutex<Vec<serde_json::Value>>>, u16, Strin
             rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
         )
         .unwrap();
-    let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let b = bodies.clone();
-    let app = Router::new().route(
-        "/webhook",
-        post(move |body: axum::body::Bytes| {
-            let b = b.clone();
-            async move {
-                b.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                "ok"
-            }
-        }),
-    );
+    let (app, bodies) = recording_receiver();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(service_kit::serve_tls(
