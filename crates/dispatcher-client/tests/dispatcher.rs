@@ -40,7 +40,31 @@ fn dispatcher_bin() -> &'static Path {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // The variables cargo sets for a test process (`CARGO_PKG_*`, `CARGO_MANIFEST_*`,
+        // `CARGO_TARGET_TMPDIR`, ...) would make this build's fingerprints differ from a
+        // build started from a shell, and each would rebuild what the other built.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let keep = [
+                "CARGO_HOME",
+                "CARGO_TARGET_DIR",
+                "CARGO_BUILD_",
+                "CARGO_PROFILE_",
+                "CARGO_NET_",
+                "CARGO_HTTP_",
+                "CARGO_REGISTRIES_",
+                "CARGO_REGISTRY_",
+                "CARGO_TERM_",
+                "CARGO_INCREMENTAL",
+            ]
+            .iter()
+            .any(|k| name.starts_with(k));
+            if (name.starts_with("CARGO_") && !keep) || name == "OUT_DIR" {
+                build.env_remove(&*name);
+            }
+        }
+        let out = build
             .args(["build", "-p", "dispatcher", "--bin", "dispatcher"])
             .arg("--message-format=json-render-diagnostics")
             .current_dir(&workspace)
@@ -65,11 +89,33 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A running dispatcher, killed on drop.
+/// A fresh directory, removed on drop (not `tempfile`: see Cargo.toml).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dispatcher-client-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running dispatcher, killed on drop (before its data directory is removed).
 struct Dispatcher {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    _dir: TempDir,
 }
 
 impl Drop for Dispatcher {
@@ -82,12 +128,12 @@ impl Drop for Dispatcher {
 impl Dispatcher {
     /// The real binary with the test key and secret, fast retries, loopback targets allowed.
     async fn start(extra: &[&str]) -> Dispatcher {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TempDir::new();
         let port = free_port();
         let child = Command::new(dispatcher_bin())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(&dir.0)
             .args(["--allowed-target-cidrs", "127.0.0.0/8"])
             .args(["--api-keys", KEY, "--signing-secret", SECRET])
             .args(["--base-retry-delay", "100ms", "--max-retry-delay", "1s"])
