@@ -677,7 +677,11 @@ mod tests {
     use super::*;
 
     fn client(base: &str) -> Client {
-        Client::builder().base_url(base).api_key("k").build().unwrap()
+        Client::builder()
+            .base_url(base)
+            .api_key("k")
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -712,7 +716,10 @@ mod tests {
     #[test]
     fn debug_never_shows_the_key() {
         let shown = format!("{:?}", client("http://user:pw@127.0.0.1:1"));
-        assert!(!shown.contains("pw") && !shown.contains("Bearer"), "{shown}");
+        assert!(
+            !shown.contains("pw") && !shown.contains("Bearer"),
+            "{shown}"
+        );
     }
 
     #[test]

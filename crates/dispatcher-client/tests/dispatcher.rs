@@ -274,7 +274,14 @@ async fn list_tasks_streams_every_page_following_the_cursor() {
     let hook = receiver(StatusCode::OK, Duration::ZERO).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(client.create_task(flat(&hook)).await.unwrap().response.task_id);
+        ids.push(
+            client
+                .create_task(flat(&hook))
+                .await
+                .unwrap()
+                .response
+                .task_id,
+        );
     }
 
     let query = ListQuery {
@@ -283,7 +290,10 @@ async fn list_tasks_streams_every_page_following_the_cursor() {
     };
     let first = client.list_page(&query).await.unwrap();
     assert_eq!(first.tasks.len(), 2);
-    assert!(first.next_cursor.is_some(), "5 tasks do not fit a page of 2");
+    assert!(
+        first.next_cursor.is_some(),
+        "5 tasks do not fit a page of 2"
+    );
 
     let listed: Vec<TaskInfo> = client.list_tasks(query).try_collect().await.unwrap();
     let listed: Vec<String> = listed.into_iter().map(|t| t.task_id).collect();
@@ -318,7 +328,11 @@ async fn cancel_stops_a_task_and_retry_queues_a_failed_one_again() {
     let client = server.client();
 
     // A slow, failing receiver: the task is still running or waiting when it is cancelled.
-    let slow = receiver(StatusCode::INTERNAL_SERVER_ERROR, Duration::from_millis(500)).await;
+    let slow = receiver(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Duration::from_millis(500),
+    )
+    .await;
     let created = client.create_task(flat(&slow)).await.unwrap();
     let cancelling = client.cancel(created.task_id()).await.unwrap();
     assert_eq!(cancelling.task_id, created.task_id());
@@ -616,7 +630,10 @@ async fn busy_answers_are_retried_honouring_retry_after_with_the_same_key() {
     assert_eq!(created.task_id(), "wf_1_0000abcd");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "503, 429, then 200");
-    assert!(seen.iter().all(|k| *k == created.idempotency_key), "{seen:?}");
+    assert!(
+        seen.iter().all(|k| *k == created.idempotency_key),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]

@@ -56,7 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let is_final = matches!(task.status.as_str(), "completed" | "failed" | "cancelled");
             let reported = task.callback.as_ref().map(|c| c.status.as_str());
             let done = is_final
-                && (task.status != "completed" || matches!(reported, Some("resolved" | "rejected")));
+                && (task.status != "completed"
+                    || matches!(reported, Some("resolved" | "rejected")));
             if done || Instant::now() > deadline {
                 println!(
                     "{id}: {} after {} attempt(s), priority {}, receiver said {}",

@@ -56,7 +56,12 @@ async fn reporter(client: Client, mut reports: mpsc::UnboundedReceiver<Report>) 
     while let Some((task_id, token)) = reports.recv().await {
         tokio::time::sleep(Duration::from_secs(1)).await;
         match client
-            .callback(&task_id, &token, "resolved", Some("handled by example-receiver"))
+            .callback(
+                &task_id,
+                &token,
+                "resolved",
+                Some("handled by example-receiver"),
+            )
             .await
         {
             Ok(task) => println!("reported {task_id} resolved (task is {})", task.status),
@@ -76,10 +81,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = tokio::spawn(reporter(client, rx));
-    let app = Router::new().route("/hook", post(hook)).with_state(AppState {
-        secret,
-        reports: tx,
-    });
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(AppState {
+            secret,
+            reports: tx,
+        });
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("receiver listening on http://{listen}/hook");
     axum::serve(listener, app)
