@@ -120,7 +120,7 @@ pub struct NewTask {
 
 #[derive(Debug, Clone)]
 enum Body {
-    Request(CreateTaskRequest),
+    Request(Box<CreateTaskRequest>),
     Json(serde_json::Value),
 }
 
@@ -204,7 +204,7 @@ impl NewTask {
 impl From<CreateTaskRequest> for NewTask {
     fn from(request: CreateTaskRequest) -> NewTask {
         NewTask {
-            body: Body::Request(request),
+            body: Body::Request(Box::new(request)),
             idempotency_key: None,
         }
     }
