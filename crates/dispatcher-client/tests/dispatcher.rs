@@ -4,9 +4,14 @@
 //! Finding the binary: `CARGO_BIN_EXE_dispatcher` exists only for the dispatcher package's
 //! own tests, so the harness runs `cargo build -p dispatcher --bin dispatcher` once per test
 //! binary (with the `cargo` running the tests, the same target directory and profile
-//! `dev`) and takes the executable's path from cargo's JSON messages. Under
-//! `cargo test --workspace` that build is already done and only checks fingerprints. Set
-//! `DISPATCHER_BIN` to use a prebuilt binary instead.
+//! `dev`) and takes the executable's path from cargo's JSON messages. The nested cargo runs
+//! without the test process's `CARGO_*` variables, and `dispatcher` is a dev-dependency, so
+//! after `cargo test -p dispatcher-client` it only checks fingerprints (well under a second).
+//! Under `cargo test --workspace` features are unified over the whole workspace, so the first
+//! run builds the dispatcher's subtree once more with the dispatcher's own features (cached
+//! afterwards); cargo runs test binaries one at a time, so re-linking `target/debug/dispatcher`
+//! cannot race the dispatcher's own tests. A runner that runs binaries in parallel (nextest)
+//! should build the binary first and set `DISPATCHER_BIN` to it, which skips the nested build.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
