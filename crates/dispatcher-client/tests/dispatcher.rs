@@ -11,7 +11,9 @@
 //! run builds the dispatcher's subtree once more with the dispatcher's own features (cached
 //! afterwards); cargo runs test binaries one at a time, so re-linking `target/debug/dispatcher`
 //! cannot race the dispatcher's own tests. A runner that runs binaries in parallel (nextest)
-//! should build the binary first and set `DISPATCHER_BIN` to it, which skips the nested build.
+//! should build the binary first and set `DISPATCHER_CLIENT_TEST_BIN` to it, which skips the
+//! nested build. (Not `DISPATCHER_BIN`: the dispatcher reads every `DISPATCHER_*` variable as
+//! configuration, which is also why the harness clears them for the child.)
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -40,7 +42,7 @@ const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 fn dispatcher_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("DISPATCHER_BIN") {
+        if let Some(bin) = std::env::var_os("DISPATCHER_CLIENT_TEST_BIN") {
             return PathBuf::from(bin);
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -135,7 +137,15 @@ impl Dispatcher {
     async fn start(extra: &[&str]) -> Dispatcher {
         let dir = TempDir::new();
         let port = free_port();
-        let child = Command::new(dispatcher_bin())
+        let mut command = Command::new(dispatcher_bin());
+        // The dispatcher reads every `DISPATCHER_*` variable as configuration (and refuses
+        // unknown ones): none of the test environment's may reach it.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("DISPATCHER_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(&dir.0)
@@ -144,7 +154,6 @@ impl Dispatcher {
             .args(["--base-retry-delay", "100ms", "--max-retry-delay", "1s"])
             .args(extra)
             .env("RUST_LOG", "warn")
-            .env_remove("DISPATCHER_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
