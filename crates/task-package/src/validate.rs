@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Priority;
@@ -74,8 +74,8 @@ pub fn is_blank(s: &str) -> bool {
     s.chars().all(|c| c.is_whitespace() || is_invisible(c))
 }
 
-/// One invalid field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One invalid field (also what an API's 400 body lists, so a client decodes it as this type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     /// Its JSON path, e.g. `evidence_data.associated_url` (empty for the whole body).
     pub field: String,

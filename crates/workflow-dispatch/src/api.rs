@@ -166,19 +166,25 @@ pub fn info(task: Task, attempts: Vec<AttemptRecord>) -> TaskInfo {
     }
 }
 
-/// Query of `GET /workflow/tasks`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Query of `GET /workflow/tasks`. Serialisable too, so a client sends the very type the
+/// server parses (absent fields are left out of the query string).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 pub struct ListQuery {
     /// Only this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// Only this priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
     /// Only this target (`scheme://host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Page size (1 to 1000, default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }
 
@@ -247,4 +253,29 @@ impl ListQuery {
             before_seq: cursor,
         })
     }
+}
+
+/// The answer to `GET /workflow/channels`.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelListResponse {
+    /// `"success"`.
+    pub status: String,
+    /// The channels, by name: names, kinds and limits, never URLs or secrets.
+    pub channels: Vec<crate::channels::ChannelView>,
+}
+
+/// What a receiver reports to `POST /workflow/tasks/{task_id}/callback` (the server checks it
+/// with [`crate::CallbackReport::from_json`], which reports every invalid field).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CallbackRequest {
+    /// `accepted`, `in_progress`, `resolved` or `rejected`.
+    pub status: String,
+    /// Free text (at most 2,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The task's `callback_token`, if not sent as `X-Callback-Token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_token: Option<String>,
 }

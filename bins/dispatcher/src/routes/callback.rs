@@ -5,25 +5,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use utoipa::ToSchema;
 use workflow_dispatch::CallbackReport;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::json_body;
+pub use workflow_dispatch::api::CallbackRequest;
 use workflow_dispatch::api::{TaskStatusResponse, info};
-
-/// What a receiver reports.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CallbackRequest {
-    /// `accepted`, `in_progress`, `resolved` or `rejected`.
-    pub status: String,
-    /// Free text (at most 2,000 characters).
-    pub note: Option<String>,
-    /// The task's `callback_token`, if not sent as `X-Callback-Token`.
-    pub callback_token: Option<String>,
-}
 
 /// The receiver reports how the task ended (closes the loop). Authenticated by the task's
 /// `callback_token` (as `Authorization: Bearer <token>`, header `X-Callback-Token`, or the

@@ -2,22 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::ApiKey;
 use crate::error::ErrorBody;
-use workflow_dispatch::channels::ChannelView;
-
-/// The answer to `GET /workflow/channels`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ChannelListResponse {
-    /// `"success"`.
-    pub status: String,
-    /// The channels, by name: names, kinds and limits, never URLs or secrets.
-    pub channels: Vec<ChannelView>,
-}
+pub use workflow_dispatch::api::ChannelListResponse;
 
 /// Lists the preset channels (name, kind, rate limits); never their URLs or secrets.
 #[utoipa::path(
