@@ -153,3 +153,45 @@ fn backup_of_a_postgres_database_points_to_pg_dump() {
     assert!(stderr.contains("pg_dump"), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
 }
+
+/// Started with a soft open-file limit of 256 (as many service managers start a process at
+/// 1024), the dispatcher raises it to the hard limit and says so in its log.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let inner = command(dir.path(), port);
+    let mut cmd = std::process::Command::new("sh");
+    // `exec` keeps the pid: the shell becomes the dispatcher, with the lowered soft limit.
+    cmd.arg("-c")
+        .arg("ulimit -S -n 256 && exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .args(["--api-keys", KEY])
+        .env("RUST_LOG", "info")
+        .env_remove("DISPATCHER_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&http(), &base).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft equals hard: {line}");
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("open-file limit"), "{log}");
+    assert!(log.contains(numbers[1]), "the log names the limit: {log}");
+}
