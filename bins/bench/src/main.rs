@@ -120,6 +120,9 @@ struct Args {
     /// Print JSON only.
     #[arg(long)]
     json: bool,
+    /// Each SQLite connection's page cache in MiB (the dispatcher's `sqlite_cache_mib`).
+    #[arg(long)]
+    sqlite_cache_mib: Option<u32>,
     /// Flapping: how long tasks are sent.
     #[arg(long, default_value_t = 600)]
     duration_secs: u64,
@@ -335,6 +338,9 @@ async fn start_dispatchers(
                 },
                 breaker_open_wait: settings.breaker_open_wait,
                 task_queue_size: settings.task_queue_size,
+                sqlite_cache_mib: args
+                    .sqlite_cache_mib
+                    .unwrap_or(dispatcher::Config::default().sqlite_cache_mib),
                 ..dispatcher::Config::default()
             };
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -382,6 +388,9 @@ async fn start_dispatchers(
                 .stdout(Stdio::null());
             if let Some(url) = &settings.database_url {
                 cmd.arg("--database-url").arg(url);
+            }
+            if let Some(mib) = args.sqlite_cache_mib {
+                cmd.env("DISPATCHER_SQLITE_CACHE_MIB", mib.to_string());
             }
             children.push(cmd.spawn().with_context(|| {
                 format!(

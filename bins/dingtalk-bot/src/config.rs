@@ -63,6 +63,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// PostgreSQL connections per instance (ignored for SQLite).
     pub database_pool_size: usize,
+    /// Page cache of each SQLite connection (a writer and 4 readers), in MiB: resident memory
+    /// grows with the database until the caches are full.
+    pub sqlite_cache_mib: u32,
     /// Which processor.
     pub processor: ProcessorKind,
     /// The command processor's program and arguments (whitespace-separated).
@@ -130,6 +133,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_pool_size: 8,
+            sqlite_cache_mib: 32,
             processor: ProcessorKind::Echo,
             processor_command: None,
             processor_url: None,
@@ -218,8 +222,10 @@ impl Config {
                 "card_update_interval must be at least 1s (DingTalk throttles card updates)".into(),
             ));
         }
-        if c.database_pool_size == 0 {
-            return Err(ConfigError("database_pool_size must be at least 1".into()));
+        if c.database_pool_size == 0 || c.sqlite_cache_mib == 0 {
+            return Err(ConfigError(
+                "database_pool_size and sqlite_cache_mib must be at least 1".into(),
+            ));
         }
         c.database()?;
         c.http_limits()?;

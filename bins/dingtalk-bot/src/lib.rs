@@ -161,7 +161,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("while creating {}", config.data_dir.display()))?;
-    let store = service_kit::open_store(&config.database()?)
+    let store = service_kit::open_store(&config.database()?, config.sqlite_cache_mib)
         .await
         .context("while opening the job database")?
         .store;

@@ -25,6 +25,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// PostgreSQL connections per instance (ignored for SQLite).
     pub database_pool_size: usize,
+    /// Page cache of each SQLite connection (a writer and 4 readers), in MiB: resident memory
+    /// grows with the database until the caches are full.
+    pub sqlite_cache_mib: u32,
     /// How long a claimed delivery is leased; another instance (or a restart) takes over a task
     /// whose lease ran out, so this bounds how late a dead instance's deliveries resume.
     #[serde(with = "humantime_serde")]
@@ -91,6 +94,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_pool_size: 16,
+            sqlite_cache_mib: 32,
             lease: Duration::from_secs(60),
             api_keys: OneOrMany::default(),
             signing_secret: OneOrMany::default(),
@@ -202,8 +206,10 @@ impl Config {
                 "max_in_flight, per_target_in_flight and task_queue_size must be at least 1".into(),
             ));
         }
-        if self.database_pool_size == 0 {
-            return Err(ConfigError("database_pool_size must be at least 1".into()));
+        if self.database_pool_size == 0 || self.sqlite_cache_mib == 0 {
+            return Err(ConfigError(
+                "database_pool_size and sqlite_cache_mib must be at least 1".into(),
+            ));
         }
         if self.lease < Duration::from_secs(1) {
             return Err(ConfigError("lease must be at least 1s".into()));

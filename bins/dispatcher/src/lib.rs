@@ -260,7 +260,7 @@ impl App {
             )
         })?;
         let (api_keys, signing) = load_secrets(config)?;
-        let opened = service_kit::open_store(&config.database()?).await?;
+        let opened = service_kit::open_store(&config.database()?, config.sqlite_cache_mib).await?;
         let client = delivery_client(config)?;
         let backoff = ExponentialBackoff::try_new(
             config.base_retry_delay,

@@ -18,15 +18,20 @@ pub struct OpenedStore {
 
 /// Opens `database`: a SQLite file (created with its directory's parent existing, recovering
 /// tasks a previous process left behind), or a PostgreSQL database (migrated, listening for
-/// other instances' enqueues). Must be called inside a tokio runtime.
+/// other instances' enqueues). `sqlite_cache_mib` is each SQLite connection's page cache
+/// (ignored for PostgreSQL). Must be called inside a tokio runtime.
 ///
 /// # Errors
 ///
 /// The database cannot be opened or reached; the message names it without its password.
-pub async fn open_store(database: &Database) -> anyhow::Result<OpenedStore> {
+pub async fn open_store(database: &Database, sqlite_cache_mib: u32) -> anyhow::Result<OpenedStore> {
     match database {
         Database::Sqlite(path) => {
-            let store = SqliteStore::open(SqliteConfig::new(path))
+            let config = SqliteConfig {
+                cache_mib: sqlite_cache_mib,
+                ..SqliteConfig::new(path)
+            };
+            let store = SqliteStore::open(config)
                 .with_context(|| format!("while opening {}", path.display()))?;
             Ok(OpenedStore {
                 store: Arc::new(store),

@@ -13,6 +13,7 @@ const KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "database_pool_size",
+    "sqlite_cache_mib",
     "lease",
     "api_keys",
     "signing_secret",

@@ -121,7 +121,8 @@ pub(super) fn open_connection(
     conn.busy_timeout(config.busy_timeout)?;
     conn.pragma_update(None, "synchronous", config.synchronous.pragma())?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "cache_size", -32_000)?; // 32 MB page cache per connection
+    // A negative cache_size is in KiB.
+    conn.pragma_update(None, "cache_size", -(i64::from(config.cache_mib) * 1024))?;
     if !read_only {
         // Checkpoint (copy the WAL into the database file, with an fsync) every 32 MB of WAL
         // rather than every 4 MB: fewer, larger checkpoints under a sustained write load.
