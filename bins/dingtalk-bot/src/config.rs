@@ -133,7 +133,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_pool_size: 8,
-            sqlite_cache_mib: 32,
+            sqlite_cache_mib: 8,
             processor: ProcessorKind::Echo,
             processor_command: None,
             processor_url: None,

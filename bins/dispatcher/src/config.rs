@@ -94,7 +94,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_pool_size: 16,
-            sqlite_cache_mib: 32,
+            sqlite_cache_mib: 8,
             lease: Duration::from_secs(60),
             api_keys: OneOrMany::default(),
             signing_secret: OneOrMany::default(),

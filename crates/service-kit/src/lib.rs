@@ -14,7 +14,7 @@
 //! # #[tokio::main] async fn main() -> anyhow::Result<()> {
 //! init_tracing(LogFormat::Human, "info");
 //! let database = Database::from_url(None, "./data/jobs.db".into(), 8)?;
-//! let opened = open_store(&database, 32).await?;
+//! let opened = open_store(&database, 8).await?;
 //! tracing::info!(database = %opened.shown, "store open");
 //! shutdown_signal().await;
 //! # Ok(()) }

@@ -42,7 +42,8 @@ pub struct SqliteConfig {
     /// process at a time, so a task still leased at start belongs to a process that died: it is
     /// retried at once instead of after its lease runs out.
     pub recover_leases_on_open: bool,
-    /// Page cache of each connection, in MiB (default 32). Resident memory grows with the
+    /// Page cache of each connection, in MiB (default 8: the writer's working set is the
+    /// ends of append-mostly indexes; 32 measured no faster). Resident memory grows with the
     /// database until each connection's cache is full, then stays flat.
     pub cache_mib: u32,
 }
@@ -57,7 +58,7 @@ impl SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             max_batch: 1024,
             recover_leases_on_open: true,
-            cache_mib: 32,
+            cache_mib: 8,
         }
     }
 }
