@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{KEY, command, free_port, http, receiver, seed_body, spawn, terminate, wait_healthy};
+use super::{
+    KEY, command, free_port, get_json, http, receiver, seed_body, spawn, terminate, wait_healthy,
+};
 
 /// Far longer than the limits set below: waiting this long means a bug, not a slow machine.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -121,15 +123,7 @@ async fn backup_copies_a_running_dispatchers_tasks_and_the_copy_restores() {
     let mut child = spawn(restored.path(), port, &[]);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&client, &base).await;
-    let listed: serde_json::Value = client
-        .get(format!("{base}/workflow/tasks"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(&client, &base, "/workflow/tasks").await;
     let tasks = listed["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 5, "{listed}");
     terminate(&child);

@@ -71,6 +71,18 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// `GET base + path` with the test key, as JSON.
+async fn get_json(http: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
+    http.get(format!("{base}{path}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
     for _ in 0..500 {
         if http

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::routing::post;
 
-use crate::{KEY, free_port, http, spawn, terminate, wait_healthy};
+use crate::{KEY, free_port, get_json, http, spawn, terminate, wait_healthy};
 
 /// The seed's API document, from `../shared/seeds` (or the repository's copy of its examples).
 fn seed_doc() -> Option<String> {
@@ -183,15 +183,7 @@ async fn the_seeds_request_verbatim_gets_the_seeds_response_and_delivers_its_pac
     let status = loop {
         tries += 1;
         assert!(tries < 1500, "the task did not complete within 30 s");
-        let v: serde_json::Value = http
-            .get(format!("{base}/workflow/tasks/{id}"))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&http, &base, &format!("/workflow/tasks/{id}")).await;
         if v["task_info"]["status"] == "completed" {
             break v;
         }
@@ -295,15 +287,7 @@ async fn the_seeds_request_is_delivered_to_its_https_url_over_verified_tls() {
         // The first attempt's outcome, from the API.
         let mut attempt = serde_json::Value::Null;
         for _ in 0..1500 {
-            let v: serde_json::Value = client
-                .get(format!("{base}/workflow/tasks/{id}"))
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = get_json(&client, &base, &format!("/workflow/tasks/{id}")).await;
             if let Some(first) = v["task_info"]["attempts"].get(0) {
                 attempt = first.clone();
                 break;
