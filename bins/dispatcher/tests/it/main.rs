@@ -3,13 +3,14 @@
 //! that check its wire format and signature (`channels`); and the real `dispatcher`
 //! executable (`binary`, `crash`) for what only a real process shows: signals, exit codes,
 //! first-start output, SIGKILL recovery, and several processes sharing one PostgreSQL
-//! database (`scale_out`).
+//! database (`scale_out`); and `dispatcher-client` against the executable (`client`).
 //!
 //! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
 //! workspace's `tests/` package.
 
 mod binary;
 mod channels;
+mod client;
 mod config_fuzz;
 mod crash;
 mod limits;

@@ -1,128 +1,32 @@
-//! The client against the real `dispatcher` executable on loopback, plus local stubs for what
-//! the real server will not do on demand (a 503 with `Retry-After`).
+//! `dispatcher-client` against the real `dispatcher` executable: every client method on
+//! loopback, the client's `ENDPOINTS` against the server's `/openapi.json`, and a receiver
+//! that verifies deliveries with the client's `verify_webhook`.
 //!
-//! Finding the binary: `CARGO_BIN_EXE_dispatcher` exists only for the dispatcher package's
-//! own tests, so the harness runs `cargo build -p dispatcher --bin dispatcher` once per test
-//! binary (with the `cargo` running the tests, the same target directory and profile
-//! `dev`) and takes the executable's path from cargo's JSON messages. The nested cargo runs
-//! without the test process's `CARGO_*` variables, and `dispatcher` is a dev-dependency, so
-//! after `cargo test -p dispatcher-client` it only checks fingerprints (well under a second).
-//! Under `cargo test --workspace` features are unified over the whole workspace, so the first
-//! run builds the dispatcher's subtree once more with the dispatcher's own features (cached
-//! afterwards); cargo runs test binaries one at a time, so re-linking `target/debug/dispatcher`
-//! cannot race the dispatcher's own tests. A runner that runs binaries in parallel (nextest)
-//! should build the binary first and set `DISPATCHER_CLIENT_TEST_BIN` to it, which skips the
-//! nested build. (Not `DISPATCHER_BIN`: the dispatcher reads every `DISPATCHER_*` variable as
-//! configuration, which is also why the harness clears them for the child.)
+//! These live here rather than in the client crate because only this package's tests get the
+//! executable's path (`CARGO_BIN_EXE_dispatcher`); the client's retry tests, which need no
+//! server, stay in `crates/dispatcher-client/tests/`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::post;
 use dispatcher_client::{
-    Client, CreateTaskRequest, ENDPOINTS, Jitter, ListQuery, NewTask, Priority, RetryPolicy,
-    SigningSecret, TaskInfo, TaskPackage, VerifyError, verify_webhook,
+    Client, CreateTaskRequest, ENDPOINTS, ListQuery, NewTask, Priority, SigningSecret, TaskInfo,
+    TaskPackage, VerifyError, verify_webhook,
 };
 use futures::TryStreamExt as _;
 
-const KEY: &str = "client-test-key";
-const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-
-// === harness ===
-
-/// The dispatcher executable, built once per test binary (see the module docs).
-fn dispatcher_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("DISPATCHER_CLIENT_TEST_BIN") {
-            return PathBuf::from(bin);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut build = Command::new(cargo);
-        // The variables cargo sets for a test process (`CARGO_PKG_*`, `CARGO_MANIFEST_*`,
-        // `CARGO_TARGET_TMPDIR`, ...) would make this build's fingerprints differ from a
-        // build started from a shell, and each would rebuild what the other built.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            let keep = [
-                "CARGO_HOME",
-                "CARGO_TARGET_DIR",
-                "CARGO_BUILD_",
-                "CARGO_PROFILE_",
-                "CARGO_NET_",
-                "CARGO_HTTP_",
-                "CARGO_REGISTRIES_",
-                "CARGO_REGISTRY_",
-                "CARGO_TERM_",
-                "CARGO_INCREMENTAL",
-            ]
-            .iter()
-            .any(|k| name.starts_with(k));
-            if (name.starts_with("CARGO_") && !keep) || name == "OUT_DIR" {
-                build.env_remove(&*name);
-            }
-        }
-        let out = build
-            .args(["build", "-p", "dispatcher", "--bin", "dispatcher"])
-            .arg("--message-format=json-render-diagnostics")
-            .current_dir(&workspace)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build -p dispatcher --bin dispatcher");
-        assert!(out.status.success(), "building the dispatcher failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "dispatcher")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the dispatcher executable")
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh directory, removed on drop (not `tempfile`: see Cargo.toml).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "dispatcher-client-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use super::{KEY, SECRET, free_port, http, spawn, wait_healthy};
 
 /// A running dispatcher, killed on drop (before its data directory is removed).
 struct Dispatcher {
     child: Child,
     base: String,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Dispatcher {
@@ -135,48 +39,15 @@ impl Drop for Dispatcher {
 impl Dispatcher {
     /// The real binary with the test key and secret, fast retries, loopback targets allowed.
     async fn start(extra: &[&str]) -> Dispatcher {
-        let dir = TempDir::new();
+        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut command = Command::new(dispatcher_bin());
-        // The dispatcher reads every `DISPATCHER_*` variable as configuration (and refuses
-        // unknown ones): none of the test environment's may reach it.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("DISPATCHER_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&dir.0)
-            .args(["--allowed-target-cidrs", "127.0.0.0/8"])
-            .args(["--api-keys", KEY, "--signing-secret", SECRET])
-            .args(["--base-retry-delay", "100ms", "--max-retry-delay", "1s"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the dispatcher binary");
         let server = Dispatcher {
-            child,
+            child: spawn(dir.path(), port, extra),
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
-        let http = plain_http();
-        for _ in 0..500 {
-            if http
-                .get(format!("{}/healthz", server.base))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("dispatcher did not become healthy");
+        wait_healthy(&http(), &server.base).await;
+        server
     }
 
     fn client(&self) -> Client {
@@ -187,13 +58,6 @@ impl Dispatcher {
             .build()
             .unwrap()
     }
-}
-
-/// A bare reqwest client for the harness (the workspace builds reqwest without a default TLS
-/// provider; a test process may install one).
-fn plain_http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
 }
 
 /// Serves `app` on a loopback port; returns its base URL.
@@ -534,7 +398,7 @@ async fn deliveries_verify_and_the_callback_closes_the_loop() {
 #[tokio::test]
 async fn client_endpoints_match_the_servers_openapi_paths() {
     let server = Dispatcher::start(&[]).await;
-    let doc: serde_json::Value = plain_http()
+    let doc: serde_json::Value = http()
         .get(format!("{}/openapi.json", server.base))
         .send()
         .await
@@ -564,149 +428,4 @@ async fn client_endpoints_match_the_servers_openapi_paths() {
         "dispatcher_client::ENDPOINTS and the server's /openapi.json differ: add (or drop) a \
          client method for each difference"
     );
-}
-
-// === retries, against local stubs ===
-
-/// A stub answering the scripted `(status, retry-after)` answers in turn, then 200 with a
-/// create answer; records each request's `Idempotency-Key`.
-async fn stub(script: Vec<(u16, Option<&'static str>)>) -> (String, Arc<Mutex<Vec<String>>>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let calls = Arc::new(AtomicU32::new(0));
-    let s = seen.clone();
-    let app = Router::new().route(
-        "/workflow/tasks",
-        post(move |headers: HeaderMap| {
-            let (s, calls, script) = (s.clone(), calls.clone(), script.clone());
-            async move {
-                let key = headers
-                    .get("idempotency-key")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                s.lock().unwrap().push(key);
-                let n = calls.fetch_add(1, Ordering::SeqCst) as usize;
-                match script.get(n) {
-                    Some(&(status, retry_after)) => {
-                        let mut resp = (
-                            StatusCode::from_u16(status).unwrap(),
-                            axum::Json(serde_json::json!({
-                                "status": "error", "code": "queue_full", "message": "busy"
-                            })),
-                        )
-                            .into_response();
-                        if let Some(ra) = retry_after {
-                            resp.headers_mut()
-                                .insert("retry-after", ra.parse().unwrap());
-                        }
-                        resp
-                    }
-                    None => axum::Json(serde_json::json!({
-                        "status": "success", "task_id": "wf_1_0000abcd",
-                        "message": "Workflow task created and dispatched successfully",
-                        "webhook_url": "http://127.0.0.1:9/hook"
-                    }))
-                    .into_response(),
-                }
-            }
-        }),
-    );
-    (serve(app).await, seen)
-}
-
-fn fast_retries(max_retries: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_retries,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_secs(5),
-        jitter: Jitter::None,
-    }
-}
-
-#[tokio::test]
-async fn busy_answers_are_retried_honouring_retry_after_with_the_same_key() {
-    let (base, seen) = stub(vec![(503, Some("1")), (429, None)]).await;
-    let client = Client::builder()
-        .base_url(&base)
-        .api_key(KEY)
-        .retry(fast_retries(3))
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let created = client
-        .create_task(flat("http://127.0.0.1:9/hook"))
-        .await
-        .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1 was honoured"
-    );
-    assert_eq!(created.task_id(), "wf_1_0000abcd");
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 3, "503, 429, then 200");
-    assert!(
-        seen.iter().all(|k| *k == created.idempotency_key),
-        "{seen:?}"
-    );
-}
-
-#[tokio::test]
-async fn retries_are_bounded_and_other_4xx_are_never_retried() {
-    let (base, seen) = stub(vec![(503, None); 10]).await;
-    let client = Client::builder()
-        .base_url(&base)
-        .retry(fast_retries(2))
-        .build()
-        .unwrap();
-    let e = client
-        .create_task(flat("http://127.0.0.1:9/hook"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.status(), Some(reqwest::StatusCode::SERVICE_UNAVAILABLE));
-    assert_eq!(e.code(), Some("queue_full"));
-    assert!(e.is_retryable());
-    assert_eq!(seen.lock().unwrap().len(), 3, "the first try and 2 retries");
-
-    let (base, seen) = stub(vec![(409, None), (400, None)]).await;
-    let client = Client::builder()
-        .base_url(&base)
-        .retry(fast_retries(5))
-        .build()
-        .unwrap();
-    let e = client
-        .create_task(flat("http://127.0.0.1:9/hook"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.status(), Some(reqwest::StatusCode::CONFLICT));
-    assert_eq!(seen.lock().unwrap().len(), 1, "a 409 is not retried");
-
-    let (base, seen) = stub(vec![(503, Some("1"))]).await;
-    let e = Client::builder()
-        .base_url(&base)
-        .no_retry()
-        .build()
-        .unwrap()
-        .create_task(flat("http://127.0.0.1:9/hook"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
-    assert_eq!(seen.lock().unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn connection_failures_are_retried_then_reported() {
-    let port = free_port(); // nothing listens there
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}"))
-        .retry(fast_retries(2))
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let e = client.get_task("wf_1_00000000").await.unwrap_err();
-    assert!(e.is_connect(), "{e:?}");
-    assert!(e.is_retryable());
-    assert_eq!(e.status(), None);
-    // 10 ms + 20 ms of backoff between the three tries.
-    assert!(started.elapsed() >= Duration::from_millis(30));
-    assert!(!e.to_string().contains(&port.to_string()), "{e}");
 }
