@@ -189,7 +189,13 @@ pub(crate) async fn json_errors(response: Response) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json {
+    // The dashboard's own error pages are HTML and stay so.
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    if is_json || is_html {
         return response;
     }
     let (parts, body) = response.into_parts();

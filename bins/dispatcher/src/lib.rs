@@ -54,6 +54,7 @@ pub mod error;
 pub mod openapi;
 pub mod routes;
 pub mod secrets;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,6 +101,8 @@ pub struct AppState {
     pub api_keys: Arc<Vec<String>>,
     /// Prometheus rendering.
     pub metrics: PrometheusHandle,
+    /// The dashboard's sessions, live rates and path prefix.
+    pub ui: ui::Ui,
 }
 
 impl std::fmt::Debug for AppState {
@@ -110,7 +113,7 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The API router over `state`, with its middleware: request ids (set and propagated),
+/// The API router over `state` (and the dashboard under `/ui/`, see [`ui`]), with its middleware: request ids (set and propagated),
 /// sensitive-header redaction, tracing, JSON errors for every rejection, a 64 KiB body limit,
 /// a request timeout and panic recovery (500 without internals).
 pub fn router(state: AppState) -> Router {
@@ -137,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics_text))
         .route("/openapi.json", get(routes::ops::openapi_json))
+        .merge(ui::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -185,8 +189,10 @@ fn load_secrets(
         .context("while loading the API key")?;
     if keys.generated {
         println!(
-            "Generated an API key (stored in {}; shown once):\n\n    {}\n\nSend it as: Authorization: Bearer <key>\n",
+            "Generated an API key (stored in {}; shown once):\n\n    {}\n\nSend it as: Authorization: Bearer <key>\nDashboard: {}?key={}\n",
             config.data_dir.join("api_key").display(),
+            keys.value[0],
+            ui::login_url(&config.public_url()),
             keys.value[0]
         );
     }
@@ -303,11 +309,17 @@ impl App {
         .with_callback_tokens(CallbackTokens::new(&signing[0]))
         .with_client(client);
         let metrics = service_kit::prometheus(&METRICS_BUCKETS);
+        let ui = ui::Ui::new(
+            &config.public_url(),
+            ui::Sessions::new(signing[0].key_bytes()),
+            ui::Stats::follow(&engine),
+        );
         let state = AppState {
             manager,
             store: opened.store,
             api_keys: Arc::new(api_keys),
             metrics: metrics.clone(),
+            ui,
         };
         Ok(App {
             state,
@@ -354,7 +366,8 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("while reading the listen address")?;
-    tracing::info!(%addr, database = %app.database, "dispatcher listening");
+    let dashboard = ui::login_url(&config.public_url());
+    tracing::info!(%addr, database = %app.database, %dashboard, "dispatcher listening");
     let limits = config.http_limits()?;
     service_kit::serve(listener, app.router(), limits, shutdown).await;
     tracing::info!("stopped accepting requests; finishing deliveries in flight");
