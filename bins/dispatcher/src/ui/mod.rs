@@ -856,6 +856,41 @@ async fn task_action(
 
 // === targets and channels ===
 
+/// One row of the targets page.
+pub(crate) struct TargetRow {
+    key: String,
+    breaker: circuit_breaker::Snapshot,
+    /// Tasks being delivered to it now (all instances).
+    running: usize,
+    /// Median duration of the last attempts of its newest tasks.
+    latency_ms: Option<u64>,
+}
+
+/// Tasks whose last attempt makes a target's recent latency.
+const LATENCY_SAMPLE: usize = 10;
+
+async fn recent_latency(state: &AppState, target: &str) -> UiResult<Option<u64>> {
+    let newest = state
+        .manager
+        .list_tasks(&TaskFilter {
+            target: Some(target.to_owned()),
+            limit: LATENCY_SAMPLE,
+            ..TaskFilter::default()
+        })
+        .await?;
+    let mut durations = Vec::new();
+    for task in newest.tasks.iter().filter(|t| t.attempt > 0) {
+        let attempts = state
+            .store
+            .attempts(&task.id)
+            .await
+            .map_err(|e| UiError::from(EngineError::from(e)))?;
+        durations.extend(attempts.last().map(|a| a.duration_ms));
+    }
+    durations.sort_unstable();
+    Ok(durations.get(durations.len() / 2).copied())
+}
+
 async fn targets(State(state): State<AppState>, viewer: Viewer) -> UiResult<Response> {
     let snapshot = state
         .manager
@@ -875,9 +910,15 @@ async fn targets(State(state): State<AppState>, viewer: Viewer) -> UiResult<Resp
             .await?
             .tasks
             .len();
-        rows.push((key, snap, running));
+        let latency = recent_latency(&state, &key).await?;
+        rows.push(TargetRow {
+            key,
+            breaker: snap,
+            running,
+            latency_ms: latency,
+        });
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(pages::targets(&state.ui, &viewer, &rows).into_response())
 }
 

@@ -3,13 +3,12 @@
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use circuit_breaker::Snapshot;
 use maud::{DOCTYPE, Markup, html};
 use workflow_core::{Priority, Task, TaskStatus};
 use workflow_dispatch::channels::ChannelView;
 use workflow_dispatch::{DeliveryPayload, TaskStatusView};
 
-use super::{Lang, Overview, TaskQuery, Ui, Viewer, encode};
+use super::{Lang, Overview, TargetRow, TaskQuery, Ui, Viewer, encode};
 
 fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
@@ -368,7 +367,7 @@ pub(super) fn task(ui: &Ui, viewer: &Viewer, view: &TaskStatusView) -> Markup {
         }
     };
     let body = html! {
-        p.actions {
+        div.actions {
             @if matches!(t.status, TaskStatus::Failed | TaskStatus::Cancelled) {
                 (action("retry", lang.t("重试", "Retry")))
             }
@@ -432,12 +431,12 @@ pub(super) fn task_live(lang: Lang, view: &TaskStatusView) -> Markup {
     }
 }
 
-pub(super) fn targets(ui: &Ui, viewer: &Viewer, rows: &[(String, Snapshot, usize)]) -> Markup {
+pub(super) fn targets(ui: &Ui, viewer: &Viewer, rows: &[TargetRow]) -> Markup {
     let lang = viewer.lang;
     let body = html! {
         p.hint { (lang.t(
-            "每个投递目标（URL 的源或渠道）各有一个熔断器。失败率按最近的窗口计算。",
-            "Each target (a URL's origin, or a channel) has its own breaker. Failure rates are over its recent window.",
+            "每个投递目标（URL 的源或渠道）各有一个熔断器。失败率按最近的窗口计算；近期延迟为最新 10 个任务最后一次尝试的中位数。",
+            "Each target (a URL's origin, or a channel) has its own breaker. Failure rates are over its recent window; recent latency is the median of the last attempt of its 10 newest tasks.",
         )) }
         div.scroll {
             table {
@@ -445,19 +444,21 @@ pub(super) fn targets(ui: &Ui, viewer: &Viewer, rows: &[(String, Snapshot, usize
                     th { (lang.t("目标", "Target")) } th { (lang.t("熔断器", "Breaker")) }
                     th { (lang.t("失败率", "Failure rate")) } th { (lang.t("连续失败", "Failures in a row")) }
                     th { (lang.t("熔断次数", "Trips")) } th { (lang.t("重新探测", "Probe in")) }
-                    th { (lang.t("投递中", "In flight")) }
+                    th { (lang.t("投递中", "In flight")) } th { (lang.t("近期延迟", "Recent latency")) }
                 } }
                 tbody {
-                    @if rows.is_empty() { tr { td.empty colspan="7" { (lang.t("尚未投递到任何目标。", "Nothing delivered yet.")) } } }
-                    @for (key, s, running) in rows {
+                    @if rows.is_empty() { tr { td.empty colspan="8" { (lang.t("尚未投递到任何目标。", "Nothing delivered yet.")) } } }
+                    @for row in rows {
+                        @let s = &row.breaker;
                         tr {
-                            td.url { (key) }
+                            td.url { (row.key) }
                             td { span class={"badge breaker-" (s.state.as_str())} { (s.state.as_str()) } }
                             td.num { @if s.calls > 0 { (format!("{:.0} %", 100.0 * f64::from(s.failures) / f64::from(s.calls))) " (" (s.failures) "/" (s.calls) ")" } @else { "–" } }
                             td.num { (s.consecutive_failures) }
                             td.num { (s.trips) }
                             td { (s.retry_in.map(|d| format!("{} s", d.as_secs())).unwrap_or_else(|| "–".into())) }
-                            td.num { (running) }
+                            td.num { (row.running) }
+                            td.num { (row.latency_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "–".into())) }
                         }
                     }
                 }

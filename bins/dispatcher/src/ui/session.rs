@@ -1,7 +1,8 @@
 //! Dashboard sessions: an API key exchanged for a signed, expiring cookie, and CSRF tokens
 //! bound to it.
 //!
-//! The cookie is stateless (`<expiry>.<key id>.<HMAC>`), so every instance sharing a
+//! The cookie is stateless (`<expiry>.<key id>.<nonce>.<HMAC>`; the nonce makes each login's
+//! cookie, and so its CSRF token, its own), so every instance sharing a
 //! PostgreSQL database, and a restarted one, accepts it without a session table. Its MAC key
 //! is derived from the signing secret (instances already share it); the key id is a short
 //! hash of the API key that logged in, so removing that key from `api_keys` ends its sessions
@@ -75,7 +76,13 @@ impl Sessions {
 
     /// A new session for `api_key` (already checked) that expires `SESSION_TTL` after `now`.
     pub fn issue(&self, api_key: &str, now: i64) -> Session {
-        let body = format!("{}.{}", now + SESSION_TTL.as_secs() as i64, key_id(api_key));
+        let nonce: [u8; 12] = rand::random();
+        let body = format!(
+            "{}.{}.{}",
+            now + SESSION_TTL.as_secs() as i64,
+            key_id(api_key),
+            URL_SAFE_NO_PAD.encode(nonce)
+        );
         let sig = URL_SAFE_NO_PAD.encode(self.mac(&[b"session", body.as_bytes()]));
         Session {
             value: format!("{body}.{sig}"),
@@ -86,7 +93,8 @@ impl Sessions {
     /// opened it is still one of `api_keys`.
     pub fn check(&self, value: &str, api_keys: &[String], now: i64) -> Option<Session> {
         let (body, sig) = value.rsplit_once('.')?;
-        let (expiry, id) = body.split_once('.')?;
+        let mut fields = body.split('.');
+        let (expiry, id) = (fields.next()?, fields.next()?);
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
         let expected = self.mac(&[b"session", body.as_bytes()]);
         if !bool::from(expected.ct_eq(&sig)) {
@@ -139,8 +147,8 @@ mod tests {
         let sessions = Sessions::new(b"secret");
         let s = sessions.issue("alpha", 1_000);
         let (body, sig) = s.value().rsplit_once('.').unwrap();
-        let (_, id) = body.split_once('.').unwrap();
-        let later = format!("99999999999.{id}.{sig}");
+        let rest = body.split_once('.').unwrap().1;
+        let later = format!("99999999999.{rest}.{sig}");
         for bad in [
             later.as_str(),
             "",
@@ -155,8 +163,10 @@ mod tests {
     #[test]
     fn csrf_tokens_belong_to_one_session() {
         let sessions = Sessions::new(b"secret");
+        // Two logins with the same key in the same second are two sessions.
         let a = sessions.issue("alpha", 1_000);
-        let b = sessions.issue("beta", 1_000);
+        let b = sessions.issue("alpha", 1_000);
+        assert_ne!(a, b);
         let token = sessions.csrf(&a);
         assert!(sessions.csrf_matches(&a, &token));
         assert!(!sessions.csrf_matches(&b, &token));

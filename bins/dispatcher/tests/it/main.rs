@@ -3,16 +3,19 @@
 //! that check its wire format and signature (`channels`); and the real `dispatcher`
 //! executable (`binary`, `crash`) for what only a real process shows: signals, exit codes,
 //! first-start output, SIGKILL recovery, and several processes sharing one PostgreSQL
-//! database (`scale_out`); and `dispatcher-client` against the executable (`client`).
+//! database (`scale_out`); `dispatcher-client` against the executable (`client`); the
+//! dashboard in-process (`dashboard`) and in headless Chromium (`browser`).
 //!
 //! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
 //! workspace's `tests/` package.
 
 mod binary;
+mod browser;
 mod channels;
 mod client;
 mod config_fuzz;
 mod crash;
+mod dashboard;
 mod limits;
 mod router;
 mod scale_out;

@@ -62,6 +62,7 @@
         if (el.tagName === "TD") el.textContent = String(o.by_status[el.dataset.status] || 0);
       }
       if (canvas) draw(canvas, o.rates.series);
+      overview.dataset.updated = String(Date.now()); // tests wait for it
     };
     const refresh = async () => {
       const r = await fetch(overview.dataset.live, { credentials: "same-origin" });
