@@ -413,7 +413,7 @@ pub(super) fn task_live(lang: Lang, view: &TaskStatusView) -> Markup {
                 }
             }
         }
-        h2 { (lang.t("回调", "Callback")) }
+        h2 { (lang.t("回调（最新；历史见状态变更）", "Callback (latest; every report is in the history)")) }
         @match &t.callback {
             Some(c) => p #callback { strong { (c.status) } @if let Some(n) = &c.note { " — " (n) } " · " (time(c.at)) " UTC" },
             None => p #callback.empty { (lang.t("接收方尚未回调。", "The receiver has not called back yet.")) },
@@ -423,8 +423,12 @@ pub(super) fn task_live(lang: Lang, view: &TaskStatusView) -> Markup {
             @for e in &view.events {
                 li {
                     span.when { (time(e.at)) } " "
-                    @if let Some(from) = e.from { (status_label(lang, from)) " → " }
-                    (status_label(lang, e.to)) " · " (e.reason)
+                    @match e.from {
+                        Some(from) if from == e.to => {}
+                        Some(from) => { (status_label(lang, from)) " → " (status_label(lang, e.to)) " · " }
+                        None => { (status_label(lang, e.to)) " · " }
+                    }
+                    (e.reason)
                 }
             }
         }

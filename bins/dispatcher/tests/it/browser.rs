@@ -287,6 +287,23 @@ async fn an_operator_logs_in_watches_a_task_arrive_live_and_retries_it() {
         browser.screenshot(name).await;
     }
 
+    // Readable on a phone: at 390 px nothing but the tables' own scroll boxes overflows.
+    b.set_window_size(390, 844).await.unwrap();
+    for path in ["/ui/tasks?lang=zh", &format!("/ui/tasks/{id}"), "/ui/"] {
+        b.goto(&format!("{base}{path}")).await.unwrap();
+        browser.text("h1").await;
+        let fits = b
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fits, true, "{path} is wider than a phone");
+    }
+    browser.screenshot("phone-overview").await;
+    b.set_window_size(1280, 900).await.unwrap();
+
     // Logging out ends the session: a page goes back to the login.
     b.goto(&format!("{base}/ui/tasks?lang=zh")).await.unwrap();
     b.find(Locator::Css("header form button"))

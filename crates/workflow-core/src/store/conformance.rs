@@ -705,7 +705,8 @@ pub async fn retry_now_revives_a_failed_task(s: Arc<dyn Store>) {
     assert_eq!(ns, [1, 2], "attempt numbers stay unique");
 }
 
-/// The receiver's report is stored on the task (the latest one wins).
+/// The receiver's report is stored on the task (the latest one wins), and each one is in the
+/// task's history.
 pub async fn callbacks_are_recorded(s: Arc<dyn Store>) {
     put(&*s, "a", Priority::Medium, at(0)).await;
     let first = CallbackRecord {
@@ -729,6 +730,30 @@ pub async fn callbacks_are_recorded(s: Arc<dyn Store>) {
         t.status,
         TaskStatus::Pending,
         "a callback changes no status"
+    );
+    let history: Vec<(Option<TaskStatus>, TaskStatus, String)> = s
+        .events("a")
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.reason.starts_with("callback"))
+        .map(|e| (e.from, e.to, e.reason))
+        .collect();
+    let pending = Some(TaskStatus::Pending);
+    assert_eq!(
+        history,
+        [
+            (
+                pending,
+                TaskStatus::Pending,
+                "callback: accepted".to_owned()
+            ),
+            (
+                pending,
+                TaskStatus::Pending,
+                "callback: resolved: done".to_owned()
+            ),
+        ]
     );
     assert!(matches!(
         s.record_callback("zz", cb).await,

@@ -221,8 +221,16 @@ pub(crate) fn extend_lease(task: &mut Task, until: DateTime<Utc>) {
 }
 
 /// Stores the receiver's latest report.
-pub(crate) fn record_callback(task: &mut Task, mut callback: CallbackRecord) {
+/// Stores the receiver's latest report, and returns the event that keeps it in the history
+/// (status unchanged; reason `callback: <status>[: <note>]`).
+pub(crate) fn record_callback(task: &mut Task, mut callback: CallbackRecord) -> TaskEvent {
     callback.at = ms(callback.at);
     task.updated_at = callback.at;
+    let reason = match &callback.note {
+        Some(note) => format!("callback: {}: {note}", callback.status),
+        None => format!("callback: {}", callback.status),
+    };
+    let ev = event(task, Some(task.status), callback.at, &reason);
     task.callback = Some(callback);
+    ev
 }

@@ -371,10 +371,8 @@ impl Store for MemoryStore {
 
     async fn record_callback(&self, id: &str, callback: CallbackRecord) -> StoreResult<Task> {
         let mut state = self.state.lock();
-        state.update(id, |t| {
-            logic::record_callback(t, callback);
-            Ok(())
-        })?;
+        let ev = state.update(id, |t| Ok(logic::record_callback(t, callback)))?;
+        state.push_event(ev);
         Ok(state.tasks[id].clone())
     }
 

@@ -264,7 +264,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// stay unique). [`StoreError::InvalidState`] for other statuses.
     async fn retry_now(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Task>;
 
-    /// Records the receiver's latest report on a task. [`StoreError::NotFound`] if absent.
+    /// Records the receiver's latest report on a task, and a `callback: <status>[: <note>]`
+    /// event (status unchanged), so every report stays in its history. [`StoreError::NotFound`]
+    /// if absent.
     async fn record_callback(&self, id: &str, callback: CallbackRecord) -> StoreResult<Task>;
 
     /// Lists tasks, newest first, filtered and paged.

@@ -511,8 +511,8 @@ impl Store for PostgresStore {
 
     async fn record_callback(&self, id: &str, callback: CallbackRecord) -> StoreResult<Task> {
         self.transition(id, false, |t| {
-            logic::record_callback(t, callback);
-            Ok(((), None))
+            let ev = logic::record_callback(t, callback);
+            Ok(((), Some(ev)))
         })
         .await
         .map(|(t, ())| t)

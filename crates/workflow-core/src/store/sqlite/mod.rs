@@ -485,11 +485,9 @@ impl Store for SqliteStore {
     async fn record_callback(&self, id: &str, callback: CallbackRecord) -> StoreResult<Task> {
         let id = id.to_owned();
         self.write(false, move |w| {
-            w.transition(&id, |t| {
-                logic::record_callback(t, callback);
-                Ok(())
-            })
-            .map(|(t, ())| t)
+            let (task, ev) = w.transition(&id, |t| Ok(logic::record_callback(t, callback)))?;
+            w.event(&ev)?;
+            Ok(task)
         })
         .await
     }
