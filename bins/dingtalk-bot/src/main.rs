@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("dingtalk-bot: {e:#}");
+                eprintln!("dingtalk-bot: {}", service_kit::error_chain(&e));
                 ExitCode::from(1)
             }
         };
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
     match dingtalk_bot::run(config, dingtalk_bot::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dingtalk-bot: {e:#}");
+            eprintln!("dingtalk-bot: {}", service_kit::error_chain(&e));
             ExitCode::from(1)
         }
     }

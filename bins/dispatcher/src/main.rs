@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("dispatcher: {e:#}");
+                eprintln!("dispatcher: {}", service_kit::error_chain(&e));
                 ExitCode::from(1)
             }
         };
@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
     match dispatcher::run(config, listener, dispatcher::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dispatcher: {e:#}");
+            eprintln!("dispatcher: {}", service_kit::error_chain(&e));
             ExitCode::from(1)
         }
     }

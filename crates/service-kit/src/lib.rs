@@ -24,6 +24,7 @@ mod config;
 mod http;
 mod logging;
 mod metrics_recorder;
+mod report;
 mod shutdown;
 #[cfg(feature = "store")]
 mod store;
@@ -32,6 +33,7 @@ pub use config::{ConfigError, OneOrMany, ServiceFlags, layered};
 pub use http::{HttpLimits, raise_open_file_limit, serve, serve_tls};
 pub use logging::{LogFormat, init_tracing};
 pub use metrics_recorder::{MetricsUpkeep, prometheus};
+pub use report::error_chain;
 pub use shutdown::shutdown_signal;
 #[cfg(feature = "store")]
 pub use store::{AdminCommand, OpenedStore, open_store, run_admin};

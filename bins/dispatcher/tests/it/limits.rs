@@ -113,7 +113,15 @@ async fn backup_copies_a_running_dispatchers_tasks_and_the_copy_restores() {
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let refusal = String::from_utf8_lossy(&again.stderr);
+    assert!(refusal.contains("exists"), "{refusal}");
+    assert_eq!(refusal.lines().count(), 1, "one line: {refusal}");
+    let reason = refusal.rsplit(": ").next().unwrap().trim();
+    assert_eq!(
+        refusal.matches(reason).count(),
+        1,
+        "the reason once: {refusal}"
+    );
     terminate(&child);
     assert!(child.wait().unwrap().success());
     // Restore: the copy in place of the database, on a fresh data dir.
