@@ -6,7 +6,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use task_package::CreateTaskRequest;
+use task_package::{CreateTaskRequest, FieldError};
 use workflow_core::CancelOutcome;
 use workflow_dispatch::TaskStatusView;
 use workflow_dispatch::api::{
@@ -40,21 +40,17 @@ pub(crate) async fn create_task(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(&headers, body)?;
-    let request = CreateTaskRequest::from_json_slice(&body).map_err(ApiError::validation)?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        // HTTP strips the spaces around a header value; inside it, only visible ASCII.
-        Some(v) => match v.to_str().map(str::trim) {
-            Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
-                Some(k.to_owned())
-            }
-            _ => {
-                return Err(ApiError::bad_field(
-                    "Idempotency-Key",
-                    "must be 1 to 255 visible ASCII characters",
-                ));
-            }
-        },
+    // The body's fields and the header are checked together, so one 400 names them all.
+    let (request, idempotency_key) = match (
+        CreateTaskRequest::from_json_slice(&body),
+        idempotency_key(&headers),
+    ) {
+        (Ok(request), Ok(key)) => (request, key),
+        (request, key) => {
+            let mut errors = request.err().unwrap_or_default();
+            errors.errors.extend(key.err());
+            return Err(ApiError::validation(errors));
+        }
     };
     let created = state.manager.create_task(&request, idempotency_key).await?;
     let replayed = created.replayed;
@@ -67,6 +63,23 @@ pub(crate) async fn create_task(
         );
     }
     Ok(resp)
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, FieldError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    // HTTP strips the spaces around a header value; inside it, only visible ASCII.
+    match v.to_str().map(str::trim) {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(FieldError {
+            field: "Idempotency-Key".to_owned(),
+            reason: "must be 1 to 255 visible ASCII characters".to_owned(),
+        }),
+    }
 }
 
 /// A task's status, attempts and the receiver's latest report.

@@ -252,6 +252,21 @@ async fn every_invalid_field_is_listed_and_no_task_is_created() {
         let v = assert_error(&a, 400, "validation_failed");
         assert_eq!(fields(&v), ["Idempotency-Key"], "{key:?}");
     }
+    // With bad body fields too, one answer names them all.
+    let mut bad_body: Value = serde_json::from_str(&seed_body(DEAD)).unwrap();
+    bad_body["priority"] = json!("urgent");
+    let a = t
+        .call(
+            Request::post("/workflow/tasks")
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "click 42")
+                .body(Body::from(bad_body.to_string()))
+                .unwrap(),
+        )
+        .await;
+    let v = assert_error(&a, 400, "validation_failed");
+    assert_eq!(fields(&v), ["priority", "Idempotency-Key"]);
 
     assert_eq!(t.task_count().await, 0, "bad input never creates a task");
     t.stop().await;
