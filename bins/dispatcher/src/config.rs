@@ -41,6 +41,12 @@ pub struct Config {
     /// Fixed addresses for webhook hosts, `HOST=IP:PORT` each, like curl's `--resolve`: for
     /// split-horizon networks and tests. The SSRF guard still checks the address.
     pub resolve: OneOrMany,
+    /// Proxy for every webhook and chat delivery (`http://`, `https://` or `socks5://`,
+    /// credentials in the URL, never logged). Unset: the standard `HTTPS_PROXY`,
+    /// `HTTP_PROXY`, `ALL_PROXY` variables, else direct. The SSRF guard checks the target.
+    pub egress_proxy: Option<String>,
+    /// Hosts that bypass the proxy (`NO_PROXY` syntax); unset: the `NO_PROXY` variable.
+    pub egress_no_proxy: Option<String>,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// First retry delay.
@@ -99,6 +105,8 @@ impl Default for Config {
             api_keys: OneOrMany::default(),
             signing_secret: OneOrMany::default(),
             allowed_target_cidrs: OneOrMany::default(),
+            egress_proxy: None,
+            egress_no_proxy: None,
             resolve: OneOrMany::default(),
             max_retries: 3,
             base_retry_delay: Duration::from_secs(30),
@@ -140,6 +148,11 @@ impl fmt::Debug for Config {
             .field("signing_secret", &redacted(&self.signing_secret))
             .field("allowed_target_cidrs", &self.allowed_target_cidrs)
             .field("resolve", &self.resolve)
+            .field(
+                "egress_proxy",
+                &self.egress_proxy().ok().flatten().map(|p| p.to_string()),
+            )
+            .field("egress_no_proxy", &self.egress_no_proxy)
             .field("max_retries", &self.max_retries)
             .field("base_retry_delay", &self.base_retry_delay)
             .field("max_retry_delay", &self.max_retry_delay)
@@ -220,6 +233,7 @@ impl Config {
             })?;
         }
         self.resolve_overrides()?;
+        self.egress_proxy()?;
         for s in &self.signing_secret.0 {
             webhook_client::SigningSecret::parse(s).map_err(|_| {
                 ConfigError("signing_secret: must be whsec_ followed by base64".into())
@@ -246,6 +260,32 @@ impl Config {
             self.header_timeout,
             self.shutdown_grace,
         )
+    }
+
+    /// The egress proxy: `egress_proxy` (with `egress_no_proxy`, else `NO_PROXY`), else the
+    /// standard proxy variables, else none.
+    ///
+    /// # Errors
+    ///
+    /// A proxy URL that is not `http(s)://` or `socks5(h)://` with a host (the password is
+    /// never in the message).
+    pub fn egress_proxy(&self) -> Result<Option<webhook_client::EgressProxy>, ConfigError> {
+        let configured = match &self.egress_proxy {
+            Some(url) => webhook_client::EgressProxy::all(url)
+                .map(
+                    |p| match std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")) {
+                        Ok(list) => p.no_proxy(&list),
+                        Err(_) => p,
+                    },
+                )
+                .map(Some),
+            None => webhook_client::EgressProxy::from_env(),
+        }
+        .map_err(|e| ConfigError(format!("egress_proxy: {e}")))?;
+        Ok(configured.map(|p| match &self.egress_no_proxy {
+            Some(list) => p.no_proxy(list),
+            None => p,
+        }))
     }
 
     /// Only the database settings (`data_dir`, `database_url`, `database_pool_size`), for
@@ -324,6 +364,14 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolve: Option<String>,
+    /// Proxy for deliveries (http://, https:// or socks5://; default: HTTPS_PROXY/HTTP_PROXY).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<String>,
+    /// Hosts that bypass the proxy, comma-separated (default: NO_PROXY).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_no_proxy: Option<String>,
     /// Retries after the first attempt [default: 3].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

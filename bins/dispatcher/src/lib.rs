@@ -233,6 +233,10 @@ fn delivery_client(config: &Config) -> anyhow::Result<WebhookClient> {
     for (host, addr) in config.resolve_overrides()? {
         client = client.resolve(&host, addr);
     }
+    if let Some(proxy) = config.egress_proxy()? {
+        tracing::info!(%proxy, "deliveries go out through the egress proxy");
+        client = client.proxy(proxy);
+    }
     client
         .breaker(circuit_breaker::BreakerConfig {
             open_wait: config.breaker_open_wait,

@@ -10,8 +10,9 @@ use ipnet::IpNet;
 use retry_policy::{Classifier, Outcome, TransportErrorKind, parse_retry_after};
 
 use crate::error::{Error, Result};
+use crate::proxy::EgressProxy;
 use crate::signing::{SigningSecret, signature_header};
-use crate::ssrf::{BlockedAddress, GuardedResolver, SsrfPolicy};
+use crate::ssrf::{BlockedAddress, GuardedResolver, SsrfPolicy, TargetCheck};
 
 /// The default user agent: `closed-loop-webhook/<version>`.
 pub const USER_AGENT: &str = concat!("closed-loop-webhook/", env!("CARGO_PKG_VERSION"));
@@ -114,6 +115,7 @@ pub struct WebhookClientBuilder {
     breaker: BreakerConfig,
     classifier: Classifier,
     pool_idle_per_host: usize,
+    proxy: Option<EgressProxy>,
 }
 
 impl Default for WebhookClientBuilder {
@@ -130,6 +132,7 @@ impl Default for WebhookClientBuilder {
             breaker: BreakerConfig::default(),
             classifier: Classifier::default(),
             pool_idle_per_host: 64,
+            proxy: None,
         }
     }
 }
@@ -174,6 +177,17 @@ impl WebhookClientBuilder {
     /// CIDRs allowed even though non-public (e.g. `127.0.0.0/8` for local development).
     pub fn allow_cidrs(mut self, cidrs: Vec<IpNet>) -> Self {
         self.allow_cidrs = cidrs;
+        self
+    }
+
+    /// Sends every delivery through `proxy` (default: directly; the process's `HTTP_PROXY`
+    /// and `HTTPS_PROXY` are read only through [`EgressProxy::from_env`]). The SSRF guard still
+    /// applies to the target: before a request goes to the proxy, every address of the
+    /// target's name must be permitted, else the attempt is `Blocked` and nothing is sent. The
+    /// proxy's own name resolves without the guard. (The proxy resolves the name again; a
+    /// name that changes its answer in between is the proxy's to refuse: restrict its egress.)
+    pub fn proxy(mut self, proxy: EgressProxy) -> Self {
+        self.proxy = Some(proxy);
         self
     }
 
@@ -223,7 +237,19 @@ impl WebhookClientBuilder {
                 .map_err(|_| Error::Build(format!("invalid value for header {k:?}")))?;
             headers.insert(name, value);
         }
-        let http = reqwest::Client::builder()
+        let resolver = GuardedResolver {
+            policy: policy.clone(),
+            overrides: Arc::new(self.resolve),
+            trusted: Arc::new(self.proxy.iter().flat_map(EgressProxy::hosts).collect()),
+        };
+        // No implicit proxy from the environment: it would hide the target from the guard.
+        let mut http = reqwest::Client::builder().no_proxy();
+        for p in self.proxy.iter().map(EgressProxy::reqwest_proxies) {
+            for p in p? {
+                http = http.proxy(p);
+            }
+        }
+        let http = http
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -232,10 +258,7 @@ impl WebhookClientBuilder {
             .tcp_nodelay(true)
             .user_agent(self.user_agent.clone())
             .default_headers(headers)
-            .dns_resolver(GuardedResolver {
-                policy: policy.clone(),
-                overrides: Arc::new(self.resolve),
-            })
+            .dns_resolver(resolver.clone())
             .build()
             .map_err(|e| Error::Build(e.without_url().to_string()))?;
         Ok(WebhookClient {
@@ -245,6 +268,8 @@ impl WebhookClientBuilder {
                 breakers: BreakerRegistry::new(self.breaker),
                 classifier: self.classifier,
                 max_body: self.max_response_body,
+                proxied: self.proxy.is_some(),
+                resolver,
             }),
         })
     }
@@ -252,6 +277,9 @@ impl WebhookClientBuilder {
 
 struct Inner {
     http: reqwest::Client,
+    /// Whether a proxy is configured (targets are then checked before they are sent).
+    proxied: bool,
+    resolver: GuardedResolver,
     policy: Arc<SsrfPolicy>,
     breakers: BreakerRegistry<String>,
     classifier: Classifier,
@@ -477,6 +505,27 @@ impl WebhookClient {
                 )),
                 None,
             );
+        }
+        if inner.proxied
+            && let Some(url::Host::Domain(host)) = url.host()
+        {
+            let refusal = match inner.resolver.check_every_address(host).await {
+                Ok(()) => None,
+                Err(TargetCheck::Blocked) => Some((
+                    Outcome::Permanent,
+                    Error::transport(TransportErrorKind::Blocked, BlockedAddress.to_string()),
+                )),
+                Err(TargetCheck::Lookup(e)) => Some((
+                    inner.classifier.classify_transport(TransportErrorKind::Dns),
+                    Error::transport(
+                        TransportErrorKind::Dns,
+                        format!("cannot resolve the target to check it before the proxy: {e}"),
+                    ),
+                )),
+            };
+            if let Some((outcome, error)) = refusal {
+                return AttemptReport::not_sent(outcome, Some(error), None);
+            }
         }
         let key =
             breaker_key.map_or_else(|| endpoint_key(target).unwrap_or_default(), str::to_owned);

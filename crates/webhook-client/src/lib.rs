@@ -52,6 +52,7 @@
 pub mod chat;
 mod client;
 mod error;
+mod proxy;
 mod signing;
 mod ssrf;
 
@@ -61,6 +62,7 @@ pub use client::{
     endpoint_key, target_key,
 };
 pub use error::{Error, Result};
+pub use proxy::{EgressProxy, redact as redact_proxy_url};
 pub use retry_policy::{Classifier, Outcome, TransportErrorKind};
 pub use signing::{
     InvalidSecret, SigningSecret, TIMESTAMP_TOLERANCE_SECS, VerifyError, sign, signature_header,

@@ -112,12 +112,54 @@ pub(crate) struct GuardedResolver {
     pub(crate) policy: Arc<SsrfPolicy>,
     /// Fixed addresses by lowercase host name, checked like resolved ones.
     pub(crate) overrides: Arc<std::collections::HashMap<String, Vec<SocketAddr>>>,
+    /// Lowercase names that resolve without the guard: the egress proxies, which the operator
+    /// chose (often on a private address).
+    pub(crate) trusted: Arc<std::collections::HashSet<String>>,
+}
+
+/// Why a target was not handed to the proxy.
+#[derive(Debug)]
+pub(crate) enum TargetCheck {
+    /// One of its addresses is refused by the guard.
+    Blocked,
+    /// Its name did not resolve here.
+    Lookup(std::io::Error),
+}
+
+impl GuardedResolver {
+    /// For a delivery through a proxy, which resolves the name itself: every address `host`
+    /// has must be permitted (connecting directly, the refused ones would only be skipped).
+    pub(crate) async fn check_every_address(&self, host: &str) -> Result<(), TargetCheck> {
+        let addrs: Vec<SocketAddr> = match self.overrides.get(&host.to_ascii_lowercase()) {
+            Some(fixed) => fixed.clone(),
+            None => tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(TargetCheck::Lookup)?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(TargetCheck::Lookup(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            )));
+        }
+        if addrs.iter().all(|a| self.policy.permits(a.ip())) {
+            Ok(())
+        } else {
+            Err(TargetCheck::Blocked)
+        }
+    }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
         let host = name.as_str().to_owned();
+        let trusted = self.trusted.contains(&host.to_ascii_lowercase());
+        let policy = if trusted {
+            Arc::new(SsrfPolicy::new(false, Vec::new()))
+        } else {
+            self.policy.clone()
+        };
         let fixed = self.overrides.get(&host.to_ascii_lowercase()).cloned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = match fixed {

@@ -16,6 +16,7 @@ mod client;
 mod config_fuzz;
 mod crash;
 mod dashboard;
+mod egress;
 mod limits;
 mod router;
 mod scale_out;
