@@ -134,14 +134,15 @@ async fn receiver(status: Arc<AtomicU16>) -> String {
     base
 }
 
-/// Another site's page with a form that posts to the dashboard, as a CSRF attack would.
+/// Another site's page with a form that posts to the dashboard, as a CSRF attack would. It is
+/// served as `localhost`, another site than the dashboard's `127.0.0.1` for the browser.
 async fn attacker(action: String) -> String {
     let page = format!(
         "<!doctype html><form method=post action=\"{action}\"><button id=go type=submit>win a prize</button></form>"
     );
     let app = Router::new().route("/", get(move || async move { Html(page.clone()) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     base
 }
@@ -236,7 +237,8 @@ async fn an_operator_logs_in_watches_a_task_arrive_live_and_retries_it() {
         .unwrap();
     wait_api_status(&http, &base, &id, "completed").await;
 
-    // A form on another site posting to the dashboard is refused, and changes nothing.
+    // A form on another site posting to the dashboard is refused (the SameSite=Strict cookie
+    // is not sent, and there is no CSRF token either), and changes nothing.
     let victim = create(&http, &base, &format!("{hooks}/fail")).await;
     wait_api_status(&http, &base, &victim, "failed").await;
     let evil = attacker(format!("{base}/ui/tasks/{victim}/retry")).await;
