@@ -110,6 +110,13 @@ async fn receive(
             if let Some(pem) = ca_pem {
                 stream = stream.add_root_certificates_pem(pem.to_vec());
             }
+            // The OpenAPI calls read HTTPS_PROXY through reqwest; the WebSocket needs it given.
+            if let Some(proxy) = dingtalk_stream::EgressProxy::from_env()
+                .context("while reading HTTPS_PROXY / HTTP_PROXY / ALL_PROXY")?
+            {
+                tracing::info!(%proxy, "the Stream WebSocket goes through the proxy");
+                stream = stream.proxy(proxy);
+            }
             let (handle, mut incoming) = StreamClient::new(stream)
                 .context("while building the Stream client")?
                 .start();

@@ -52,6 +52,9 @@ pub struct StreamConfig {
     /// PEM certificates trusted as roots besides the platform's (see the crate docs, "TLS"),
     /// e.g. the CA of a local DingTalk mock or of a TLS-inspecting proxy.
     pub extra_root_certs_pem: Vec<Vec<u8>>,
+    /// The proxy the WebSocket goes through (an `http://` proxy, by CONNECT), if any. The
+    /// gateway request goes through reqwest, which reads `HTTPS_PROXY` itself.
+    pub proxy: Option<webhook_client::EgressProxy>,
 }
 
 impl StreamConfig {
@@ -71,7 +74,14 @@ impl StreamConfig {
             connect_timeout: Duration::from_secs(10),
             channel_capacity: 1024,
             extra_root_certs_pem: Vec::new(),
+            proxy: None,
         }
+    }
+
+    /// Opens the WebSocket through `proxy` (e.g. [`webhook_client::EgressProxy::from_env`]).
+    pub fn proxy(mut self, proxy: webhook_client::EgressProxy) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// Also trusts the certificates in `pem` (one or more `CERTIFICATE` blocks) as roots, for
@@ -114,6 +124,7 @@ impl fmt::Debug for StreamConfig {
             .field("backoff_max", &self.backoff_max)
             .field("dedupe_ttl", &self.dedupe_ttl)
             .field("extra_root_certs", &self.extra_root_certs_pem.len())
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -350,22 +361,40 @@ impl StreamClient {
 
     async fn connect(&self, shared: &Arc<Shared>, next_id: &mut u64) -> Result<Conn, Error> {
         let url = self.open_ticket().await?;
-        let (ws, _) = tokio::time::timeout(
-            self.config.connect_timeout,
-            // Nagle off: ACKs are tiny frames written one per CALLBACK. With Nagle on, the
-            // second ACK of a burst waits for the TCP ACK of the first, which the gateway's
-            // delayed ACK holds back for ~40 ms (measured with bench-bot: burst ACK p90 46 ms).
-            // A `ws://` endpoint ignores the connector; `wss://` uses it.
-            tokio_tungstenite::connect_async_tls_with_config(
-                url.as_str(),
-                None,
-                true,
-                Some(tokio_tungstenite::Connector::Rustls(self.ws_tls.clone())),
-            ),
-        )
-        .await
-        .map_err(|_| Error::WebSocket("handshake timed out".into()))?
-        .map_err(|e| Error::WebSocket(e.to_string()))?;
+        let connector = Some(tokio_tungstenite::Connector::Rustls(self.ws_tls.clone()));
+        let through = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| Some((self.config.proxy.as_ref()?.for_url(&u)?.clone(), u)));
+        let handshake = async {
+            match through {
+                // Nagle off: ACKs are tiny frames written one per CALLBACK. With Nagle on, the
+                // second ACK of a burst waits for the TCP ACK of the first, which the gateway's
+                // delayed ACK holds back for ~40 ms (measured with bench-bot: burst ACK p90 46 ms).
+                // A `ws://` endpoint ignores the connector; `wss://` uses it.
+                None => tokio_tungstenite::connect_async_tls_with_config(
+                    url.as_str(),
+                    None,
+                    true,
+                    connector,
+                )
+                .await
+                .map_err(|e| Error::WebSocket(e.to_string())),
+                Some((proxy, target)) => {
+                    let tunnel = crate::proxy::connect_tunnel(&proxy, &target).await?;
+                    tokio_tungstenite::client_async_tls_with_config(
+                        url.as_str(),
+                        tunnel,
+                        None,
+                        connector,
+                    )
+                    .await
+                    .map_err(|e| Error::WebSocket(e.to_string()))
+                }
+            }
+        };
+        let (ws, _) = tokio::time::timeout(self.config.connect_timeout, handshake)
+            .await
+            .map_err(|_| Error::WebSocket("handshake timed out".into()))??;
         *next_id += 1;
         let id = *next_id;
         StreamStats::bump(&shared.stats.connections_opened);

@@ -53,6 +53,7 @@ mod dedupe;
 mod frame;
 mod http_mode;
 mod message;
+mod proxy;
 mod sign;
 mod tls;
 
@@ -66,6 +67,8 @@ pub use message::{
     CONVERSATION_GROUP, CONVERSATION_SINGLE, MessageBody, RobotMessage, TextContent,
 };
 pub use sign::{MAX_CLOCK_SKEW_MS, SignatureError, callback_signature, verify_callback};
+/// The proxy type of [`StreamConfig::proxy`], shared with the webhook client.
+pub use webhook_client::EgressProxy;
 
 /// A robot message received over Stream or HTTP, already ACKed and deduplicated.
 #[derive(Debug, Clone)]

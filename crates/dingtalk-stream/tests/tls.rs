@@ -88,3 +88,85 @@ fn a_pem_without_a_certificate_is_a_config_error() {
     .unwrap_err();
     assert!(matches!(err, dingtalk_stream::Error::Config(_)), "{err:?}");
 }
+
+/// A CONNECT-only proxy on loopback; records each request line.
+async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://ops:pw@{}", listener.local_addr().unwrap());
+    let asked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                let authorized = text.contains("Proxy-Authorization: Basic b3BzOnB3"); // ops:pw
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{line} auth={authorized}"));
+                let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target.as_str()).await else {
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (url, asked)
+}
+
+#[tokio::test]
+async fn the_wss_socket_goes_through_an_http_proxy_by_connect() {
+    let mock = DingTalkMock::start_tls(MockConfig::default())
+        .await
+        .unwrap();
+    let (proxy, asked) = connect_proxy().await;
+    let ca = mock.ca_pem().expect("a generated CA").to_owned();
+    let client = StreamClient::new(
+        config(&mock)
+            .add_root_certificates_pem(ca)
+            .proxy(dingtalk_stream::EgressProxy::all(&proxy).unwrap()),
+    )
+    .unwrap();
+    let (handle, mut rx) = client.start();
+    let mut delivered = false;
+    for _ in 0..500 {
+        if mock
+            .say(MockMessage::single("u1", "经代理"))
+            .await
+            .delivered
+        {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(delivered, "never connected through the proxy");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.message.extract_text().as_deref(), Some("经代理"));
+    let port = mock.base_url().rsplit(':').next().unwrap().to_owned();
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        asked
+            .iter()
+            .any(|l| l.starts_with("CONNECT 127.0.0.1:") && l.ends_with("auth=true")),
+        "{asked:?} (mock on {port})"
+    );
+    handle.shutdown().await;
+}

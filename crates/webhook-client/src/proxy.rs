@@ -120,6 +120,26 @@ impl EgressProxy {
         self
     }
 
+    /// The proxy a request to `url` goes through: the scheme's proxy (`wss` counts as https,
+    /// `ws` as http) unless the host is in the `NO_PROXY` list. For clients that open their own
+    /// connections, such as a WebSocket.
+    pub fn for_url(&self, url: &Url) -> Option<&Url> {
+        let proxy = match url.scheme() {
+            "https" | "wss" => self.https.as_ref(),
+            "http" | "ws" => self.http.as_ref(),
+            _ => None,
+        }?;
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let bypass = self.no_proxy.as_deref().is_some_and(|list| {
+            list.split(',')
+                .any(|entry| no_proxy_matches(entry.trim(), host))
+        });
+        (!bypass).then_some(proxy)
+    }
+
     /// The proxies' host names (lowercase), which resolve without the SSRF guard.
     pub(crate) fn hosts(&self) -> Vec<String> {
         [&self.http, &self.https]
@@ -156,9 +176,55 @@ impl EgressProxy {
     }
 }
 
+/// One `NO_PROXY` entry against a host: `*`, a domain (itself and its subdomains, with or
+/// without a leading dot), an IP address or a CIDR.
+fn no_proxy_matches(entry: &str, host: &str) -> bool {
+    if entry.is_empty() {
+        return false;
+    }
+    if entry == "*" {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return entry.parse::<std::net::IpAddr>().is_ok_and(|e| e == ip)
+            || entry
+                .parse::<ipnet::IpNet>()
+                .is_ok_and(|net| net.contains(&ip));
+    }
+    let domain = entry.trim_start_matches('.').to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    host == domain || host.ends_with(&format!(".{domain}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_proxy_bypasses_domains_addresses_and_ranges() {
+        let p = EgressProxy::all("http://proxy:3128")
+            .unwrap()
+            .no_proxy(" .internal.example, localhost,10.0.0.0/8, ::1");
+        let via = |u: &str| p.for_url(&Url::parse(u).unwrap()).is_some();
+        assert!(via("wss://wss-open-connection.dingtalk.com/connect"));
+        assert!(via("https://example.com/"));
+        for direct in [
+            "https://a.internal.example/x",
+            "https://internal.example/",
+            "http://localhost:8080/",
+            "ws://10.2.3.4:9000/",
+            "http://[::1]:80/",
+        ] {
+            assert!(!via(direct), "{direct}");
+        }
+        assert!(via("https://notinternal.example/"));
+        let everything = EgressProxy::all("http://proxy:3128").unwrap().no_proxy("*");
+        assert!(
+            everything
+                .for_url(&Url::parse("https://x.y/").unwrap())
+                .is_none()
+        );
+    }
 
     #[test]
     fn the_variables_are_read_as_curl_reads_them() {
