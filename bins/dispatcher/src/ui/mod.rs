@@ -928,26 +928,27 @@ async fn channels(State(state): State<AppState>, viewer: Viewer) -> Response {
 
 // === assets ===
 
-async fn app_js() -> Response {
+/// An embedded asset; cached briefly, as a new binary may change it.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        include_str!("assets/app.js"),
+        body,
     )
         .into_response()
 }
 
-async fn app_css() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        include_str!("assets/app.css"),
+async fn app_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/app.js"),
     )
-        .into_response()
+}
+
+async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", include_str!("assets/app.css"))
 }
 
 #[cfg(test)]

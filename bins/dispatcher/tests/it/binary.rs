@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
 
-use crate::{KEY, command, free_port, http, seed_body, spawn, terminate, wait_healthy};
+use crate::{KEY, command, create_task, free_port, http, spawn, terminate, wait_healthy};
 
 #[tokio::test]
 async fn first_start_generates_stores_and_prints_the_api_key_once() {
@@ -104,18 +104,7 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
     wait_healthy(&http, &base).await;
     let mut ids = vec![];
     for _ in 0..4 {
-        let r: serde_json::Value = http
-            .post(format!("{base}/workflow/tasks"))
-            .bearer_auth(KEY)
-            .header("content-type", "application/json")
-            .body(seed_body(&hook))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(r["task_id"].as_str().unwrap().to_owned());
+        ids.push(create_task(&http, &base, &hook).await);
     }
     // Wait until at least one delivery is running, then ask the process to stop.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -19,7 +19,7 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use fantoccini::{Client, ClientBuilder, Locator};
 
-use crate::{KEY, free_port, get_json, http, seed_body, spawn, wait_healthy};
+use crate::{KEY, create_task, free_port, get_json, http, spawn, wait_healthy};
 
 struct Browser {
     client: Client,
@@ -147,21 +147,6 @@ async fn attacker(action: String) -> String {
     base
 }
 
-async fn create(http: &reqwest::Client, base: &str, hook: &str) -> String {
-    let created: serde_json::Value = http
-        .post(format!("{base}/workflow/tasks"))
-        .bearer_auth(KEY)
-        .header("content-type", "application/json")
-        .body(seed_body(hook))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["task_id"].as_str().unwrap().to_owned()
-}
-
 async fn wait_api_status(http: &reqwest::Client, base: &str, id: &str, status: &str) {
     for _ in 0..400 {
         let v = get_json(http, base, &format!("/workflow/tasks/{id}")).await;
@@ -200,7 +185,7 @@ async fn an_operator_logs_in_watches_a_task_arrive_live_and_retries_it() {
     b.execute("window.__sameDocument = 'yes'; return null;", vec![])
         .await
         .unwrap();
-    let id = create(&http, &base, &format!("{hooks}/hook")).await;
+    let id = create_task(&http, &base, &format!("{hooks}/hook")).await;
     let row = format!("tr[data-task=\"{id}\"]");
     browser.text(&row).await;
     let same = b
@@ -239,7 +224,7 @@ async fn an_operator_logs_in_watches_a_task_arrive_live_and_retries_it() {
 
     // A form on another site posting to the dashboard is refused (the SameSite=Strict cookie
     // is not sent, and there is no CSRF token either), and changes nothing.
-    let victim = create(&http, &base, &format!("{hooks}/fail")).await;
+    let victim = create_task(&http, &base, &format!("{hooks}/fail")).await;
     wait_api_status(&http, &base, &victim, "failed").await;
     let evil = attacker(format!("{base}/ui/tasks/{victim}/retry")).await;
     b.goto(&evil).await.unwrap();

@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{KEY, SECRET, command, free_port, http, receiver, seed_body, terminate, wait_healthy};
+use crate::{
+    KEY, SECRET, command, create_task, free_port, http, receiver, terminate, wait_healthy,
+};
 
 /// A forward proxy for plain-http targets; records each request line.
 async fn forward_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -73,18 +75,7 @@ async fn deliveries_go_out_through_the_egress_proxy_and_its_password_is_never_lo
     let base = format!("http://127.0.0.1:{port}");
     let http = http();
     wait_healthy(&http, &base).await;
-    let created: serde_json::Value = http
-        .post(format!("{base}/workflow/tasks"))
-        .bearer_auth(KEY)
-        .header("content-type", "application/json")
-        .body(seed_body(&hook))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["task_id"].as_str().unwrap().to_owned();
+    let id = create_task(&http, &base, &hook).await;
     for _ in 0..200 {
         if seen.lock().unwrap().contains_key(&id) {
             break;

@@ -122,6 +122,25 @@ fn seed_body(hook: &str) -> String {
     body.to_string()
 }
 
+/// Creates the seed's task to `hook` through the API of the dispatcher at `base`; its id.
+async fn create_task(http: &reqwest::Client, base: &str, hook: &str) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{base}/workflow/tasks"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(seed_body(hook))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["task_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task id in {created}"))
+        .to_owned()
+}
+
 /// Deliveries seen by the receiver, by task id (the `webhook-id` header).
 type Seen = Arc<Mutex<HashMap<String, u32>>>;
 
