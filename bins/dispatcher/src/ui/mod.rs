@@ -315,6 +315,26 @@ impl IntoResponse for UiError {
 
 type UiResult<T> = Result<T, UiError>;
 
+fn no_such_task(lang: Lang, id: &str) -> UiError {
+    UiError::new(
+        StatusCode::NOT_FOUND,
+        format!("{} {id}", lang.t("没有这个任务：", "No such task:")),
+    )
+}
+
+/// A task with its attempts and events, or 404.
+async fn task_view(
+    state: &AppState,
+    lang: Lang,
+    id: &str,
+) -> UiResult<workflow_dispatch::TaskStatusView> {
+    state
+        .manager
+        .get_task_status(id)
+        .await?
+        .ok_or_else(|| no_such_task(lang, id))
+}
+
 // === login ===
 
 #[derive(Debug, Deserialize)]
@@ -693,15 +713,18 @@ async fn tasks(
     Query(q): Query<TaskQuery>,
 ) -> UiResult<Response> {
     if let Some(id) = nonempty(&q.id) {
-        if state.manager.get_task_status(&id).await?.is_some() {
-            return Ok(
+        // Only whether it exists: its attempts and events are read by the page it goes to.
+        let found = state
+            .store
+            .get(&id)
+            .await
+            .map_err(|e| UiError::from(EngineError::from(e)))?;
+        return match found {
+            Some(_) => Ok(
                 Redirect::to(&state.ui.path(&format!("/tasks/{}", encode(&id)))).into_response(),
-            );
-        }
-        return Err(UiError::new(
-            StatusCode::NOT_FOUND,
-            format!("{} {id}", viewer.lang.t("没有这个任务：", "No such task:")),
-        ));
+            ),
+            None => Err(no_such_task(viewer.lang, &id)),
+        };
     }
     let selection = q.select(PAGE).map_err(|e| invalid(viewer.lang, &e))?;
     let (tasks, next) = select_tasks(&state, &selection).await?;
@@ -793,19 +816,7 @@ async fn task(
     viewer: Viewer,
     Path(task_id): Path<String>,
 ) -> UiResult<Response> {
-    let view = state
-        .manager
-        .get_task_status(&task_id)
-        .await?
-        .ok_or_else(|| {
-            UiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "{} {task_id}",
-                    viewer.lang.t("没有这个任务：", "No such task:")
-                ),
-            )
-        })?;
+    let view = task_view(&state, viewer.lang, &task_id).await?;
     Ok(pages::task(&state.ui, &viewer, &view).into_response())
 }
 
@@ -814,11 +825,7 @@ async fn task_live(
     viewer: DataViewer,
     Path(task_id): Path<String>,
 ) -> UiResult<Response> {
-    let view = state
-        .manager
-        .get_task_status(&task_id)
-        .await?
-        .ok_or_else(|| UiError::new(StatusCode::NOT_FOUND, "no such task"))?;
+    let view = task_view(&state, viewer.lang, &task_id).await?;
     Ok(pages::task_live(viewer.lang, &view).into_response())
 }
 
@@ -866,6 +873,9 @@ pub(crate) struct TargetRow {
     latency_ms: Option<u64>,
 }
 
+/// Targets shown on the targets page at most.
+const MAX_TARGETS: usize = 200;
+
 /// Tasks whose last attempt makes a target's recent latency.
 const LATENCY_SAMPLE: usize = 10;
 
@@ -892,11 +902,16 @@ async fn recent_latency(state: &AppState, target: &str) -> UiResult<Option<u64>>
 }
 
 async fn targets(State(state): State<AppState>, viewer: Viewer) -> UiResult<Response> {
-    let snapshot = state
+    let mut snapshot = state
         .manager
         .client()
         .map(|c| c.breakers().snapshot())
         .unwrap_or_default();
+    // Each row costs a few store reads: a dispatcher that has seen thousands of endpoints
+    // shows the first ones by name, and says how many there are.
+    snapshot.sort_by(|a, b| a.0.cmp(&b.0));
+    let total = snapshot.len();
+    snapshot.truncate(MAX_TARGETS);
     let mut rows = Vec::with_capacity(snapshot.len());
     for (key, snap) in snapshot {
         let running = state
@@ -918,8 +933,7 @@ async fn targets(State(state): State<AppState>, viewer: Viewer) -> UiResult<Resp
             latency_ms: latency,
         });
     }
-    rows.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(pages::targets(&state.ui, &viewer, &rows).into_response())
+    Ok(pages::targets(&state.ui, &viewer, &rows, total).into_response())
 }
 
 async fn channels(State(state): State<AppState>, viewer: Viewer) -> Response {

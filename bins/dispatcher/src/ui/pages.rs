@@ -435,13 +435,16 @@ pub(super) fn task_live(lang: Lang, view: &TaskStatusView) -> Markup {
     }
 }
 
-pub(super) fn targets(ui: &Ui, viewer: &Viewer, rows: &[TargetRow]) -> Markup {
+pub(super) fn targets(ui: &Ui, viewer: &Viewer, rows: &[TargetRow], total: usize) -> Markup {
     let lang = viewer.lang;
     let body = html! {
         p.hint { (lang.t(
             "每个投递目标（URL 的源或渠道）各有一个熔断器。失败率按最近的窗口计算；近期延迟为最新 10 个任务最后一次尝试的中位数。",
             "Each target (a URL's origin, or a channel) has its own breaker. Failure rates are over its recent window; recent latency is the median of the last attempt of its 10 newest tasks.",
         )) }
+        @if total > rows.len() {
+            p.notice { (lang.t("目标过多，仅按名称显示前 ", "Too many targets: showing the first ")) (rows.len()) " / " (total) }
+        }
         div.scroll {
             table {
                 thead { tr {
