@@ -15,6 +15,11 @@
 //!   [`StateChange`] events on a tokio broadcast channel ([`BreakerRegistry::subscribe`]).
 //! - [`CircuitBreakerLayer`]: a tower layer built like `LoadShed`: the call fails fast with
 //!   [`CircuitOpen`] while open; an inner error counts as a failure.
+//! - [`KeyedCircuitBreakerLayer`]: one layer in front of many targets: each call asks the breaker
+//!   of its key in a shared [`BreakerRegistry`], and a [`BreakerPolicy`] reads the answer (an
+//!   `Ok` report of "HTTP 503" is a failure of the target; a request refused before it was sent
+//!   is nothing) and makes the answer to give while open. The webhook client's sends and the
+//!   dispatcher's channel deliveries both go through it: it is the one place a permit is taken.
 //!
 //! Time is [`tokio::time::Instant`], so tests drive breakers with paused time.
 //!
@@ -56,9 +61,14 @@
 //! consumer's tree.
 
 mod breaker;
+mod keyed;
 mod layer;
 mod registry;
 
 pub use breaker::{BreakerConfig, CircuitBreaker, CircuitOpen, Permit, Snapshot, State};
+pub use keyed::{
+    BreakerPolicy, KeyedCircuitBreakerLayer, KeyedCircuitBreakerService, KeyedResponseFuture,
+    Verdict,
+};
 pub use layer::{BoxError, CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
 pub use registry::{BreakerRegistry, StateChange};

@@ -5,9 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use circuit_breaker::{BreakerConfig, BreakerRegistry};
+use circuit_breaker::{
+    BreakerConfig, BreakerPolicy, BreakerRegistry, CircuitOpen, KeyedCircuitBreakerLayer,
+    KeyedCircuitBreakerService, Verdict,
+};
+use futures::future::BoxFuture;
 use ipnet::IpNet;
 use retry_policy::{Classifier, Outcome, TransportErrorKind, parse_retry_after};
+use tower::{Layer as _, ServiceExt as _};
 
 use crate::error::{Error, Result};
 use crate::proxy::EgressProxy;
@@ -66,6 +71,8 @@ pub struct AttemptReport {
     pub error: Option<Error>,
     /// Set when not sent because the target's breaker is open: when it lets a probe through.
     pub breaker_retry_in: Option<Duration>,
+    /// The target's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
 }
 
 impl AttemptReport {
@@ -82,6 +89,26 @@ impl AttemptReport {
             response_body: None,
             error,
             breaker_retry_in: retry_in,
+            retry_after: None,
+        }
+    }
+
+    /// What this attempt says about its target, for its breaker: 5xx, 408 and 429 (and a
+    /// transport failure of a request that was sent) count against it, pinning the open wait to
+    /// the target's `Retry-After` on 429 and 503; other answers (2xx, 3xx, 4xx) show a live
+    /// receiver; a request never sent says nothing.
+    pub fn verdict(&self) -> Verdict {
+        if !self.sent {
+            return Verdict::Ignore;
+        }
+        match self.status {
+            None => Verdict::Failure,
+            Some(429 | 503) => match self.retry_after {
+                Some(wait) => Verdict::FailureRetryAfter(wait),
+                None => Verdict::Failure,
+            },
+            Some(status) if status >= 500 || status == 408 => Verdict::Failure,
+            Some(_) => Verdict::Success,
         }
     }
 
@@ -261,13 +288,20 @@ impl WebhookClientBuilder {
             .dns_resolver(resolver.clone())
             .build()
             .map_err(|e| Error::Build(e.without_url().to_string()))?;
+        let breakers = Arc::new(BreakerRegistry::new(self.breaker));
+        let transport = Transport(Arc::new(TransportInner {
+            http,
+            classifier: self.classifier.clone(),
+            max_body: self.max_response_body,
+        }));
         Ok(WebhookClient {
             inner: Arc::new(Inner {
-                http,
+                guarded: KeyedCircuitBreakerLayer::new(breakers.clone(), KeyedByPost)
+                    .layer(transport.clone()),
+                transport,
                 policy,
-                breakers: BreakerRegistry::new(self.breaker),
+                breakers,
                 classifier: self.classifier,
-                max_body: self.max_response_body,
                 proxied: self.proxy.is_some(),
                 resolver,
             }),
@@ -276,14 +310,80 @@ impl WebhookClientBuilder {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// The transport behind the per-target breakers: the one path every guarded send takes.
+    guarded: KeyedCircuitBreakerService<Transport, KeyedByPost, String>,
+    /// The same transport unguarded, for callers whose own breaker layer guards the send.
+    transport: Transport,
     /// Whether a proxy is configured (targets are then checked before they are sent).
     proxied: bool,
     resolver: GuardedResolver,
     policy: Arc<SsrfPolicy>,
-    breakers: BreakerRegistry<String>,
+    breakers: Arc<BreakerRegistry<String>>,
+    classifier: Classifier,
+}
+
+/// One checked POST, ready for the transport.
+struct Post {
+    url: url::Url,
+    /// Its breaker key, for the guarded path and the debug logs.
+    key: String,
+    body: Bytes,
+    headers: Vec<(String, String)>,
+}
+
+/// The guarded path's policy: a post's breaker is the key it carries, and the attempt report
+/// judges the target ([`AttemptReport::verdict`]).
+#[derive(Debug, Clone, Copy)]
+struct KeyedByPost;
+
+impl BreakerPolicy<Post, AttemptReport> for KeyedByPost {
+    type Key = String;
+
+    fn key(&self, post: &Post) -> Option<String> {
+        Some(post.key.clone())
+    }
+
+    fn verdict(&self, report: &AttemptReport) -> Verdict {
+        report.verdict()
+    }
+
+    fn refused(&self, _: Post, open: CircuitOpen) -> AttemptReport {
+        AttemptReport::not_sent(
+            Outcome::Retryable {
+                retry_after: Some(open.retry_in),
+            },
+            None,
+            Some(open.retry_in),
+        )
+    }
+}
+
+struct TransportInner {
+    http: reqwest::Client,
     classifier: Classifier,
     max_body: usize,
+}
+
+/// Sends a [`Post`] and classifies the answer: the tower service the breakers wrap.
+#[derive(Clone)]
+struct Transport(Arc<TransportInner>);
+
+impl tower::Service<Post> for Transport {
+    type Response = AttemptReport;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<AttemptReport, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, post: Post) -> Self::Future {
+        let transport = self.0.clone();
+        Box::pin(async move { Ok(transport.send(post).await) })
+    }
 }
 
 /// A webhook sender: pooled keep-alive connections, SSRF guard, per-target circuit breakers.
@@ -411,8 +511,10 @@ impl WebhookClient {
         self.inner.breakers.retry_in(&key.to_owned())
     }
 
-    /// The per-target breakers (for state-change events and metrics).
-    pub fn breakers(&self) -> &BreakerRegistry<String> {
+    /// The per-target breakers (for state-change events and metrics). Share it with a
+    /// [`KeyedCircuitBreakerLayer`] to guard other sends to the same targets (see
+    /// [`WebhookClient::send_chat_unguarded`]).
+    pub fn breakers(&self) -> &Arc<BreakerRegistry<String>> {
         &self.inner.breakers
     }
 
@@ -423,20 +525,18 @@ impl WebhookClient {
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let mut headers: Vec<(&str, String)> = vec![
-            ("webhook-id", req.msg_id.to_owned()),
-            ("webhook-timestamp", timestamp.to_string()),
-        ];
+        let mut headers = Vec::with_capacity(3 + req.headers.len());
+        headers.push(("webhook-id".to_owned(), req.msg_id.to_owned()));
+        headers.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
         if !req.secrets.is_empty() {
             headers.push((
-                "webhook-signature",
+                "webhook-signature".to_owned(),
                 signature_header(req.secrets, req.msg_id, timestamp, &req.body),
             ));
         }
-        for (k, v) in req.headers {
-            headers.push((k.as_str(), v.clone()));
-        }
-        self.post(req.url, None, req.body.clone(), &headers).await
+        headers.extend(req.headers.iter().cloned());
+        self.post(req.url, None, true, req.body.clone(), headers)
+            .await
     }
 
     /// Sends a chat message ([`crate::chat`]): signs it for its platform at this moment,
@@ -445,6 +545,18 @@ impl WebhookClient {
     /// `errcode`/`code` != 0 is a failure, throttles are retryable (see
     /// [`crate::chat::classify_response`]).
     pub async fn send_chat(&self, req: &ChatRequest<'_>) -> AttemptReport {
+        self.chat(req, true).await
+    }
+
+    /// [`WebhookClient::send_chat`] without asking a breaker (`breaker_key` is ignored): for a
+    /// caller whose own [`KeyedCircuitBreakerLayer`] over [`WebhookClient::breakers`] guards the
+    /// send, so that its other steps (a rate limiter, say) sit behind the same breaker. The
+    /// report's [`AttemptReport::verdict`] is what to tell that breaker.
+    pub async fn send_chat_unguarded(&self, req: &ChatRequest<'_>) -> AttemptReport {
+        self.chat(req, false).await
+    }
+
+    async fn chat(&self, req: &ChatRequest<'_>, guarded: bool) -> AttemptReport {
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -454,7 +566,9 @@ impl WebhookClient {
                 Err(e) => return AttemptReport::not_sent(Outcome::Permanent, Some(e), None),
             };
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let mut report = self.post(&url, req.breaker_key, body, &[]).await;
+        let mut report = self
+            .post(&url, req.breaker_key, guarded, body, Vec::new())
+            .await;
         if let Some(status) = report.status {
             let (outcome, error) = crate::chat::classify_response(
                 req.kind,
@@ -470,12 +584,15 @@ impl WebhookClient {
         report
     }
 
+    /// Checks the target (URL, literal address, every address before a proxy), then sends it
+    /// through the breakers, or straight to the transport when `guarded` is false.
     async fn post(
         &self,
         target: &str,
         breaker_key: Option<&str>,
+        guarded: bool,
         body: Bytes,
-        headers: &[(&str, String)],
+        headers: Vec<(String, String)>,
     ) -> AttemptReport {
         let inner = &self.inner;
         let url = match url::Url::parse(target) {
@@ -529,25 +646,40 @@ impl WebhookClient {
         }
         let key =
             breaker_key.map_or_else(|| endpoint_key(target).unwrap_or_default(), str::to_owned);
-        let permit = match inner.breakers.try_acquire(&key) {
-            Ok(p) => p,
-            Err(open) => {
-                return AttemptReport::not_sent(
-                    Outcome::Retryable {
-                        retry_after: Some(open.retry_in),
-                    },
-                    None,
-                    Some(open.retry_in),
-                );
-            }
+        let post = Post {
+            url,
+            key,
+            body,
+            headers,
         };
+        let sent = if guarded {
+            inner.guarded.clone().oneshot(post).await
+        } else {
+            inner.transport.clone().oneshot(post).await
+        };
+        match sent {
+            Ok(report) => report,
+            Err(never) => match never {},
+        }
+    }
+}
 
+impl TransportInner {
+    /// One POST: sends, reads up to the body cap, classifies. Breakers are the caller's.
+    async fn send(&self, post: Post) -> AttemptReport {
+        let inner = self;
+        let Post {
+            url,
+            key,
+            body,
+            headers,
+        } = post;
         let mut builder = inner
             .http
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json");
-        for (k, v) in headers {
-            builder = builder.header(*k, v.as_str());
+        for (k, v) in &headers {
+            builder = builder.header(k.as_str(), v.as_str());
         }
         let started = Instant::now();
         let result = builder.body(body).send().await;
@@ -557,11 +689,8 @@ impl WebhookClient {
                 let kind = classify_reqwest(&e);
                 let outcome = inner.classifier.classify_transport(kind);
                 tracing::debug!(target_key = %key, kind = kind.as_str(), outcome = outcome.as_str(), "webhook attempt failed");
-                if kind == TransportErrorKind::Blocked {
-                    drop(permit); // never sent: neither success nor failure for the target
-                } else {
-                    permit.failure();
-                }
+                // A resolver refusal never sent anything: neither success nor failure for the
+                // target's breaker (`sent` false, so its verdict is "ignore").
                 return AttemptReport {
                     sent: kind != TransportErrorKind::Blocked,
                     outcome,
@@ -570,6 +699,7 @@ impl WebhookClient {
                     response_body: None,
                     error: Some(transport_error(kind, e)),
                     breaker_retry_in: None,
+                    retry_after: None,
                 };
             }
         };
@@ -598,16 +728,6 @@ impl WebhookClient {
         drop(resp);
         let duration = started.elapsed();
         let outcome = inner.classifier.classify_status(status, retry_after);
-        // The breaker tracks whether the target is up: 5xx, 408 and 429 count against it;
-        // other answers (2xx, 3xx, 4xx) show a live receiver.
-        let target_failing = status >= 500 || status == 408 || status == 429;
-        match (target_failing, retry_after) {
-            (true, Some(ra)) if status == 429 || status == 503 => {
-                permit.failure_with_retry_after(ra)
-            }
-            (true, _) => permit.failure(),
-            (false, _) => permit.success(),
-        }
         let error = match (&outcome, body_error) {
             (Outcome::Success, _) | (_, None) => None,
             (_, Some(e)) => Some(transport_error(classify_reqwest(&e), e)),
@@ -629,6 +749,7 @@ impl WebhookClient {
             response_body: (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()),
             error,
             breaker_retry_in: None,
+            retry_after,
         }
     }
 }
