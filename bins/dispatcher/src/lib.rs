@@ -63,7 +63,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_kit::MetricsUpkeep;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -117,30 +116,8 @@ impl std::fmt::Debug for AppState {
 /// sensitive-header redaction, tracing, JSON errors for every rejection, a 64 KiB body limit,
 /// a request timeout and panic recovery (500 without internals).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/workflow/tasks",
-            post(routes::tasks::create_task).get(routes::tasks::list_tasks),
-        )
-        .route("/workflow/tasks/{task_id}", get(routes::tasks::get_task))
-        .route(
-            "/workflow/tasks/{task_id}/cancel",
-            post(routes::tasks::cancel_task),
-        )
-        .route(
-            "/workflow/tasks/{task_id}/retry",
-            post(routes::tasks::retry_task),
-        )
-        .route(
-            "/workflow/tasks/{task_id}/callback",
-            post(routes::callback::callback),
-        )
-        .route("/workflow/channels", get(routes::channels::list_channels))
-        .route("/healthz", get(routes::ops::healthz))
-        .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics_text))
-        .route("/openapi.json", get(routes::ops::openapi_json))
-        .merge(ui::router())
+    let (api, _) = routes::api().split_for_parts();
+    api.merge(ui::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -10,7 +10,28 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
 use crate::error::ApiError;
+
+/// The API's routes with their OpenAPI description, both from the handlers' `#[utoipa::path]`
+/// attributes: a route cannot be served undocumented, nor documented unserved.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(tasks::create_task, tasks::list_tasks))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::cancel_task))
+        .routes(routes!(tasks::retry_task))
+        .routes(routes!(callback::callback))
+        .routes(routes!(channels::list_channels))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics_text))
+        .routes(routes!(ops::openapi_json))
+}
 
 /// The body of a JSON request: 415 unless `Content-Type` is JSON, 413 over the body limit.
 pub(crate) fn json_body(
