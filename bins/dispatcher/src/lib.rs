@@ -256,7 +256,8 @@ impl App {
             Jitter::Additive(Duration::from_secs(10).min(config.base_retry_delay)),
         )
         .map_err(|e| anyhow::anyhow!("invalid retry settings: {e}"))?;
-        let channels = Channels::from_config(&config.channels).map_err(|e| ConfigError(e.0))?;
+        let channels = Channels::from_config(&config.channels, config.egress_proxy()?.as_ref())
+            .map_err(|e| ConfigError(e.0))?;
         let engine = Engine::builder(opened.store.clone())
             .handler(
                 WEBHOOK_KIND,

@@ -877,6 +877,45 @@ async fn dingtalk_app_sends_markdown_to_its_group_and_to_its_users() {
     mock.shutdown().await;
 }
 
+#[tokio::test]
+async fn dingtalk_app_calls_go_out_through_the_egress_proxy() {
+    let (proxy_port, asked) = crate::egress::forward_proxy().await;
+    let mock = dingtalk_mock::DingTalkMock::start(dingtalk_mock::MockConfig::default())
+        .await
+        .unwrap();
+    let group = "cidTeSt9GrOuP0a1b2c3==";
+    mock.add_group(group);
+    let mock_config = mock.config().clone();
+    let dir = Dir::new();
+    let app = ChannelConfig {
+        name: "pr-group".to_owned(),
+        kind: "dingtalk_app".to_owned(),
+        url: Some(mock.base_url()),
+        client_id: Some(mock_config.client_id.clone()),
+        secret_file: dir.secret("app.sec", &mock_config.client_secret),
+        open_conversation_id: Some(group.to_owned()),
+        ..ChannelConfig::default()
+    };
+    let t = start_with(dir, vec![app], |config| {
+        config.egress_proxy = Some(format!("http://127.0.0.1:{proxy_port}"));
+    })
+    .await;
+    let id = t.create("pr-group").await;
+    assert_completed_in_one_attempt(&t.wait_final(&id).await, "pr-group");
+    assert_eq!(mock.outbox().len(), 1);
+    let asked = asked.lock().unwrap().clone();
+    let base = mock.base_url();
+    // The first call (the token) opens the proxied connection; the send reuses it (the test
+    // proxy records only each connection's first request line).
+    let token = format!(
+        "POST {}/v1.0/oauth2/accessToken HTTP/1.1",
+        base.trim_end_matches('/')
+    );
+    assert_eq!(asked.first(), Some(&token), "{asked:#?}");
+    t.stop().await;
+    mock.shutdown().await;
+}
+
 // === platform answers ===
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// A forward proxy for plain-http targets; records each request line.
-async fn forward_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn forward_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let asked: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -28,8 +28,8 @@ pub struct SenderBuilder {
     pub(super) part_bytes: usize,
     pub(super) extra_roots_pem: Vec<Vec<u8>>,
     pub(super) max_file_bytes: usize,
-    /// The egress proxy (`http://`, `https://` or `socks5://`), and hosts that bypass it.
-    pub(super) proxy: Option<(String, Option<String>)>,
+    /// `Some(url)`: through that proxy; `Some(None)`: directly; `None`: the environment's.
+    pub(super) proxy: Option<Option<String>>,
 }
 
 impl fmt::Debug for SenderBuilder {
@@ -151,10 +151,16 @@ impl SenderBuilder {
     }
 
     /// Sends every call through this proxy (`http://`, `https://` or `socks5://`, credentials
-    /// in the URL), except to the hosts of `no_proxy` (`NO_PROXY`'s syntax). Without it the
-    /// process's `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` apply. The URL is never logged.
-    pub fn proxy(mut self, url: impl Into<String>, no_proxy: Option<String>) -> Self {
-        self.proxy = Some((url.into(), no_proxy));
+    /// in the URL). Without [`SenderBuilder::proxy`] or [`SenderBuilder::direct`] the process's
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` apply. The URL is never logged.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(Some(url.into()));
+        self
+    }
+
+    /// Connects directly, whatever the process's proxy variables say.
+    pub fn direct(mut self) -> Self {
+        self.proxy = Some(None);
         self
     }
 
@@ -203,12 +209,14 @@ impl SenderBuilder {
         }
         let tls = crate::tls::client_config(crate::tls::certs_from_pems(&self.extra_roots_pem)?)?;
         let mut http = reqwest::Client::builder();
-        if let Some((url, no_proxy)) = &self.proxy {
-            // An explicit proxy replaces the environment's (`HTTPS_PROXY`, read by default).
-            let proxy = reqwest::Proxy::all(url)
-                .map_err(|_| Error::Config("proxy is not a valid proxy URL".into()))?
-                .no_proxy(no_proxy.as_deref().and_then(reqwest::NoProxy::from_string));
-            http = http.no_proxy().proxy(proxy);
+        if let Some(choice) = &self.proxy {
+            // An explicit choice replaces the environment's (`HTTPS_PROXY`, read by default).
+            http = http.no_proxy();
+            if let Some(url) = choice {
+                let proxy = reqwest::Proxy::all(url)
+                    .map_err(|_| Error::Config("proxy is not a valid proxy URL".into()))?;
+                http = http.proxy(proxy);
+            }
         }
         let http = http
             .timeout(self.timeout)
@@ -255,7 +263,7 @@ mod tests {
         let e = credentials().api_base("ftp://x").build().unwrap_err();
         assert!(e.to_string().contains("api base"), "{e}");
         let e = credentials()
-            .proxy("http://user:pw@[bad", None)
+            .proxy("http://user:pw@[bad")
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("proxy"), "{e}");
@@ -302,7 +310,7 @@ mod tests {
         let (proxy, seen) = one_shot_proxy().await;
         let sender = credentials()
             .api_base("http://api.dingtalk.invalid")
-            .proxy(proxy, None)
+            .proxy(proxy)
             .build()
             .unwrap();
         assert_eq!(sender.access_token().await.unwrap(), "via-proxy");

@@ -321,7 +321,11 @@ fn read_secret(c: &ChannelConfig, field: &str, mode: Mode) -> Result<Option<Stri
     }
 }
 
-fn build_channel(c: &ChannelConfig, mode: Mode) -> Result<Option<Channel>, ConfigError> {
+fn build_channel(
+    c: &ChannelConfig,
+    mode: Mode,
+    proxy: Option<&webhook_client::EgressProxy>,
+) -> Result<Option<Channel>, ConfigError> {
     let name = &c.name;
     let err = |field: &str, why: String| ConfigError(format!("channels.{name}.{field}: {why}"));
     let kind = ChannelKind::parse(&c.kind).ok_or_else(|| {
@@ -474,6 +478,14 @@ fn build_channel(c: &ChannelConfig, mode: Mode) -> Result<Option<Channel>, Confi
         if let Some(code) = &c.robot_code {
             builder = builder.robot_code(code.clone());
         }
+        // The app's calls leave through the same egress proxy as every delivery.
+        let base = url::Url::parse(&url).ok();
+        if let Some(via) = proxy.zip(base.as_ref()).and_then(|(p, u)| p.for_url(u)) {
+            builder = builder.proxy(via.as_str());
+        } else if proxy.is_some() {
+            // Bypassed (NO_PROXY): connect directly, not through the environment's proxy.
+            builder = builder.direct();
+        }
         let sender = builder.build().map_err(|e| err("url", e.to_string()))?;
         Some(DingTalkApp { sender, target })
     } else {
@@ -533,10 +545,15 @@ impl Channels {
     /// A [`ChannelConfigError`] naming the channel and field: a missing or duplicate name,
     /// unknown kind, missing URL, unreadable secret, bad rate (or one above the platform's
     /// limit), bad template, or incomplete `dingtalk_app` settings.
-    pub fn from_config(list: &ChannelList) -> Result<Channels, ChannelConfigError> {
+    /// `dingtalk_app` channels call DingTalk through `proxy` when one is given (as the
+    /// delivery client's, honouring its `NO_PROXY` list).
+    pub fn from_config(
+        list: &ChannelList,
+        proxy: Option<&webhook_client::EgressProxy>,
+    ) -> Result<Channels, ChannelConfigError> {
         let mut by_name = BTreeMap::new();
         for c in each_named(list)? {
-            if let Some(channel) = build_channel(c, Mode::Build)? {
+            if let Some(channel) = build_channel(c, Mode::Build, proxy)? {
                 by_name.insert(channel.name.clone(), channel);
             }
         }
@@ -553,7 +570,7 @@ impl Channels {
     /// As [`Channels::from_config`], except for the secrets' contents.
     pub fn check(list: &ChannelList) -> Result<(), ChannelConfigError> {
         for c in each_named(list)? {
-            build_channel(c, Mode::Check)?;
+            build_channel(c, Mode::Check, None)?;
         }
         Ok(())
     }
@@ -606,7 +623,7 @@ mod tests {
         let w: Wrap = figment::Figment::from(figment::providers::Toml::string(toml))
             .extract()
             .map_err(|e| ConfigError(e.to_string()))?;
-        Channels::from_config(&w.channels)
+        Channels::from_config(&w.channels, None)
     }
 
     #[test]
