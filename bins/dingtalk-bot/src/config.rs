@@ -118,6 +118,15 @@ pub struct Config {
     pub flow_control_retries: u32,
     /// Serve Prometheus metrics on `GET /metrics` at this address (off by default).
     pub metrics_listen: Option<SocketAddr>,
+    /// Proxy for every outgoing call: the OpenAPI, the Stream socket, file downloads and the
+    /// processor (`http://`, `https://` or `socks5://` for HTTP; the socket needs `http://`),
+    /// credentials in the URL, never logged. Unset: `egress_proxy_file`, else the standard
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` variables, else direct.
+    pub egress_proxy: Option<String>,
+    /// A file whose first line is the proxy URL (credentials kept as a secret file).
+    pub egress_proxy_file: Option<PathBuf>,
+    /// Hosts that bypass the proxy (`NO_PROXY` syntax); unset: the `NO_PROXY` variable.
+    pub egress_no_proxy: Option<String>,
 }
 
 impl Default for Config {
@@ -159,6 +168,9 @@ impl Default for Config {
             card_update_interval: Duration::from_secs(15),
             flow_control_retries: 3,
             metrics_listen: None,
+            egress_proxy: None,
+            egress_proxy_file: None,
+            egress_no_proxy: None,
         }
     }
 }
@@ -185,6 +197,21 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    /// The egress proxy ([`dingtalk_stream::EgressProxy::from_settings`] over `egress_proxy`,
+    /// `egress_proxy_file` and `egress_no_proxy`).
+    ///
+    /// # Errors
+    ///
+    /// An unreadable proxy file or an unusable proxy URL (never echoing its password).
+    pub fn egress_proxy(&self) -> Result<Option<dingtalk_stream::EgressProxy>, ConfigError> {
+        dingtalk_stream::EgressProxy::from_settings(
+            self.egress_proxy.as_deref(),
+            self.egress_proxy_file.as_deref(),
+            self.egress_no_proxy.as_deref(),
+        )
+        .map_err(|e| ConfigError(format!("egress_proxy: {e}")))
+    }
+
     /// Extracts and validates the configuration.
     ///
     /// # Errors
@@ -336,6 +363,18 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Proxy for outgoing calls (default: HTTPS_PROXY/HTTP_PROXY).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<String>,
+    /// File whose first line is the proxy URL.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy_file: Option<PathBuf>,
+    /// Hosts that bypass the proxy, comma-separated (default: NO_PROXY).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_no_proxy: Option<String>,
 }
 
 /// Defaults, then the TOML file, then the environment, then the flags.

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_tasks::processor::Egress;
 use async_tasks::{
     AsyncTaskConfig, AsyncTaskManager, Bot, BotJobHandler, BotSettings, DingTalkPush,
     DurationStats, Processor, processor,
 };
 use dingtalk_sender::DingTalkSender;
-use dingtalk_stream::{StreamClient, StreamConfig};
+use dingtalk_stream::{EgressProxy, StreamClient, StreamConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use workflow_core::{Engine, EngineConfig, ExponentialBackoff, Jitter};
@@ -27,9 +28,28 @@ use workflow_core::{Engine, EngineConfig, ExponentialBackoff, Jitter};
 pub use config::{Cli, Config, Mode, ProcessorKind, figment_for};
 pub use service_kit::shutdown_signal;
 
-fn processor(config: &Config, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<dyn Processor>> {
-    let client = || {
-        processor::http_client(config.task_timeout, ca_pem)
+/// How a call to `url` leaves: through the configured proxy, directly (its `NO_PROXY` list), or
+/// as the environment says when no proxy is configured.
+fn egress_for(proxy: Option<&EgressProxy>, url: &str) -> Egress {
+    let Some(proxy) = proxy else {
+        return Egress::Environment;
+    };
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| proxy.for_url(&u).cloned())
+    {
+        Some(via) => Egress::Proxy(via.to_string()),
+        None => Egress::Direct,
+    }
+}
+
+fn processor(
+    config: &Config,
+    ca_pem: Option<&[u8]>,
+    proxy: Option<&EgressProxy>,
+) -> anyhow::Result<Arc<dyn Processor>> {
+    let client = |url: &str| {
+        processor::http_client(config.task_timeout, ca_pem, egress_for(proxy, url))
             .context("while building the HTTP client")
     };
     Ok(match config.processor {
@@ -48,19 +68,23 @@ fn processor(config: &Config, ca_pem: Option<&[u8]>) -> anyhow::Result<Arc<dyn P
         ProcessorKind::Http => Arc::new(processor::HttpProcessor {
             url: config.processor_url.clone().unwrap_or_default(),
             field: "result".into(),
-            client: client()?,
+            client: client(config.processor_url.as_deref().unwrap_or_default())?,
         }),
         ProcessorKind::Openai => Arc::new(processor::OpenAiProcessor {
             base_url: config.openai_base_url.clone(),
             model: config.openai_model.clone(),
             api_key: std::env::var("OPENAI_API_KEY")
                 .context("--processor openai needs OPENAI_API_KEY")?,
-            client: client()?,
+            client: client(&config.openai_base_url)?,
         }),
     })
 }
 
-fn sender(config: &Config, ca_pem: Option<&[u8]>) -> anyhow::Result<DingTalkSender> {
+fn sender(
+    config: &Config,
+    ca_pem: Option<&[u8]>,
+    proxy: Option<&EgressProxy>,
+) -> anyhow::Result<DingTalkSender> {
     let mut sender = DingTalkSender::builder()
         .client_id(config.client_id.clone())
         .client_secret(config.client_secret.clone())
@@ -72,6 +96,11 @@ fn sender(config: &Config, ca_pem: Option<&[u8]>) -> anyhow::Result<DingTalkSend
     }
     if let Some(pem) = ca_pem {
         sender = sender.add_root_certificates_pem(pem.to_vec());
+    }
+    match egress_for(proxy, &config.api_base) {
+        Egress::Proxy(url) => sender = sender.proxy(url),
+        Egress::Direct => sender = sender.direct(),
+        Egress::Environment => {}
     }
     sender.build().context("while building the DingTalk client")
 }
@@ -98,6 +127,7 @@ fn engine_config(config: &Config) -> EngineConfig {
 async fn receive(
     config: &Config,
     ca_pem: Option<&[u8]>,
+    proxy: Option<&EgressProxy>,
     tx: tokio::sync::mpsc::Sender<dingtalk_stream::Incoming>,
     stop: CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -110,12 +140,9 @@ async fn receive(
             if let Some(pem) = ca_pem {
                 stream = stream.add_root_certificates_pem(pem.to_vec());
             }
-            // The OpenAPI calls read HTTPS_PROXY through reqwest; the WebSocket needs it given.
-            if let Some(proxy) = dingtalk_stream::EgressProxy::from_env()
-                .context("while reading HTTPS_PROXY / HTTP_PROXY / ALL_PROXY")?
-            {
+            if let Some(proxy) = proxy {
                 tracing::info!(%proxy, "the Stream WebSocket goes through the proxy");
-                stream = stream.proxy(proxy);
+                stream = stream.proxy(proxy.clone());
             }
             let (handle, mut incoming) = StreamClient::new(stream)
                 .context("while building the Stream client")?
@@ -179,7 +206,15 @@ pub async fn run(
         ),
         None => None,
     };
-    let push = Arc::new(DingTalkPush::new(sender(&config, ca_pem.as_deref())?));
+    let proxy = config.egress_proxy()?;
+    if let Some(proxy) = &proxy {
+        tracing::info!(%proxy, "outgoing calls go through the egress proxy");
+    }
+    let push = Arc::new(DingTalkPush::new(sender(
+        &config,
+        ca_pem.as_deref(),
+        proxy.as_ref(),
+    )?));
     let settings = BotSettings {
         sync_deadline: config.sync_deadline,
         task_timeout: config.task_timeout,
@@ -189,7 +224,7 @@ pub async fn run(
         card_update_interval: config.card_update_interval,
         ..BotSettings::default()
     };
-    let processor = processor(&config, ca_pem.as_deref())?;
+    let processor = processor(&config, ca_pem.as_deref(), proxy.as_ref())?;
     let metrics = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -201,7 +236,16 @@ pub async fn run(
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let mut receivers = JoinSet::new();
     let stop = CancellationToken::new();
-    if let Err(e) = receive(&config, ca_pem.as_deref(), tx, stop.clone(), &mut receivers).await {
+    if let Err(e) = receive(
+        &config,
+        ca_pem.as_deref(),
+        proxy.as_ref(),
+        tx,
+        stop.clone(),
+        &mut receivers,
+    )
+    .await
+    {
         stop.cancel();
         while receivers.join_next().await.is_some() {}
         return Err(e);

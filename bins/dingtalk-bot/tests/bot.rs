@@ -873,3 +873,91 @@ async fn a_card_that_cannot_be_updated_still_gets_its_result_pushed() {
     );
     bot.stop().await;
 }
+
+/// A proxy for plain-HTTP targets and CONNECT tunnels; records each connection's first line.
+async fn recording_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                seen.lock().unwrap().push(line.clone());
+                let mut parts = line.split(' ');
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let authority = if method == "CONNECT" {
+                    target.to_owned()
+                } else {
+                    let rest = target.strip_prefix("http://").unwrap_or(target);
+                    rest.split('/').next().unwrap_or("").to_owned()
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(authority.as_str()).await
+                else {
+                    return;
+                };
+                if method == "CONNECT" {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await;
+                } else {
+                    let _ = upstream.write_all(&head).await;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (url, lines)
+}
+
+#[tokio::test]
+async fn every_call_of_the_bot_goes_out_through_its_egress_proxy() {
+    let (proxy, lines) = recording_proxy().await;
+    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The credentials live in a file, as a secret would.
+    let proxy_file = dir.path().join("proxy-url");
+    std::fs::write(&proxy_file, format!("{proxy}\n")).unwrap();
+    let bot = start(Config {
+        egress_proxy_file: Some(proxy_file),
+        ..config(&mock, dir.path())
+    });
+    connected(&mock).await;
+    mock.say(MockMessage::single("u1", "你好")).await;
+    let out = wait_outbox(&mock, |o| o.len() >= 2).await;
+    assert_eq!(out[1].text, "处理结果：你好");
+    bot.stop().await;
+    let lines = lines.lock().unwrap().clone();
+    let base = mock.base_url();
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    // The gateway registration, the WebSocket (a CONNECT tunnel) and the session-webhook reply.
+    assert!(
+        lines.contains(
+            &format!("POST {base}/v1.0/gateway/connections/open HTTP/1.1").replace("//v1", "/v1")
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&format!("CONNECT {host} HTTP/1.1")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with(&format!("POST {}", base.trim_end_matches('/')))
+                && !l.contains("gateway")
+        ),
+        "the reply went direct: {lines:#?}"
+    );
+}

@@ -45,6 +45,9 @@ pub struct Config {
     /// credentials in the URL, never logged). Unset: the standard `HTTPS_PROXY`,
     /// `HTTP_PROXY`, `ALL_PROXY` variables, else direct. The SSRF guard checks the target.
     pub egress_proxy: Option<String>,
+    /// A file whose first line is the proxy URL (for credentials kept as a secret file), read
+    /// when `egress_proxy` is unset.
+    pub egress_proxy_file: Option<PathBuf>,
     /// Hosts that bypass the proxy (`NO_PROXY` syntax); unset: the `NO_PROXY` variable.
     pub egress_no_proxy: Option<String>,
     /// Retries after the first attempt.
@@ -106,6 +109,7 @@ impl Default for Config {
             signing_secret: OneOrMany::default(),
             allowed_target_cidrs: OneOrMany::default(),
             egress_proxy: None,
+            egress_proxy_file: None,
             egress_no_proxy: None,
             resolve: OneOrMany::default(),
             max_retries: 3,
@@ -262,30 +266,20 @@ impl Config {
         )
     }
 
-    /// The egress proxy: `egress_proxy` (with `egress_no_proxy`, else `NO_PROXY`), else the
-    /// standard proxy variables, else none.
+    /// The egress proxy: `egress_proxy`, else `egress_proxy_file`'s (with `egress_no_proxy`,
+    /// else `NO_PROXY`), else the standard proxy variables, else none.
     ///
     /// # Errors
     ///
     /// A proxy URL that is not `http(s)://` or `socks5(h)://` with a host (the password is
     /// never in the message).
     pub fn egress_proxy(&self) -> Result<Option<webhook_client::EgressProxy>, ConfigError> {
-        let configured = match &self.egress_proxy {
-            Some(url) => webhook_client::EgressProxy::all(url)
-                .map(
-                    |p| match std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")) {
-                        Ok(list) => p.no_proxy(&list),
-                        Err(_) => p,
-                    },
-                )
-                .map(Some),
-            None => webhook_client::EgressProxy::from_env(),
-        }
-        .map_err(|e| ConfigError(format!("egress_proxy: {e}")))?;
-        Ok(configured.map(|p| match &self.egress_no_proxy {
-            Some(list) => p.no_proxy(list),
-            None => p,
-        }))
+        webhook_client::EgressProxy::from_settings(
+            self.egress_proxy.as_deref(),
+            self.egress_proxy_file.as_deref(),
+            self.egress_no_proxy.as_deref(),
+        )
+        .map_err(|e| ConfigError(format!("egress_proxy: {e}")))
     }
 
     /// Only the database settings (`data_dir`, `database_url`, `database_pool_size`), for
@@ -368,6 +362,10 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress_proxy: Option<String>,
+    /// File whose first line is the proxy URL (credentials kept out of flags and env).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy_file: Option<PathBuf>,
     /// Hosts that bypass the proxy, comma-separated (default: NO_PROXY).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -269,6 +269,18 @@ impl Processor for OpenAiProcessor {
 #[error("http client: {0}")]
 pub struct ClientError(String);
 
+/// How a processor's HTTP client reaches the network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Egress {
+    /// As the process's `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` say.
+    #[default]
+    Environment,
+    /// Directly, whatever the variables say.
+    Direct,
+    /// Through this proxy URL (`http://`, `https://`, `socks5://`; credentials allowed).
+    Proxy(String),
+}
+
 /// An HTTP client for [`HttpProcessor`] and [`OpenAiProcessor`] trusting the platform's roots
 /// (on Linux the system store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`) plus `extra_roots_pem` (a
 /// PEM bundle), with rustls' `ring` provider passed explicitly: no process-wide provider is
@@ -276,10 +288,12 @@ pub struct ClientError(String);
 ///
 /// # Errors
 ///
-/// The PEM has no readable certificate, or the TLS or HTTP client cannot be built.
+/// The PEM has no readable certificate, the proxy URL is unusable, or the TLS or HTTP client
+/// cannot be built.
 pub fn http_client(
     timeout: Duration,
     extra_roots_pem: Option<&[u8]>,
+    egress: Egress,
 ) -> Result<reqwest::Client, ClientError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
@@ -303,7 +317,18 @@ pub fn http_client(
         .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    match egress {
+        Egress::Environment => {}
+        Egress::Direct => builder = builder.no_proxy(),
+        Egress::Proxy(url) => {
+            // The URL may hold credentials: the error does not repeat it.
+            let proxy = reqwest::Proxy::all(&url)
+                .map_err(|_| ClientError("egress proxy is not a valid proxy URL".into()))?;
+            builder = builder.no_proxy().proxy(proxy);
+        }
+    }
+    builder
         .timeout(timeout)
         .tls_backend_preconfigured(tls)
         .build()

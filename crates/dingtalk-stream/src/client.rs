@@ -52,8 +52,8 @@ pub struct StreamConfig {
     /// PEM certificates trusted as roots besides the platform's (see the crate docs, "TLS"),
     /// e.g. the CA of a local DingTalk mock or of a TLS-inspecting proxy.
     pub extra_root_certs_pem: Vec<Vec<u8>>,
-    /// The proxy the WebSocket goes through (an `http://` proxy, by CONNECT), if any. The
-    /// gateway request goes through reqwest, which reads `HTTPS_PROXY` itself.
+    /// The proxy the WebSocket (an `http://` proxy, by CONNECT) and the gateway request go
+    /// through, if any. Unset, the gateway request follows `HTTPS_PROXY` (reqwest reads it).
     pub proxy: Option<webhook_client::EgressProxy>,
 }
 
@@ -272,7 +272,20 @@ impl StreamClient {
         }
         let http_tls = crate::tls::client_config(&roots, &[b"h2", b"http/1.1"])?;
         let ws_tls = Arc::new(crate::tls::client_config(&roots, &[])?);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(proxy) = &config.proxy {
+            // A given proxy replaces the environment's for the gateway request as well.
+            http = http.no_proxy();
+            let via = reqwest::Url::parse(&config.api_base)
+                .ok()
+                .and_then(|u| proxy.for_url(&u).cloned());
+            if let Some(via) = via {
+                let via = reqwest::Proxy::all(via.as_str())
+                    .map_err(|_| Error::Config("proxy is not a valid proxy URL".into()))?;
+                http = http.proxy(via);
+            }
+        }
+        let http = http
             .tls_backend_preconfigured(http_tls)
             .timeout(config.connect_timeout)
             .user_agent(concat!("dingtalk-stream-rs/", env!("CARGO_PKG_VERSION")))

@@ -114,6 +114,53 @@ impl EgressProxy {
         }))
     }
 
+    /// A service's proxy setting, in order: `url`; else the first line of `url_file` (so that
+    /// credentials in the URL can live in a secret file, not the config or the environment);
+    /// else the standard variables ([`EgressProxy::from_env`]). `no_proxy`, when given,
+    /// replaces the `NO_PROXY` list (which otherwise applies to a configured proxy too).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Build`]: an unreadable or empty file, or no usable proxy URL (the message names
+    /// the setting, never the password).
+    pub fn from_settings(
+        url: Option<&str>,
+        url_file: Option<&std::path::Path>,
+        no_proxy: Option<&str>,
+    ) -> Result<Option<EgressProxy>> {
+        let env_no_proxy = || std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy"));
+        let from_file = match url_file {
+            Some(path) if url.is_none() => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Build(format!("egress proxy file {}: {e}", path.display()))
+                })?;
+                let line = text.lines().next().unwrap_or_default().trim().to_owned();
+                if line.is_empty() {
+                    return Err(Error::Build(format!(
+                        "egress proxy file {} is empty",
+                        path.display()
+                    )));
+                }
+                Some(line)
+            }
+            _ => None,
+        };
+        let proxy = match url.map(str::to_owned).or(from_file) {
+            Some(url) => {
+                let proxy = EgressProxy::all(&url)?;
+                Some(match env_no_proxy() {
+                    Ok(list) => proxy.no_proxy(&list),
+                    Err(_) => proxy,
+                })
+            }
+            None => EgressProxy::from_env()?,
+        };
+        Ok(proxy.map(|p| match no_proxy {
+            Some(list) => p.no_proxy(list),
+            None => p,
+        }))
+    }
+
     /// Hosts that bypass the proxy (`NO_PROXY` syntax).
     pub fn no_proxy(mut self, list: &str) -> EgressProxy {
         self.no_proxy = Some(list.to_owned()).filter(|l| !l.trim().is_empty());
@@ -199,6 +246,39 @@ fn no_proxy_matches(entry: &str, host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_take_the_url_then_the_file_and_never_echo_the_password() {
+        let dir = std::env::temp_dir().join(format!("egress-proxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("url");
+        std::fs::write(&file, "http://ops:s3cret@proxy.internal:3128\nignored\n").unwrap();
+        let target = Url::parse("https://hooks.example/x").unwrap();
+
+        let p = EgressProxy::from_settings(None, Some(&file), Some("")).unwrap().unwrap();
+        assert_eq!(p.for_url(&target).unwrap().host_str(), Some("proxy.internal"));
+        assert!(!p.to_string().contains("s3cret"), "{p}");
+
+        let p = EgressProxy::from_settings(Some("http://first:8080"), Some(&file), Some(""))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.for_url(&target).unwrap().host_str(), Some("first"));
+
+        let p = EgressProxy::from_settings(None, Some(&file), Some("hooks.example"))
+            .unwrap()
+            .unwrap();
+        assert!(p.for_url(&target).is_none(), "no_proxy applies to the file's proxy");
+
+        std::fs::write(&file, "  \n").unwrap();
+        let e = EgressProxy::from_settings(None, Some(&file), None).unwrap_err();
+        assert!(e.to_string().contains("is empty"), "{e}");
+        std::fs::write(&file, "ftp://ops:s3cret@proxy:21").unwrap();
+        let e = EgressProxy::from_settings(None, Some(&file), None).unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = EgressProxy::from_settings(None, Some(&dir.join("missing")), None).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn no_proxy_bypasses_domains_addresses_and_ranges() {
