@@ -119,7 +119,7 @@ pub struct Config {
     /// Serve Prometheus metrics on `GET /metrics` at this address (off by default).
     pub metrics_listen: Option<SocketAddr>,
     /// Proxy for every outgoing call: the OpenAPI, the Stream socket, file downloads and the
-    /// processor (`http://`, `https://` or `socks5://` for HTTP; the socket needs `http://`),
+    /// processor (`http://` or `socks5://`/`socks5h://`; `https://` for the HTTP calls only),
     /// credentials in the URL, never logged. Unset: `egress_proxy_file`, else the standard
     /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` variables, else direct.
     pub egress_proxy: Option<String>,

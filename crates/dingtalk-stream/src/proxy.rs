@@ -12,13 +12,19 @@ use crate::Error;
 /// Longest CONNECT answer head read.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// A TCP stream to `target`'s host and port through the `http://` proxy `proxy`.
+/// A TCP stream to `target`'s host and port through `proxy`: an `http://` proxy by CONNECT,
+/// or a SOCKS5 one (`socks5://` resolves the target here, `socks5h://` lets the proxy resolve
+/// it; credentials by RFC 1929).
 pub(crate) async fn connect_tunnel(proxy: &Url, target: &Url) -> Result<TcpStream, Error> {
     let shown = webhook_client::redact_proxy_url(proxy);
-    if proxy.scheme() != "http" {
-        return Err(Error::WebSocket(format!(
-            "the Stream WebSocket goes through http:// proxies only, not {shown}"
-        )));
+    match proxy.scheme() {
+        "http" => {}
+        "socks5" | "socks5h" => return connect_socks5(proxy, target, &shown).await,
+        _ => {
+            return Err(Error::WebSocket(format!(
+                "the Stream WebSocket goes through http:// or socks5:// proxies, not {shown}"
+            )));
+        }
     }
     let (Some(proxy_host), Some(host), Some(port)) = (
         proxy.host_str(),
@@ -76,4 +82,49 @@ pub(crate) async fn connect_tunnel(proxy: &Url, target: &Url) -> Result<TcpStrea
             "proxy {shown} refused CONNECT {authority}: {status_line}"
         )))
     }
+}
+
+/// The SOCKS5 handshake, by `tokio-socks`.
+async fn connect_socks5(proxy: &Url, target: &Url, shown: &str) -> Result<TcpStream, Error> {
+    use tokio_socks::tcp::Socks5Stream;
+    let failed = |e: &dyn std::fmt::Display| Error::WebSocket(format!("proxy {shown}: {e}"));
+    let (Some(proxy_host), Some(host), Some(port)) = (
+        proxy.host_str(),
+        target.host_str(),
+        target.port_or_known_default(),
+    ) else {
+        return Err(Error::WebSocket(format!("proxy {shown}: no host")));
+    };
+    let proxy_addr = (proxy_host, proxy.port_or_known_default().unwrap_or(1080));
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let user = percent_decoded(proxy.username());
+    let password = percent_decoded(proxy.password().unwrap_or(""));
+    let stream = if proxy.scheme() == "socks5" {
+        // socks5://: the name is resolved here, the proxy is given an address.
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| failed(&e))?
+            .next()
+            .ok_or_else(|| failed(&format!("{host} has no address")))?;
+        if user.is_empty() {
+            Socks5Stream::connect(proxy_addr, addr).await
+        } else {
+            Socks5Stream::connect_with_password(proxy_addr, addr, &user, &password).await
+        }
+    } else if user.is_empty() {
+        Socks5Stream::connect(proxy_addr, (host, port)).await
+    } else {
+        Socks5Stream::connect_with_password(proxy_addr, (host, port), &user, &password).await
+    }
+    .map_err(|e| failed(&e))?;
+    let tcp = stream.into_inner();
+    tcp.set_nodelay(true).map_err(|e| failed(&e))?;
+    Ok(tcp)
+}
+
+/// A URL's user or password as typed (`%40` back to `@`).
+fn percent_decoded(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -170,3 +170,105 @@ async fn the_wss_socket_goes_through_an_http_proxy_by_connect() {
     );
     handle.shutdown().await;
 }
+
+/// A SOCKS5 proxy (RFC 1928) that requires a user name and password (RFC 1929); records
+/// `user:password target` per connection.
+async fn socks5_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 2];
+                c.read_exact(&mut b).await.ok()?;
+                let mut methods = vec![0u8; b[1] as usize];
+                c.read_exact(&mut methods).await.ok()?;
+                if !methods.contains(&2) {
+                    c.write_all(&[5, 0xff]).await.ok()?;
+                    return None;
+                }
+                c.write_all(&[5, 2]).await.ok()?;
+                let field = async |c: &mut tokio::net::TcpStream| {
+                    let mut n = [0u8; 1];
+                    c.read_exact(&mut n).await.ok()?;
+                    let mut v = vec![0u8; n[0] as usize];
+                    c.read_exact(&mut v).await.ok()?;
+                    Some(String::from_utf8_lossy(&v).into_owned())
+                };
+                let mut ver = [0u8; 1];
+                c.read_exact(&mut ver).await.ok()?;
+                let user = field(&mut c).await?;
+                let password = field(&mut c).await?;
+                c.write_all(&[1, 0]).await.ok()?;
+                let mut req = [0u8; 4];
+                c.read_exact(&mut req).await.ok()?;
+                let host = match req[3] {
+                    1 => {
+                        let mut ip = [0u8; 4];
+                        c.read_exact(&mut ip).await.ok()?;
+                        std::net::Ipv4Addr::from(ip).to_string()
+                    }
+                    3 => field(&mut c).await?,
+                    _ => return None,
+                };
+                let mut p = [0u8; 2];
+                c.read_exact(&mut p).await.ok()?;
+                let target = format!("{host}:{}", u16::from_be_bytes(p));
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{user}:{password} {target}"));
+                let mut up = tokio::net::TcpStream::connect(target.as_str()).await.ok()?;
+                c.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await.ok()?;
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+                Some(())
+            });
+        }
+    });
+    (port, asked)
+}
+
+#[tokio::test]
+async fn the_wss_socket_goes_through_a_socks5_proxy_with_a_password() {
+    let mock = DingTalkMock::start_tls(MockConfig::default())
+        .await
+        .unwrap();
+    let (port, asked) = socks5_proxy().await;
+    let ca = mock.ca_pem().expect("a generated CA").to_owned();
+    let proxy = format!("socks5h://ops:p%40ss@127.0.0.1:{port}");
+    let client = StreamClient::new(
+        config(&mock)
+            .add_root_certificates_pem(ca)
+            .proxy(dingtalk_stream::EgressProxy::all(&proxy).unwrap()),
+    )
+    .unwrap();
+    let (handle, mut rx) = client.start();
+    let mut delivered = false;
+    for _ in 0..500 {
+        if mock
+            .say(MockMessage::single("u1", "经SOCKS"))
+            .await
+            .delivered
+        {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(delivered, "never connected through the SOCKS5 proxy");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.message.extract_text().as_deref(), Some("经SOCKS"));
+    let asked = asked.lock().unwrap().clone();
+    // The WebSocket's tunnel, with the password as typed (percent-decoded).
+    assert!(
+        asked.iter().any(|l| l.starts_with("ops:p@ss 127.0.0.1:")),
+        "{asked:?}"
+    );
+    handle.shutdown().await;
+}

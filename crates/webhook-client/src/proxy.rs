@@ -255,8 +255,13 @@ mod tests {
         std::fs::write(&file, "http://ops:s3cret@proxy.internal:3128\nignored\n").unwrap();
         let target = Url::parse("https://hooks.example/x").unwrap();
 
-        let p = EgressProxy::from_settings(None, Some(&file), Some("")).unwrap().unwrap();
-        assert_eq!(p.for_url(&target).unwrap().host_str(), Some("proxy.internal"));
+        let p = EgressProxy::from_settings(None, Some(&file), Some(""))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p.for_url(&target).unwrap().host_str(),
+            Some("proxy.internal")
+        );
         assert!(!p.to_string().contains("s3cret"), "{p}");
 
         let p = EgressProxy::from_settings(Some("http://first:8080"), Some(&file), Some(""))
@@ -267,7 +272,10 @@ mod tests {
         let p = EgressProxy::from_settings(None, Some(&file), Some("hooks.example"))
             .unwrap()
             .unwrap();
-        assert!(p.for_url(&target).is_none(), "no_proxy applies to the file's proxy");
+        assert!(
+            p.for_url(&target).is_none(),
+            "no_proxy applies to the file's proxy"
+        );
 
         std::fs::write(&file, "  \n").unwrap();
         let e = EgressProxy::from_settings(None, Some(&file), None).unwrap_err();
