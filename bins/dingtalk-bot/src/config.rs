@@ -363,18 +363,6 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Proxy for outgoing calls (default: HTTPS_PROXY/HTTP_PROXY).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress_proxy: Option<String>,
-    /// File whose first line is the proxy URL.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress_proxy_file: Option<PathBuf>,
-    /// Hosts that bypass the proxy, comma-separated (default: NO_PROXY).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress_no_proxy: Option<String>,
 }
 
 /// Defaults, then the TOML file, then the environment, then the flags.

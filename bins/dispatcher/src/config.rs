@@ -358,18 +358,6 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolve: Option<String>,
-    /// Proxy for deliveries (http://, https:// or socks5://; default: HTTPS_PROXY/HTTP_PROXY).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress_proxy: Option<String>,
-    /// File whose first line is the proxy URL (credentials kept out of flags and env).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress_proxy_file: Option<PathBuf>,
-    /// Hosts that bypass the proxy, comma-separated (default: NO_PROXY).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress_no_proxy: Option<String>,
     /// Retries after the first attempt [default: 3].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -97,6 +97,19 @@ pub struct ServiceFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<String>,
+    /// Proxy for outgoing calls: http://, https:// or socks5:// (default: HTTPS_PROXY,
+    /// HTTP_PROXY, ALL_PROXY).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<String>,
+    /// File whose first line is the proxy URL (credentials kept out of flags and env).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy_file: Option<PathBuf>,
+    /// Hosts that bypass the proxy, comma-separated (default: NO_PROXY).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_no_proxy: Option<String>,
 }
 
 #[cfg(test)]
