@@ -7,8 +7,12 @@
 //! - redirects never followed, bodies read up to a cap, connect and total timeouts;
 //! - an SSRF guard in the DNS resolver (connect time: pooling keeps working and DNS rebinding
 //!   cannot bypass it), with an allowlist of CIDRs;
-//! - a circuit breaker per target (`scheme://host:port`): while open, nothing is sent and the
-//!   report says when a probe may go;
+//! - a circuit breaker per endpoint ([`endpoint_key`]): while open, nothing is sent and the
+//!   report says when a probe may go. The sends are a
+//!   [`circuit_breaker::KeyedCircuitBreakerLayer`] over the transport, reading each report's
+//!   [`AttemptReport::verdict`]; a caller with steps of its own to put behind the breaker (a rate
+//!   limiter) wraps [`WebhookClient::send_chat_unguarded`] in the same layer over
+//!   [`WebhookClient::breakers`];
 //! - a classified [`AttemptReport`]: success, retryable (with `Retry-After`) or permanent;
 //! - enterprise chat platforms' wire rules ([`chat`]: DingTalk custom robot, WeCom,
 //!   Feishu/Lark, Slack): a caller's message body signed per platform and sent with
