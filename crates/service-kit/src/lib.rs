@@ -28,12 +28,14 @@ mod report;
 mod shutdown;
 #[cfg(feature = "store")]
 mod store;
+pub mod telemetry;
 
 pub use config::{ConfigError, OneOrMany, ServiceFlags, layered};
 pub use http::{HttpLimits, raise_open_file_limit, serve, serve_tls};
-pub use logging::{LogFormat, init_tracing};
+pub use logging::{LogFormat, init_tracing, init_tracing_with};
 pub use metrics_recorder::{MetricsUpkeep, prometheus};
 pub use report::error_chain;
 pub use shutdown::shutdown_signal;
 #[cfg(feature = "store")]
 pub use store::{AdminCommand, OpenedStore, open_store, run_admin};
+pub use telemetry::Telemetry;

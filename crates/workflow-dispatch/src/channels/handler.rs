@@ -81,7 +81,7 @@ impl ChannelDeliveryHandler {
                             msg_id: &task.id,
                             body,
                             secrets,
-                            headers: &[],
+                            headers: &crate::trace_context::outgoing_headers(),
                         })
                         .await,
                 )
