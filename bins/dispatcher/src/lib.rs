@@ -209,7 +209,8 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
 /// Records the status on the request span, then logs as tower-http does by default.
 fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &tracing::Span) {
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // i64: the OpenTelemetry bridge keeps only signed integers as numbers.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }

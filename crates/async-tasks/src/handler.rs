@@ -295,7 +295,8 @@ impl Handler for BotJobHandler {
             "bot job",
             otel.status_code = tracing::field::Empty,
             task_id = %task.id,
-            attempt = ctx.attempt,
+            // i64: the OpenTelemetry bridge keeps only signed integers as numbers.
+            attempt = i64::from(ctx.attempt),
             outcome = tracing::field::Empty,
         );
         if span.is_disabled() {

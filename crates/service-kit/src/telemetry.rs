@@ -116,6 +116,9 @@ impl Telemetry {
             .with_tracer(self.tracer.clone())
             // Which thread ran an attempt says nothing useful and costs two attributes a span.
             .with_threads(false)
+            // Every exported span's target is `otel`; and attempts have a `target` of their own
+            // (the delivery's endpoint), which this attribute would shadow.
+            .with_target(false)
     }
 
     /// Sends the spans still batched and stops the exporter (waiting at most 5 s). Also done on

@@ -117,7 +117,8 @@ impl<H: Handler> Handler for TracedDelivery<H> {
             task_id = %task.id,
             target = tracing::field::Empty,
             priority = task.priority.as_str(),
-            attempt = ctx.attempt,
+            // i64: the OpenTelemetry bridge keeps only signed integers as numbers.
+            attempt = i64::from(ctx.attempt),
             outcome = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
@@ -137,7 +138,7 @@ impl<H: Handler> Handler for TracedDelivery<H> {
         let outcome = self.inner.handle(task, ctx).instrument(span.clone()).await;
         span.record("outcome", outcome_name(&outcome.result));
         if let Some(status) = outcome.status_code {
-            span.record("http.response.status_code", status);
+            span.record("http.response.status_code", i64::from(status));
         }
         if matches!(
             outcome.result,
