@@ -170,9 +170,16 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The span of one API request: exported (target `otel`, a child of the caller's `traceparent`)
-/// when traces are, else tower-http's usual debug span. Its `task_id` is filled in by the
-/// handlers that know one.
+/// when traces are, else tower-http's usual debug span (always for health checks and metrics).
+/// Its `task_id` is filled in by the handlers that know one.
 fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    // Probes and scrapes every few seconds would bury the traces worth reading.
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return tower_http::trace::MakeSpan::make_span(
+            &mut tower_http::trace::DefaultMakeSpan::new(),
+            request,
+        );
+    }
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -180,7 +187,7 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     let span = tracing::info_span!(
         target: "otel",
         "request",
-        otel.name = format!("{} {route}", request.method()),
+        otel.name = format!("{} {route}", request.method()).trim_end(),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %request.method(),
