@@ -26,9 +26,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    service_kit::init_tracing(config.log_format, "info");
+    // Traces are exported only when the standard OTEL_* variables ask for it.
+    let telemetry = service_kit::Telemetry::from_env("dingtalk-bot").unwrap_or_else(|e| {
+        eprintln!("dingtalk-bot: {e}; traces are not exported");
+        None
+    });
+    service_kit::init_tracing_with(config.log_format, "info", telemetry.as_ref());
     service_kit::raise_open_file_limit();
-    match dingtalk_bot::run(config, dingtalk_bot::shutdown_signal()).await {
+    let result = dingtalk_bot::run(config, dingtalk_bot::shutdown_signal()).await;
+    // Sends the spans still batched before the process exits.
+    drop(telemetry);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dingtalk-bot: {}", service_kit::error_chain(&e));

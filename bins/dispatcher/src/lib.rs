@@ -74,8 +74,8 @@ use tower_http::trace::TraceLayer;
 use webhook_client::{Classifier, WebhookClient};
 use workflow_core::{Engine, EngineConfig, ExponentialBackoff, Jitter, Store};
 use workflow_dispatch::{
-    CallbackTokens, ChannelDeliveryHandler, Channels, WEBHOOK_KIND, WebhookDeliveryHandler,
-    WorkflowConfig, WorkflowManager,
+    CallbackTokens, ChannelDeliveryHandler, Channels, TracedDelivery, WEBHOOK_KIND,
+    WebhookDeliveryHandler, WorkflowConfig, WorkflowManager,
 };
 
 pub use config::{Cli, Config, ConfigError, LogFormat, figment_for};
@@ -132,7 +132,11 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::map_response(error::json_errors))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(on_response),
+        )
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             axum::http::HeaderName::from_static("x-callback-token"),
@@ -140,6 +144,66 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span of one API request: exported (target `otel`, a child of the caller's `traceparent`)
+/// when traces are, else tower-http's usual debug span (always for health checks and metrics).
+/// Its `task_id` is filled in by the handlers that know one.
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    // Probes and scrapes every few seconds would bury the traces worth reading.
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return tower_http::trace::MakeSpan::make_span(
+            &mut tower_http::trace::DefaultMakeSpan::new(),
+            request,
+        );
+    }
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", axum::extract::MatchedPath::as_str);
+    let span = tracing::info_span!(
+        target: "otel",
+        "request",
+        otel.name = format!("{} {route}", request.method()).trim_end(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        task_id = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return tower_http::trace::MakeSpan::make_span(
+            &mut tower_http::trace::DefaultMakeSpan::new(),
+            request,
+        );
+    }
+    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(traceparent) = header("traceparent") {
+        workflow_dispatch::trace_context::set_remote_parent(
+            &span,
+            traceparent,
+            header("tracestate"),
+        );
+    }
+    span
+}
+
+/// Records the status on the request span, then logs as tower-http does by default.
+fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &tracing::Span) {
+    let status = response.status();
+    // i64: the OpenTelemetry bridge keeps only signed integers as numbers.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    tower_http::trace::OnResponse::on_response(
+        tower_http::trace::DefaultOnResponse::new(),
+        response,
+        latency,
+        span,
+    );
 }
 
 /// Histogram buckets of the dispatcher's metrics, in seconds.
@@ -261,12 +325,12 @@ impl App {
         let engine = Engine::builder(opened.store.clone())
             .handler(
                 WEBHOOK_KIND,
-                Arc::new(ChannelDeliveryHandler::new(
+                Arc::new(TracedDelivery::new(ChannelDeliveryHandler::new(
                     WebhookDeliveryHandler::new(client.clone(), signing.clone()),
                     channels.clone(),
                     client.clone(),
                     signing.clone(),
-                )),
+                ))),
             )
             .config(EngineConfig {
                 max_in_flight: config.max_in_flight,
@@ -358,7 +422,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Installs the tracing subscriber (RUST_LOG filter, default `info,tower_http=warn`).
-pub fn init_tracing(format: LogFormat) {
-    service_kit::init_tracing(format, "info,tower_http=warn");
+/// Installs the tracing subscriber (RUST_LOG filter, default `info,tower_http=warn`), with
+/// `telemetry`'s OpenTelemetry layer when traces are exported (see [`service_kit::Telemetry`]).
+pub fn init_tracing(format: LogFormat, telemetry: Option<&service_kit::Telemetry>) {
+    service_kit::init_tracing_with(format, "info,tower_http=warn", telemetry);
 }

@@ -26,7 +26,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    dispatcher::init_tracing(config.log_format);
+    // Traces are exported only when the standard OTEL_* variables ask for it.
+    let telemetry = service_kit::Telemetry::from_env("dispatcher").unwrap_or_else(|e| {
+        eprintln!("dispatcher: {e}; traces are not exported");
+        None
+    });
+    dispatcher::init_tracing(config.log_format, telemetry.as_ref());
     service_kit::raise_open_file_limit();
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
@@ -35,7 +40,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match dispatcher::run(config, listener, dispatcher::shutdown_signal()).await {
+    let result = dispatcher::run(config, listener, dispatcher::shutdown_signal()).await;
+    // Sends the spans still batched before the process exits.
+    drop(telemetry);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dispatcher: {}", service_kit::error_chain(&e));

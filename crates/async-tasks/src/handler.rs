@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use workflow_core::{AttemptContext, Handler, HandlerOutcome, Task};
+use tracing::Instrument as _;
+use workflow_core::{AttemptContext, AttemptResult, Handler, HandlerOutcome, Task};
 
 use crate::estimate::estimate_zh;
 use crate::job::{AttachmentKind, BotJob, JobResult, now_ms};
@@ -286,7 +287,38 @@ impl BotJobHandler {
 
 #[async_trait]
 impl Handler for BotJobHandler {
+    /// One attempt of the job, in a `bot job` span (target `otel`: exported by a process that
+    /// exports traces, else disabled) with `task_id`, `attempt` and, at the end, `outcome`.
     async fn handle(&self, task: &Task, ctx: AttemptContext) -> HandlerOutcome {
+        let span = tracing::info_span!(
+            target: "otel",
+            "bot job",
+            otel.status_code = tracing::field::Empty,
+            task_id = %task.id,
+            // i64: the OpenTelemetry bridge keeps only signed integers as numbers.
+            attempt = i64::from(ctx.attempt),
+            outcome = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return self.attempt(task, ctx).await;
+        }
+        let outcome = self.attempt(task, ctx).instrument(span.clone()).await;
+        let (name, failed) = match &outcome.result {
+            AttemptResult::Success(_) => ("success", false),
+            AttemptResult::Retryable { .. } => ("retryable", true),
+            AttemptResult::Permanent { .. } => ("permanent", true),
+            AttemptResult::Deferred { .. } => ("deferred", false),
+        };
+        span.record("outcome", name);
+        if failed {
+            span.record("otel.status_code", "error");
+        }
+        outcome
+    }
+}
+
+impl BotJobHandler {
+    async fn attempt(&self, task: &Task, ctx: AttemptContext) -> HandlerOutcome {
         let job = match BotJob::from_task(task) {
             Ok(j) => j,
             Err(e) => return HandlerOutcome::permanent(format!("unreadable bot job: {e}")),

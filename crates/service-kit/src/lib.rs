@@ -1,9 +1,11 @@
 //! What the bundled services (`dispatcher`, `dingtalk-bot`) share, written once: layered
-//! configuration, tracing setup, the Prometheus recorder, opening the store a `database_url`
-//! names, the HTTP listener with its limits, and the shutdown signal.
+//! configuration, tracing setup (with OpenTelemetry export over OTLP when the standard
+//! `OTEL_*` variables ask for it: [`telemetry`]), the Prometheus recorder, opening the store a
+//! `database_url` names, the HTTP listener with its limits, and the shutdown signal.
 //!
 //! This crate is for binaries. Unlike the libraries under them it may touch process state
-//! (it installs the global tracing subscriber and metrics recorder), and only when asked to.
+//! (it installs the global tracing subscriber and metrics recorder, and for an `https://` OTLP
+//! endpoint rustls' ring provider), and only when asked to.
 //!
 //! # Example
 //!
@@ -19,6 +21,12 @@
 //! shutdown_signal().await;
 //! # Ok(()) }
 //! ```
+//!
+//! # Feature flags
+//!
+//! - `store` (default): [`open_store`] and the `backup` command, over `workflow-core`.
+//! - `otlp-grpc`: OTLP over gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`) beside the default
+//!   HTTP/protobuf; off by default because it brings in tonic.
 
 mod config;
 mod http;
@@ -28,12 +36,14 @@ mod report;
 mod shutdown;
 #[cfg(feature = "store")]
 mod store;
+pub mod telemetry;
 
 pub use config::{ConfigError, OneOrMany, ServiceFlags, layered};
 pub use http::{HttpLimits, raise_open_file_limit, serve, serve_tls};
-pub use logging::{LogFormat, init_tracing};
+pub use logging::{LogFormat, init_tracing, init_tracing_with};
 pub use metrics_recorder::{MetricsUpkeep, prometheus};
 pub use report::error_chain;
 pub use shutdown::shutdown_signal;
 #[cfg(feature = "store")]
 pub use store::{AdminCommand, OpenedStore, open_store, run_admin};
+pub use telemetry::Telemetry;

@@ -12,6 +12,8 @@
 //! - [`channels`]: preset delivery channels from configuration; [`render`]: a package as a
 //!   chat message; [`CallbackTokens`]: per-task tokens derived, never stored;
 //!   [`DeliveryPayload`]: what a delivery task stores; [`api`]: the task API's models.
+//! - [`trace_context`]: W3C trace context across the queue; [`TracedDelivery`] runs each
+//!   attempt in a span that joins the creating request's trace and sends its `traceparent`.
 //!
 //! # Example
 //!
@@ -60,6 +62,7 @@ mod error;
 mod manager;
 pub mod payload;
 pub mod render;
+pub mod trace_context;
 mod webhook;
 
 pub use callback::{CALLBACK_STATUSES, CallbackReport, CallbackTokens};
@@ -70,4 +73,5 @@ pub use manager::{
     WorkflowConfig, WorkflowManager,
 };
 pub use payload::{DeliveryPayload, Destination, PayloadRef, UnreadablePayload, queue_priority};
+pub use trace_context::TracedDelivery;
 pub use webhook::{WEBHOOK_KIND, WebhookDeliveryHandler, attempt_outcome};

@@ -380,6 +380,8 @@ impl WorkflowManager {
         priority: Priority,
         idempotency_key: Option<String>,
     ) -> Result<Enqueued, EngineError> {
+        // The trace the task was created in, for its attempts to join (None unless exported).
+        let payload = payload.with_traceparent(crate::trace_context::current_traceparent());
         let task = NewTask {
             id,
             kind: WEBHOOK_KIND.to_owned(),

@@ -25,6 +25,10 @@ pub struct DeliveryPayload {
     pub destination: Destination,
     /// The JSON body delivered, as is (any JSON object, not only a `task_package::TaskPackage`).
     pub package: serde_json::Value,
+    /// The W3C `traceparent` of the span that created the task, so its attempts join that
+    /// trace; only kept while traces are exported (absent in payloads stored before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A stored payload seen in place, without copying its package.
@@ -36,6 +40,8 @@ pub struct PayloadRef<'a> {
     pub channel: Option<&'a str>,
     /// The package.
     pub package: &'a serde_json::Value,
+    /// The creating span's `traceparent`, if one was kept.
+    pub traceparent: Option<&'a str>,
 }
 
 /// The stored payload is not a [`DeliveryPayload`].
@@ -51,7 +57,14 @@ impl DeliveryPayload {
         DeliveryPayload {
             destination,
             package,
+            traceparent: None,
         }
+    }
+
+    /// The same payload remembering `traceparent` (see [`DeliveryPayload::traceparent`]).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> DeliveryPayload {
+        self.traceparent = traceparent;
+        self
     }
 
     /// The JSON the task stores.
@@ -74,6 +87,7 @@ impl DeliveryPayload {
                 url,
                 channel,
                 package,
+                traceparent: text("traceparent"),
             }),
             _ => Err(UnreadablePayload),
         }
@@ -127,5 +141,24 @@ mod tests {
             DeliveryPayload::read(&serde_json::json!({"url": 1, "package": {}})),
             Err(UnreadablePayload)
         );
+    }
+
+    #[test]
+    fn a_traceparent_is_kept_only_when_there_is_one() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced =
+            DeliveryPayload::new(Destination::Channel("ops".into()), serde_json::json!({}))
+                .with_traceparent(Some(traceparent.into()));
+        let stored = traced.to_value();
+        assert_eq!(stored["traceparent"], traceparent);
+        assert_eq!(
+            DeliveryPayload::read(&stored).unwrap().traceparent,
+            Some(traceparent)
+        );
+        // Payloads stored before traces existed still read, and untraced ones stay as they were.
+        let old = serde_json::json!({"url": "https://r.example/h", "package": {}});
+        let back: DeliveryPayload = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(back.traceparent, None);
+        assert_eq!(back.to_value(), old);
     }
 }

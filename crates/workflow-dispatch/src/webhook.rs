@@ -56,7 +56,7 @@ impl Handler for WebhookDeliveryHandler {
             msg_id: &task.id,
             body,
             secrets: &self.secrets,
-            headers: &[],
+            headers: &crate::trace_context::outgoing_headers(),
         };
         let report = tokio::select! {
             r = self.client.send_webhook(&request) => r,

@@ -53,6 +53,7 @@ pub(crate) async fn create_task(
         }
     };
     let created = state.manager.create_task(&request, idempotency_key).await?;
+    tracing::Span::current().record("task_id", created.task.id.as_str());
     let replayed = created.replayed;
     let body = CreateTaskResponse::from(created);
     let mut resp = Json(body).into_response();

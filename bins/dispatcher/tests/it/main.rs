@@ -3,8 +3,9 @@
 //! that check its wire format and signature (`channels`); and the real `dispatcher`
 //! executable (`binary`, `crash`) for what only a real process shows: signals, exit codes,
 //! first-start output, SIGKILL recovery, and several processes sharing one PostgreSQL
-//! database (`scale_out`); `dispatcher-client` against the executable (`client`); the
-//! dashboard in-process (`dashboard`) and in headless Chromium (`browser`).
+//! database (`scale_out`), and traces exported over OTLP (`otel`); `dispatcher-client`
+//! against the executable (`client`); the dashboard in-process (`dashboard`) and in headless
+//! Chromium (`browser`).
 //!
 //! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
 //! workspace's `tests/` package.
@@ -18,6 +19,7 @@ mod crash;
 mod dashboard;
 mod egress;
 mod limits;
+mod otel;
 mod router;
 mod scale_out;
 mod seed;

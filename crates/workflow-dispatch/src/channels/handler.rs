@@ -180,7 +180,7 @@ impl ChannelSender {
                             msg_id: &task.id,
                             body,
                             secrets,
-                            headers: &[],
+                            headers: &crate::trace_context::outgoing_headers(),
                         })
                         .await,
                 )
