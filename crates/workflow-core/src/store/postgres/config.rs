@@ -341,7 +341,8 @@ fn key_values(s: &str) -> Option<Vec<(&str, String, &str)>> {
     Some(out)
 }
 
-/// The URL with any password replaced by `***`, for logs and errors.
+/// The URL with any password replaced by `***`, for logs and errors: the one in the user
+/// part, and a `password` parameter (which the driver accepts in the query too).
 pub fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         // key=value form
@@ -357,24 +358,43 @@ pub fn redact(url: &str) -> String {
             .collect::<Vec<_>>()
             .join(" ");
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let rest = &base[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    match authority.rfind('@') {
+    let mut out = match authority.rfind('@') {
         Some(at) => {
             let userinfo = &authority[..at];
             match userinfo.find(':') {
                 Some(colon) => format!(
                     "{}{}:***{}",
-                    &url[..scheme_end + 3],
+                    &base[..scheme_end + 3],
                     &userinfo[..colon],
-                    &url[scheme_end + 3 + at..]
+                    &base[scheme_end + 3 + at..]
                 ),
-                None => url.to_owned(),
+                None => base.to_owned(),
             }
         }
-        None => url.to_owned(),
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<&str> = query
+            .split('&')
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -394,6 +414,11 @@ mod tests {
             "host=db password=*** user=app"
         );
         assert_eq!(redact("postgresql://a:b:c@h/d"), "postgresql://a:***@h/d");
+        assert_eq!(
+            redact("postgres://app@db/x?sslmode=require&password=s3cret&user=app"),
+            "postgres://app@db/x?sslmode=require&password=***&user=app"
+        );
+        assert_eq!(redact("postgres://db?x=a@b:c"), "postgres://db?x=a@b:c");
     }
 
     #[test]
