@@ -8,6 +8,18 @@
 # a fresh database each), runs the command, then always stops the server and deletes the
 # directory. The command's exit status is the script's.
 #
+# TLS only, by default: a throwaway CA (openssl) signs a server certificate for `localhost`
+# alone (not 127.0.0.1, so a test can connect by address and see verify-full refuse it), the
+# server runs with ssl=on, and pg_hba.conf has `hostssl` lines only, so a plaintext connection
+# is refused. TEST_DATABASE_URL is then
+#   postgres://postgres@localhost:PORT/postgres?sslmode=verify-full&sslrootcert=CA
+# so every PostgreSQL test runs over verified TLS. Also exported: TEST_DATABASE_PORT,
+# TEST_DATABASE_CA (the CA's certificate), and TEST_DATABASE_CLIENT_CERT / _KEY, a client
+# certificate for the role `workflow_tls_client`, which may log in with it only (`cert`
+# authentication; the role itself is created by the test that uses it).
+# WITH_POSTGRES_TLS=0 gives the plaintext server of before (TEST_DATABASE_URL on 127.0.0.1,
+# no TEST_DATABASE_CA).
+#
 # Needs PostgreSQL's server binaries (PG_BIN, default /usr/lib/postgresql/15/bin); when they are
 # missing and we are root, `apt-get install -y postgresql` installs them. initdb refuses to
 # run as root: as root the cluster belongs to the `postgres` user (created by the package).
@@ -68,13 +80,48 @@ free_port() {
 "${as_owner[@]}" "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --no-locale \
     >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
 
+tls=${WITH_POSTGRES_TLS:-1}
+tls_options=
+if [ "$tls" = 1 ]; then
+    # The CA and the client's files are read by the tests (this user); the server's key only
+    # by the server, which refuses a key others can read.
+    pki="$dir/tls"
+    mkdir -m 755 "$pki"
+    openssl_quiet() { openssl "$@" 2>>"$pki/openssl.log" || { cat "$pki/openssl.log" >&2; exit 1; }; }
+    openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=with-postgres throwaway CA" -keyout "$pki/ca.key" -out "$pki/ca.crt" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    issue() { # name subject extensions: a key and a certificate signed by the CA
+        openssl_quiet req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr"
+        printf '%s\n' "$3" >"$pki/$1.ext"
+        openssl_quiet x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+            -CAcreateserial -days 2 -extfile "$pki/$1.ext" -out "$pki/$1.crt"
+    }
+    # Only the name: connecting to 127.0.0.1 with verify-full must fail.
+    issue server "/CN=localhost" "subjectAltName=DNS:localhost
+extendedKeyUsage=serverAuth"
+    issue client "/CN=workflow_tls_client" "extendedKeyUsage=clientAuth"
+    chmod 600 "$pki/server.key"
+    if [ "${#as_owner[@]}" -gt 0 ]; then
+        chown postgres "$pki/server.key" "$pki/server.crt"
+    fi
+    # First match wins: the certificate role by certificate only, everyone else over TLS.
+    # No `host` line, so a connection without TLS finds no entry and is refused.
+    cat >"$data/pg_hba.conf" <<'HBA'
+hostssl all workflow_tls_client 127.0.0.1/32 cert
+hostssl all all 127.0.0.1/32 trust
+HBA
+    tls_options="-c ssl=on -c ssl_cert_file=$pki/server.crt -c ssl_key_file=$pki/server.key -c ssl_ca_file=$pki/ca.crt"
+fi
+
 # A port can be taken between choosing and binding it: try a few.
 started=
 for _ in 1 2 3 4 5; do
     port=$(free_port)
     # fsync stays on: the figures measured under this script are durable commits.
     if "${as_owner[@]}" "$PG_BIN/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=128MB" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=128MB $tls_options" \
         start >/dev/null; then
         started=1
         break
@@ -86,8 +133,17 @@ if [ -z "$started" ]; then
     exit 1
 fi
 
-export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
-echo "with-postgres: PostgreSQL on 127.0.0.1:$port (TEST_DATABASE_URL exported)" >&2
+export TEST_DATABASE_PORT=$port
+if [ "$tls" = 1 ]; then
+    # localhost is the name the certificate holds (and resolves to 127.0.0.1).
+    export TEST_DATABASE_URL="postgres://postgres@localhost:$port/postgres?sslmode=verify-full&sslrootcert=$pki/ca.crt"
+    export TEST_DATABASE_CA="$pki/ca.crt"
+    export TEST_DATABASE_CLIENT_CERT="$pki/client.crt" TEST_DATABASE_CLIENT_KEY="$pki/client.key"
+    echo "with-postgres: PostgreSQL on localhost:$port, TLS only (TEST_DATABASE_URL exported)" >&2
+else
+    export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    echo "with-postgres: PostgreSQL on 127.0.0.1:$port (TEST_DATABASE_URL exported)" >&2
+fi
 set +e
 "$@"
 status=$?

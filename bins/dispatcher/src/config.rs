@@ -500,6 +500,23 @@ mod tests {
             bad.contains("database_url") && !bad.contains("pw@"),
             "{bad}"
         );
+        // TLS settings are checked at load time too, naming the parameter.
+        for (url, parameter) in [
+            (
+                "postgres://app:pw@db/x?sslmode=verify-everything",
+                "sslmode",
+            ),
+            (
+                "postgres://app:pw@db/x?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+                "sslrootcert",
+            ),
+        ] {
+            let bad = load(&format!("database_url = \"{url}\"")).unwrap_err().0;
+            assert!(
+                bad.contains("database_url") && bad.contains(parameter) && !bad.contains("pw@"),
+                "{bad}"
+            );
+        }
         assert!(
             load("database_url = \"mysql://x\"")
                 .unwrap_err()

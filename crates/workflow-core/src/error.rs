@@ -43,6 +43,16 @@ pub enum StoreError {
     /// Another process has the database open (a SQLite file belongs to one process).
     #[error("database {0} is in use by another process")]
     InUse(String),
+    /// The store's configuration is invalid, found before connecting: a connection parameter
+    /// (`sslmode`, `sslrootcert`, ...) with a bad value or naming a file that cannot be read.
+    /// The message never holds a password.
+    #[error("invalid {parameter}: {message}")]
+    Config {
+        /// The parameter at fault (`sslmode`, `sslrootcert`, or `URL` for the whole string).
+        parameter: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl StoreError {
@@ -64,5 +74,17 @@ impl StoreError {
     /// Whether another process holds the database.
     pub fn is_in_use(&self) -> bool {
         matches!(self, StoreError::InUse(_))
+    }
+
+    /// Whether the configuration was refused before connecting ([`StoreError::Config`]).
+    pub fn is_config(&self) -> bool {
+        matches!(self, StoreError::Config { .. })
+    }
+
+    pub(crate) fn config(parameter: impl Into<String>, message: impl Into<String>) -> StoreError {
+        StoreError::Config {
+            parameter: parameter.into(),
+            message: message.into(),
+        }
     }
 }

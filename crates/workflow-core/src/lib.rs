@@ -60,8 +60,8 @@
 //!
 //! # Feature flags
 //!
-//! - `postgres` (default): `PostgresStore` and `PostgresConfig`, with `tokio-postgres` and
-//!   `deadpool-postgres`. On by default because both bundled binaries offer
+//! - `postgres` (default): `PostgresStore` and `PostgresConfig`, with `tokio-postgres`,
+//!   `deadpool-postgres`, and rustls (`tokio-rustls`, `rustls-platform-verifier`) for TLS. On by default because both bundled binaries offer
 //!   `--database-url postgres://...` and a scale-out backend that must be switched on at build
 //!   time is one users find missing when they need it; a library user who embeds only SQLite
 //!   turns default features off and builds neither client nor pool.

@@ -5,6 +5,10 @@
 //! keys, duplicates and a queue limit, one batch's own conflicts, a failed batch, a refused
 //! value, enqueuers gone).
 //!
+//! `scripts/with-postgres.sh` serves TLS only and exports a `verify-full` URL, so all of this
+//! runs over verified TLS, the `LISTEN` connection too (the wakeup tests); `postgres_tls.rs`
+//! checks what is refused.
+//!
 //! Needs a server: `scripts/with-postgres.sh cargo test -p workflow-core` (CI runs every test
 //! under it). Without `TEST_DATABASE_URL` each test prints `skipped: TEST_DATABASE_URL not set`
 //! and passes. Every test creates its own database, so they run in parallel.
@@ -51,10 +55,7 @@ async fn concurrent_starts_migrate_once_and_newer_schemas_are_refused() {
             .expect("migrate again"),
         POSTGRES_SCHEMA_VERSION
     );
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = conformance::postgres_client(&url).await;
     let n: i64 = client
         .query_one("SELECT count(*) FROM workflow_schema_migrations", &[])
         .await
@@ -407,10 +408,7 @@ async fn a_database_error_fails_its_whole_batch_and_writes_nothing_of_it() {
         .unwrap();
     let tasks = claimed(&s, "w", 64).await;
     // One attempt record the database refuses.
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = conformance::postgres_client(&url).await;
     client
         .batch_execute(
             "ALTER TABLE workflow_attempts ADD CONSTRAINT refuse_boom CHECK (outcome <> 'boom')",
@@ -543,11 +541,7 @@ fn keyed(id: &str, key: &str) -> NewTask {
 
 /// A plain client on the test database, for checks behind the store's back.
 async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
+    conformance::postgres_client(url).await
 }
 
 /// Every task id, and every id's number of `created` events.

@@ -1114,10 +1114,9 @@ pub async fn fresh_postgres_database() -> Option<String> {
         return None;
     };
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+    let (client, driver) = postgres_connection(&admin)
         .await
         .unwrap_or_else(|e| panic!("{TEST_DATABASE_URL} is set but unreachable: {e}"));
-    let driver = tokio::spawn(conn);
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
@@ -1125,6 +1124,29 @@ pub async fn fresh_postgres_database() -> Option<String> {
     drop(client);
     let _ = driver.await;
     Some(with_database(&admin, &name))
+}
+
+/// A plain client on `url`, for checks behind a store's back, connected as the store would be
+/// (the URL's TLS parameters included: the test server may accept TLS only). Its connection
+/// runs in a spawned task until the client is dropped.
+///
+/// # Panics
+///
+/// When the URL is invalid or the server cannot be reached.
+#[cfg(feature = "postgres")]
+pub async fn postgres_client(url: &str) -> tokio_postgres::Client {
+    postgres_connection(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test database: {e}"))
+        .0
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_connection(
+    url: &str,
+) -> crate::store::StoreResult<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let (pg, tls) = crate::PostgresConfig::new(url).connector()?;
+    crate::store::postgres::connect_one(&pg, tls).await
 }
 
 /// `url` with its database name replaced by `name`.

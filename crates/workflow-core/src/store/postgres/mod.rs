@@ -82,14 +82,23 @@
 //! - **Pool**: a `deadpool-postgres` pool of [`PostgresConfig::pool_size`] connections, with
 //!   cached prepared statements per connection.
 //!
-//! TLS is not built in: connect over loopback, a private network or a TLS-terminating proxy.
+//! - **TLS** (`tls`): the URL takes libpq's `sslmode` (`disable`, `prefer` (default),
+//!   `require`, `verify-ca`, `verify-full`, with libpq's meanings), `sslrootcert`, `sslcert`
+//!   and `sslkey`. The driver knows only the first three modes and no file parameter, so
+//!   `config` takes them out of the URL and maps the mode (verification needs the handshake:
+//!   `verify-*` is the driver's `require`); `tls` builds one rustls configuration (ring passed
+//!   explicitly, no process-wide default provider) with the verifier the mode asks for, and
+//!   the pool, the migration connection and the listener share it. Trust: `sslrootcert`'s
+//!   roots only, or else the platform's, as every other TLS client in the workspace.
+//!   [`PostgresConfig::validate`] reads the files, so a bad setting fails at configuration
+//!   time ([`StoreError::Config`]), not at the first connection.
 //!
 //! Every task the store spawns (finishers, enqueuers, the notifier, the listener, a refresh of
 //! the active count) is owned: [`Store::close`] stops and joins them, then closes the pool.
 //!
 //! # Files
 //!
-//! `config` (how to connect), `schema` (migrations), `sql` (statements, rows through the
+//! `config` (how to connect, the TLS parameters), `tls` (the rustls connector), `schema` (migrations), `sql` (statements, rows through the
 //! shared codec, errors), `write` (row writes), `claim`, `finish` and `enqueue` (the two
 //! group-committed writes), `limit` (the queue limit), `query`, `prune`, `notify` (wakeups
 //! between instances).
@@ -104,6 +113,7 @@ mod prune;
 mod query;
 mod schema;
 mod sql;
+mod tls;
 mod write;
 
 use std::sync::Arc;
@@ -116,7 +126,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use self::enqueue::{ENQUEUE_BATCH, ENQUEUERS, EnqueueRequest, Enqueuer};
@@ -125,17 +134,48 @@ use self::limit::Estimate;
 use self::notify::{listen_loop, notify_loop};
 use self::schema::migrate_raw;
 use self::sql::{Exec, db_err, first_cause, pooled};
+use self::tls::MakeRustls;
 use self::write::{insert_events, load_for_update, save};
 use crate::error::StoreError;
 use crate::model::{AttemptRecord, CallbackRecord, NewTask, Task, TaskEvent};
 use crate::store::{
     CancelOutcome, Completion, Counts, EnqueueLimits, Enqueued, Fence, Page, Release, Store,
-    StoreResult, TaskFilter, batch, batch::Batcher, codec::ms, logic,
+    StoreResult, TaskFilter, batch, batch::Batcher, batch::error_chain, codec::ms, logic,
 };
 
 pub use self::config::{PostgresConfig, redact};
 pub use self::notify::NOTIFY_CHANNEL;
 pub use self::schema::POSTGRES_SCHEMA_VERSION;
+
+async fn migrate_with(pg: &tokio_postgres::Config, tls: MakeRustls) -> StoreResult<usize> {
+    let (mut client, driver) = connect_one(pg, tls).await?;
+    let r = migrate_raw(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    r
+}
+
+/// One connection outside the pool, driven by the returned task (which ends when the client
+/// is dropped).
+pub(crate) async fn connect_one(
+    pg: &tokio_postgres::Config,
+    tls: MakeRustls,
+) -> StoreResult<(tokio_postgres::Client, JoinHandle<()>)> {
+    let (client, conn) = pg.connect(tls).await.map_err(|e| connect_err(&e))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %error_chain(&e), "postgres connection ended");
+        }
+    });
+    Ok((client, driver))
+}
+
+/// A failed connect with its causes in the message: the driver's own says only "error
+/// performing TLS handshake" or "error connecting to server", the cause says why (a
+/// certificate for another name, an unknown issuer, a refused connection, `pg_hba.conf`).
+pub(crate) fn connect_err(e: &tokio_postgres::Error) -> StoreError {
+    StoreError::backend(error_chain(e))
+}
 
 /// PostgreSQL-backed store, for several engine instances sharing one database. Cheap to
 /// clone; [`Store::close`] stops and joins the listener, the notifier, the finishers and the
@@ -213,10 +253,11 @@ impl PostgresStore {
     /// [`StoreError::Backend`] when the URL is invalid, the database cannot be reached, a
     /// migration fails, or the database was migrated by a newer build.
     pub async fn connect(config: PostgresConfig) -> StoreResult<PostgresStore> {
-        let pg = config.pg_config()?;
+        // One TLS configuration (files read once) for the pool, the migration and the listener.
+        let (pg, tls) = config.connector()?;
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -228,7 +269,7 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(StoreError::backend)?;
-        PostgresStore::migrate(&config).await?;
+        migrate_with(&pg, tls.clone()).await?;
         let stop = CancellationToken::new();
         let wakeup = Arc::new(Notify::new());
         let instance = uuid::Uuid::new_v4().simple().to_string();
@@ -262,6 +303,7 @@ impl PostgresStore {
         if config.listen {
             wakers.push(tokio::spawn(listen_loop(
                 pg,
+                tls,
                 instance.clone(),
                 wakeup.clone(),
                 stop.clone(),
@@ -293,12 +335,8 @@ impl PostgresStore {
     ///
     /// As [`PostgresStore::connect`].
     pub async fn migrate(config: &PostgresConfig) -> StoreResult<usize> {
-        let (mut client, conn) = config.pg_config()?.connect(NoTls).await.map_err(db_err)?;
-        let driver = tokio::spawn(conn);
-        let r = migrate_raw(&mut client).await;
-        drop(client);
-        let _ = driver.await;
-        r
+        let (pg, tls) = config.connector()?;
+        migrate_with(&pg, tls).await
     }
 
     /// The pool's current state: `(connections, idle, waiting callers)`, for gauges.

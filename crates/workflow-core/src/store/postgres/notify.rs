@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
+
+use super::tls::MakeRustls;
+use crate::store::batch::error_chain;
 
 /// The `NOTIFY` channel every instance listens on.
 pub const NOTIFY_CHANNEL: &str = "workflow_tasks";
@@ -52,6 +55,7 @@ pub(super) async fn notify_loop(
 /// Keeps one connection `LISTEN`ing and wakes the engine on other instances' notifications.
 pub(super) async fn listen_loop(
     config: tokio_postgres::Config,
+    tls: MakeRustls,
     instance: String,
     wakeup: Arc<Notify>,
     stop: CancellationToken,
@@ -59,7 +63,7 @@ pub(super) async fn listen_loop(
     let mut backoff = Duration::from_millis(500);
     let mut first = true;
     while !stop.is_cancelled() {
-        match listen_once(&config, &instance, &wakeup, &stop, first).await {
+        match listen_once(&config, &tls, &instance, &wakeup, &stop, first).await {
             Ok(()) => return, // stopped
             Err(e) => {
                 if !stop.is_cancelled() {
@@ -79,12 +83,17 @@ pub(super) async fn listen_loop(
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &MakeRustls,
     instance: &str,
     wakeup: &Notify,
     stop: &CancellationToken,
     first: bool,
 ) -> Result<(), String> {
-    let (client, mut conn) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    // The same TLS settings as the pool's connections (one shared configuration).
+    let (client, mut conn) = config
+        .connect(tls.clone())
+        .await
+        .map_err(|e| error_chain(&e))?;
     let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
     let closed = || "connection closed by the server".to_owned();
     let listen_sql = format!("LISTEN {NOTIFY_CHANNEL}");
