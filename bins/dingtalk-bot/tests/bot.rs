@@ -961,29 +961,3 @@ async fn every_call_of_the_bot_goes_out_through_its_egress_proxy() {
         "the reply went direct: {lines:#?}"
     );
 }
-
-/// On PostgreSQL (`TEST_DATABASE_URL`, which CI serves over verified TLS only): a long job is
-/// acknowledged, runs from the database and its result is pushed.
-#[tokio::test]
-async fn a_long_job_runs_from_postgresql() {
-    let Some(database_url) = workflow_core::store::conformance::fresh_postgres_database().await
-    else {
-        return;
-    };
-    let mock = DingTalkMock::start(MockConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bot = start(Config {
-        database_url: Some(database_url),
-        ..config(&mock, dir.path())
-    });
-    connected(&mock).await;
-    mock.say(MockMessage::single("u1", "分析公司 数据库")).await;
-    let out = wait_outbox(&mock, |o| o.iter().any(|e| e.channel == "batch_send")).await;
-    assert!(
-        out[0].text.starts_with("收到任务，正在后台处理中"),
-        "acknowledged first: {out:#?}"
-    );
-    let pushed = out.iter().find(|e| e.channel == "batch_send").unwrap();
-    assert_eq!(pushed.text, "处理结果：分析公司 数据库");
-    bot.stop().await;
-}
