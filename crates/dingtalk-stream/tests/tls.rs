@@ -128,6 +128,32 @@ async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
     (url, asked)
 }
 
+/// Starts `client`, has the mock say `text` once the socket is up, and checks it arrives;
+/// the client's handle, for shutting it down.
+async fn receives_through(
+    mock: &DingTalkMock,
+    client: StreamClient,
+    text: &str,
+    what: &str,
+) -> dingtalk_stream::StreamHandle {
+    let (handle, mut rx) = client.start();
+    let mut delivered = false;
+    for _ in 0..500 {
+        if mock.say(MockMessage::single("u1", text)).await.delivered {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(delivered, "never connected through the {what}");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.message.extract_text().as_deref(), Some(text));
+    handle
+}
+
 #[tokio::test]
 async fn the_wss_socket_goes_through_an_http_proxy_by_connect() {
     let mock = DingTalkMock::start_tls(MockConfig::default())
@@ -141,25 +167,7 @@ async fn the_wss_socket_goes_through_an_http_proxy_by_connect() {
             .proxy(dingtalk_stream::EgressProxy::all(&proxy).unwrap()),
     )
     .unwrap();
-    let (handle, mut rx) = client.start();
-    let mut delivered = false;
-    for _ in 0..500 {
-        if mock
-            .say(MockMessage::single("u1", "经代理"))
-            .await
-            .delivered
-        {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(delivered, "never connected through the proxy");
-    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.message.extract_text().as_deref(), Some("经代理"));
+    let handle = receives_through(&mock, client, "经代理", "proxy").await;
     let port = mock.base_url().rsplit(':').next().unwrap().to_owned();
     let asked = asked.lock().unwrap().clone();
     assert!(
@@ -245,25 +253,7 @@ async fn the_wss_socket_goes_through_a_socks5_proxy_with_a_password() {
             .proxy(dingtalk_stream::EgressProxy::all(&proxy).unwrap()),
     )
     .unwrap();
-    let (handle, mut rx) = client.start();
-    let mut delivered = false;
-    for _ in 0..500 {
-        if mock
-            .say(MockMessage::single("u1", "经SOCKS"))
-            .await
-            .delivered
-        {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(delivered, "never connected through the SOCKS5 proxy");
-    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.message.extract_text().as_deref(), Some("经SOCKS"));
+    let handle = receives_through(&mock, client, "经SOCKS", "SOCKS5 proxy").await;
     let asked = asked.lock().unwrap().clone();
     // The WebSocket's tunnel, with the password as typed (percent-decoded).
     assert!(
