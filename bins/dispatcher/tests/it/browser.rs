@@ -92,16 +92,28 @@ impl Browser {
         let _ = self.driver.wait();
     }
 
+    /// The text of the first `css` element. An element can go stale between finding and
+    /// reading it (a navigation still landing, a live part redrawn): then it is found again.
     async fn text(&self, css: &str) -> String {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+        for _ in 0..50 {
+            let element = self
+                .client
+                .wait()
+                .at_most(Duration::from_secs(20))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match element.text().await {
+                Ok(text) => return text,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{css}: {e}"),
+            }
+        }
+        panic!("{css}: stale every time it was read");
     }
 
     /// Saves the page as `<DASHBOARD_SCREENSHOTS>/<name>.png` when asked to.
