@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use service_kit::{ConfigError, LogFormat, OneOrMany};
 use workflow_dispatch::BreakerOpenPolicy;
 use workflow_dispatch::channels::{ChannelList, Channels};
+use workflow_dispatch::routing::{RouteList, Routes};
 
 /// The dispatcher's settings.
 #[derive(Clone, Serialize, Deserialize)]
@@ -94,6 +95,10 @@ pub struct Config {
     /// Preset delivery channels (`[[channels]]` or `[channels.<name>]`; see
     /// `workflow_dispatch::channels`).
     pub channels: ChannelList,
+    /// Routing rules (`[[routes]]`) for tasks whose request names no target: the first whose
+    /// `when` matches decides which channels hear of the task (see
+    /// `workflow_dispatch::routing`). Reloaded on SIGHUP.
+    pub routes: RouteList,
 }
 
 impl Default for Config {
@@ -129,6 +134,7 @@ impl Default for Config {
             max_connections: service_kit::HttpLimits::default().max_connections,
             header_timeout: service_kit::HttpLimits::default().header_timeout,
             channels: ChannelList::default(),
+            routes: RouteList::default(),
         }
     }
 }
@@ -167,6 +173,7 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("breaker_open_policy", &self.breaker_open_policy)
             .field("channels", &self.channels)
+            .field("routes", &self.routes)
             .finish_non_exhaustive()
     }
 }
@@ -250,7 +257,20 @@ impl Config {
         self.http_limits()?;
         // Values only: secrets are read and clients built once, by `App::start`.
         Channels::check(&self.channels).map_err(|e| ConfigError(e.0))?;
+        self.routing()?;
         Ok(())
+    }
+
+    /// The routing rules, checked against the configured channels' names.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every bad rule (see [`Routes::new`]).
+    pub fn routing(&self) -> Result<Routes, ConfigError> {
+        Routes::new(&self.routes, |name| {
+            self.channels.0.iter().any(|c| c.name == name)
+        })
+        .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The HTTP listener's limits.

@@ -226,10 +226,26 @@ pub(crate) async fn json_errors(response: Response) -> Response {
 impl From<workflow_dispatch::Error> for ApiError {
     fn from(e: workflow_dispatch::Error) -> ApiError {
         match e {
-            workflow_dispatch::Error::UnknownChannel(name) => ApiError::bad_field(
-                "channel",
-                format!("unknown channel {name:?} (GET /workflow/channels lists them)"),
+            workflow_dispatch::Error::UnknownChannels(unknown) => {
+                let mut errors = ValidationErrors::default();
+                for (field, name) in unknown {
+                    errors.push(
+                        field,
+                        format!("unknown channel {name:?} (GET /workflow/channels lists them)"),
+                    );
+                }
+                ApiError::validation(errors)
+            }
+            workflow_dispatch::Error::NoRoute => ApiError::bad_field(
+                "webhook_url",
+                "is required: the request names no target (webhook_url, channel or channels) \
+                 and no route matches it (GET /workflow/routes lists the rules)",
             ),
+            workflow_dispatch::Error::TooManyTargets(max) => ApiError::bad_field(
+                "channels",
+                format!("a task may reach at most {max} targets"),
+            ),
+            workflow_dispatch::Error::UnknownDelivery(_) => ApiError::not_found("delivery"),
             workflow_dispatch::Error::BreakerOpen { retry_in } => ApiError::unavailable(
                 "target_unavailable",
                 "the target's circuit breaker is open after repeated failures; try again later",

@@ -74,7 +74,7 @@ use tower_http::trace::TraceLayer;
 use webhook_client::{Classifier, WebhookClient};
 use workflow_core::{Engine, EngineConfig, ExponentialBackoff, Jitter, Store};
 use workflow_dispatch::{
-    CallbackTokens, ChannelDeliveryHandler, Channels, TracedDelivery, WEBHOOK_KIND,
+    CallbackTokens, ChannelDeliveryHandler, Channels, DELIVERY_KINDS, Routes, TracedDelivery,
     WebhookDeliveryHandler, WorkflowConfig, WorkflowManager,
 };
 
@@ -322,16 +322,19 @@ impl App {
         .map_err(|e| anyhow::anyhow!("invalid retry settings: {e}"))?;
         let channels = Channels::from_config(&config.channels, config.egress_proxy()?.as_ref())
             .map_err(|e| ConfigError(e.0))?;
-        let engine = Engine::builder(opened.store.clone())
-            .handler(
-                WEBHOOK_KIND,
-                Arc::new(TracedDelivery::new(ChannelDeliveryHandler::new(
-                    WebhookDeliveryHandler::new(client.clone(), signing.clone()),
-                    channels.clone(),
-                    client.clone(),
-                    signing.clone(),
-                ))),
-            )
+        let routes = config.routing()?;
+        let delivery = Arc::new(TracedDelivery::new(ChannelDeliveryHandler::new(
+            WebhookDeliveryHandler::new(client.clone(), signing.clone()),
+            channels.clone(),
+            client.clone(),
+            signing.clone(),
+        )));
+        let mut engine = Engine::builder(opened.store.clone());
+        // A task's first delivery and the others of one that fans out: the same delivery.
+        for kind in DELIVERY_KINDS {
+            engine = engine.handler(kind, delivery.clone());
+        }
+        let engine = engine
             .config(EngineConfig {
                 max_in_flight: config.max_in_flight,
                 per_target_in_flight: config.per_target_in_flight,
@@ -352,6 +355,7 @@ impl App {
             },
         )
         .with_channels(channels)
+        .with_routes(routes)
         .with_callback_tokens(CallbackTokens::new(&signing[0]))
         .with_client(client);
         let metrics = service_kit::prometheus(&METRICS_BUCKETS);
@@ -375,6 +379,21 @@ impl App {
         })
     }
 
+    /// Replaces the routing rules with `config`'s (a SIGHUP reload), checked against the
+    /// channels this process started with: channel changes take effect on a restart. On an
+    /// error the rules in force stay.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming every bad rule.
+    pub fn reload_routes(&self, config: &Config) -> Result<Arc<Routes>, ConfigError> {
+        let channels = self.state.manager.channels();
+        let routes = Routes::new(&config.routes, |name| channels.get(name).is_some())
+            .map_err(|e| ConfigError(format!("{e} (channels change only on a restart)")))?;
+        self.state.manager.set_routes(routes);
+        Ok(self.state.manager.routes())
+    }
+
     /// The handlers' shared state.
     pub fn state(&self) -> &AppState {
         &self.state
@@ -396,6 +415,10 @@ impl App {
     }
 }
 
+/// Where a reload reads the configuration again (the file and environment the process
+/// started from).
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
 /// Runs the dispatcher on `listener` until `shutdown` completes (see [`shutdown_signal`]),
 /// then stops accepting connections, lets deliveries in flight finish (or releases them for
 /// the next start) and returns.
@@ -408,7 +431,27 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = App::start(&config).await?;
+    run_reloading(config, listener, shutdown, None).await
+}
+
+/// [`run`], and on every SIGHUP reads the configuration from `reload` and replaces the
+/// routing rules with its `[[routes]]` ([`App::reload_routes`]); a bad reload keeps the rules
+/// in force and logs why.
+///
+/// # Errors
+///
+/// Startup failures (see [`App::start`]).
+pub async fn run_reloading(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<ConfigSource>,
+) -> anyhow::Result<()> {
+    let app = Arc::new(App::start(&config).await?);
+    let reloader = match reload {
+        Some(source) => Some(reload_on_sighup(app.clone(), source)?),
+        None => None,
+    };
     let addr = listener
         .local_addr()
         .context("while reading the listen address")?;
@@ -416,10 +459,40 @@ pub async fn run(
     tracing::info!(%addr, database = %app.database, %dashboard, "dispatcher listening");
     let limits = config.http_limits()?;
     service_kit::serve(listener, app.router(), limits, shutdown).await;
+    if let Some(task) = reloader {
+        task.abort();
+        let _ = task.await;
+    }
     tracing::info!("stopped accepting requests; finishing deliveries in flight");
+    let app = Arc::into_inner(app).expect("the reloader, the one other owner, has stopped");
     app.shutdown().await;
     tracing::info!("dispatcher stopped");
     Ok(())
+}
+
+/// Reloads the routing rules from `source` on every SIGHUP, until aborted.
+fn reload_on_sighup(
+    app: Arc<App>,
+    source: ConfigSource,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("while listening for SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match source().and_then(|config| app.reload_routes(&config)) {
+                Ok(routes) => {
+                    metrics::counter!("dispatcher_route_reloads_total", "result" => "ok")
+                        .increment(1);
+                    tracing::info!(%routes, "SIGHUP: routing rules reloaded");
+                }
+                Err(e) => {
+                    metrics::counter!("dispatcher_route_reloads_total", "result" => "error")
+                        .increment(1);
+                    tracing::error!(error = %e, "SIGHUP: configuration not reloaded; the routing rules in force stay");
+                }
+            }
+        }
+    }))
 }
 
 /// Installs the tracing subscriber (RUST_LOG filter, default `info,tower_http=warn`), with

@@ -40,7 +40,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = dispatcher::run(config, listener, dispatcher::shutdown_signal()).await;
+    // SIGHUP reads the same file and environment again (the routing rules).
+    let source: dispatcher::ConfigSource =
+        Box::new(move || dispatcher::Config::load(&dispatcher::figment_for(&cli)));
+    let result = dispatcher::run_reloading(
+        config,
+        listener,
+        dispatcher::shutdown_signal(),
+        Some(source),
+    )
+    .await;
     // Sends the spans still batched before the process exits.
     drop(telemetry);
     match result {

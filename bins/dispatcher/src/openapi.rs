@@ -16,8 +16,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// The document as served: `doc` (the routes' [`ApiDoc`]) with `channel` limited to the
-/// channels this instance has configured (a name it does not know is refused, so the schema
+/// The document as served: `doc` (the routes' [`ApiDoc`]) with `channel` and `channels`
+/// limited to the channels this instance has configured (a name it does not know is refused, so the schema
 /// says so too).
 pub fn restrict_channels(mut doc: serde_json::Value, channels: &[String]) -> serde_json::Value {
     let mut allowed: Vec<serde_json::Value> = channels.iter().map(|c| c.as_str().into()).collect();
@@ -27,6 +27,22 @@ pub fn restrict_channels(mut doc: serde_json::Value, channels: &[String]) -> ser
         let pointer = format!("/components/schemas/{body}/properties/channel");
         if let Some(channel) = doc.pointer_mut(&pointer).and_then(|c| c.as_object_mut()) {
             channel.insert("enum".to_owned(), allowed.clone().into());
+        }
+        let pointer = format!("/components/schemas/{body}/properties/channels");
+        if let Some(list) = doc.pointer_mut(&pointer).and_then(|c| c.as_object_mut()) {
+            if channels.is_empty() {
+                // No channel to name: only `null` (absent) is accepted.
+                list.retain(|k, _| k == "description");
+                list.insert("type".to_owned(), "null".into());
+            } else {
+                list.insert("uniqueItems".to_owned(), true.into());
+                if let Some(items) = list.get_mut("items").and_then(|i| i.as_object_mut()) {
+                    items.insert(
+                        "enum".to_owned(),
+                        allowed[..allowed.len() - 1].to_vec().into(),
+                    );
+                }
+            }
         }
     }
     doc
@@ -133,8 +149,9 @@ pub(crate) struct FlatTaskBody {
     #[schema(value_type = Option<Object>)]
     source_meta: Option<serde_json::Value>,
     /// Where to deliver (http or https). Described as required because a request needs it
-    /// or `channel`, which OpenAPI cannot say of two fields; a request naming only a channel
-    /// is accepted too.
+    /// or `channel`/`channels` unless a route matches, which OpenAPI cannot say of several
+    /// fields; a request naming only channels is accepted too, and one naming no target is
+    /// routed by the server's rules (`GET /workflow/routes`).
     #[schema(
         max_length = 2048,
         pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
@@ -147,6 +164,12 @@ pub(crate) struct FlatTaskBody {
         pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
     )]
     channel: Option<String>,
+    /// More preset channels: the task fans out to every target named (`webhook_url`,
+    /// `channel` and these), each a delivery of its own. Naming none of them lets the
+    /// server's routes decide (`GET /workflow/routes`).
+    /// (Served with `uniqueItems` and the configured names: see [`restrict_channels`].)
+    #[schema(min_items = 1, max_items = 16)]
+    channels: Option<Vec<String>>,
     /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
     #[schema(
         max_length = 32,
@@ -180,8 +203,9 @@ pub(crate) struct CreateTaskBody {
     /// The evidence.
     evidence_data: EvidenceDataBody,
     /// Where to deliver (http or https). Described as required because a request needs it
-    /// or `channel`; a request naming only a channel is accepted too (with both, the package
-    /// goes to `webhook_url` and a second task notifies the channel).
+    /// or `channel`/`channels` unless a route matches; a request naming only channels is
+    /// accepted too (with both, the task fans out: one delivery per target), and one naming
+    /// no target is routed by the server's rules.
     #[schema(
         max_length = 2048,
         pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
@@ -194,6 +218,12 @@ pub(crate) struct CreateTaskBody {
         pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
     )]
     channel: Option<String>,
+    /// More preset channels: the task fans out to every target named (`webhook_url`,
+    /// `channel` and these), each a delivery of its own. Naming none of them lets the
+    /// server's routes decide (`GET /workflow/routes`).
+    /// (Served with `uniqueItems` and the configured names: see [`restrict_channels`].)
+    #[schema(min_items = 1, max_items = 16)]
+    channels: Option<Vec<String>>,
     /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
     #[schema(
         max_length = 32,

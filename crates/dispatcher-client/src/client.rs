@@ -12,9 +12,10 @@ use serde::de::DeserializeOwned;
 use task_package::{CreateTaskRequest, Priority, TaskPackage};
 use workflow_dispatch::api::{
     CallbackRequest, ChannelListResponse, CreateTaskResponse, ListQuery, REPLAYED_MESSAGE,
-    TaskInfo, TaskListResponse, TaskStatusResponse,
+    RouteListResponse, RouteTestResponse, TaskInfo, TaskListResponse, TaskStatusResponse,
 };
 use workflow_dispatch::channels::ChannelView;
+use workflow_dispatch::routing::RouteView;
 
 use crate::error::{Error, Result, retryable_status};
 
@@ -33,6 +34,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     RETRY_TASK,
     CALLBACK,
     CHANNELS,
+    ROUTES,
+    TEST_ROUTE,
 ];
 
 const CREATE_TASK: (&str, &str) = ("POST", "/workflow/tasks");
@@ -42,6 +45,8 @@ const CANCEL_TASK: (&str, &str) = ("POST", "/workflow/tasks/{task_id}/cancel");
 const RETRY_TASK: (&str, &str) = ("POST", "/workflow/tasks/{task_id}/retry");
 const CALLBACK: (&str, &str) = ("POST", "/workflow/tasks/{task_id}/callback");
 const CHANNELS: (&str, &str) = ("GET", "/workflow/channels");
+const ROUTES: (&str, &str) = ("GET", "/workflow/routes");
+const TEST_ROUTE: (&str, &str) = ("POST", "/workflow/routes/test");
 
 /// The header that makes a create safe to repeat: same key, same task.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -169,6 +174,7 @@ impl NewTask {
             webhook_url: (!url.is_empty()).then(|| url.clone()),
             priority: Priority::default(),
             channel: None,
+            channels: Vec::new(),
         })
     }
 
@@ -375,13 +381,21 @@ fn tls_config() -> Result<rustls::ClientConfig> {
 struct Call<'a> {
     endpoint: (&'static str, &'static str),
     task_id: Option<&'a str>,
-    query: Option<&'a ListQuery>,
+    query: Option<Query<'a>>,
     body: Option<Vec<u8>>,
     headers: Vec<(&'static str, HeaderValue)>,
     /// Send the API key.
     authenticated: bool,
     /// Safe to repeat after a timeout (the server may have acted on the first try).
     idempotent: bool,
+}
+
+/// A call's query string.
+#[derive(Clone, Copy)]
+enum Query<'a> {
+    List(&'a ListQuery),
+    /// One delivery of a task (`?delivery=`).
+    Delivery(&'a str),
 }
 
 impl<'a> Call<'a> {
@@ -464,7 +478,7 @@ impl Client {
     /// 400 naming an invalid filter, 401, transport errors.
     pub async fn list_page(&self, query: &ListQuery) -> Result<TaskListResponse> {
         let mut call = Call::new(LIST_TASKS);
-        call.query = Some(query);
+        call.query = Some(Query::List(query));
         Ok(self.call(call).await?.1)
     }
 
@@ -535,6 +549,60 @@ impl Client {
         let (_, r): (_, TaskStatusResponse) =
             self.call(Call::new(RETRY_TASK).task(task_id)).await?;
         Ok(r.task_info)
+    }
+
+    /// Cancels one delivery of a task that fans out to several targets (`delivery`: its
+    /// target, a webhook URL or a channel's name, or its `delivery_id`); the others go on.
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown task or delivery, 409 when that delivery already ended, 401,
+    /// transport errors.
+    pub async fn cancel_delivery(&self, task_id: &str, delivery: &str) -> Result<TaskInfo> {
+        let mut call = Call::new(CANCEL_TASK).task(task_id);
+        call.query = Some(Query::Delivery(delivery));
+        let (_, r): (_, TaskStatusResponse) = self.call(call).await?;
+        Ok(r.task_info)
+    }
+
+    /// Retries one failed or cancelled delivery of a task (`delivery`: its target or its
+    /// `delivery_id`); the others are left as they are.
+    ///
+    /// # Errors
+    ///
+    /// 404 for an unknown task or delivery, 409 when that delivery did not fail, 401,
+    /// transport errors.
+    pub async fn retry_delivery(&self, task_id: &str, delivery: &str) -> Result<TaskInfo> {
+        let mut call = Call::new(RETRY_TASK).task(task_id);
+        call.query = Some(Query::Delivery(delivery));
+        let (_, r): (_, TaskStatusResponse) = self.call(call).await?;
+        Ok(r.task_info)
+    }
+
+    /// The server's routing rules, in order (`GET /workflow/routes`): which channels hear of
+    /// a task whose request names no target.
+    ///
+    /// # Errors
+    ///
+    /// 401, transport errors.
+    pub async fn routes(&self) -> Result<Vec<RouteView>> {
+        let (_, r): (_, RouteListResponse) = self.call(Call::new(ROUTES)).await?;
+        Ok(r.routes)
+    }
+
+    /// Where a task with this body would go, without creating it
+    /// (`POST /workflow/routes/test`).
+    ///
+    /// # Errors
+    ///
+    /// 400 with [`Error::field_errors`] (invalid fields, an unknown channel, no route), 401,
+    /// transport errors.
+    pub async fn test_route(&self, task: impl Into<NewTask>) -> Result<RouteTestResponse> {
+        let mut call = Call::new(TEST_ROUTE);
+        call.body = Some(task.into().to_bytes()?);
+        // Nothing is created: asking twice is asking once.
+        call.idempotent = true;
+        Ok(self.call(call).await?.1)
     }
 
     /// The preset channels a task may name (`GET /workflow/channels`): names, kinds, rate
@@ -618,8 +686,10 @@ impl Client {
             for (name, value) in &call.headers {
                 req = req.header(*name, value.clone());
             }
-            if let Some(q) = call.query {
-                req = req.query(q);
+            match call.query {
+                Some(Query::List(q)) => req = req.query(q),
+                Some(Query::Delivery(d)) => req = req.query(&[("delivery", d)]),
+                None => {}
             }
             if let Some(body) = &call.body {
                 req = req

@@ -4,10 +4,11 @@
 //! [`Client`] has one method per endpoint: [`Client::create_task`] (the seed's flat JSON, a
 //! [`CreateTaskRequest`] or a [`TaskPackage`], see [`NewTask`]), [`Client::get_task`],
 //! [`Client::list_tasks`] (a [`futures::Stream`] that follows the cursor page after page),
-//! [`Client::cancel`], [`Client::retry`], [`Client::channels`] and, for receivers,
+//! [`Client::cancel`] and [`Client::retry`] (and, for one delivery of a task that fans out,
+//! [`Client::cancel_delivery`] and [`Client::retry_delivery`]), [`Client::channels`], the
+//! routing rules ([`Client::routes`], [`Client::test_route`]) and, for receivers,
 //! [`Client::callback`]. [`ENDPOINTS`] lists the routes they call; a test checks it against
-//! the running server's `/openapi.json`. There is no routing-rules endpoint yet (routes are
-//! server configuration only), so there is no method for one.
+//! the running server's `/openapi.json`.
 //!
 //! The bodies are the server's types, not copies: [`workflow_dispatch::api`] for answers and
 //! the list query, [`task_package`] for requests, packages and the field errors of a 400.

@@ -378,7 +378,8 @@ pub struct CreateTaskRequest {
     pub task_type: TaskType,
     /// The evidence.
     pub evidence_data: EvidenceData,
-    /// The receiver; optional only when `channel` names a preset channel.
+    /// The receiver. Optional: a request that names no target (no `webhook_url`, `channel`
+    /// or `channels`) is routed by the server's rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     /// Queue priority (default `medium`).
@@ -387,6 +388,21 @@ pub struct CreateTaskRequest {
     /// A preset delivery channel configured on the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// More preset channels: the task fans out to every target named (`webhook_url`,
+    /// `channel` and these), each a delivery of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+// === impl CreateTaskRequest ===
+
+impl CreateTaskRequest {
+    /// Whether the request names any target itself (else the server's routes decide).
+    pub fn names_a_target(&self) -> bool {
+        self.webhook_url.as_deref().is_some_and(|u| !u.is_empty())
+            || self.channel.is_some()
+            || !self.channels.is_empty()
+    }
 }
 
 /// Builds the standard package from a request: the request's evidence, its webhook URL, the

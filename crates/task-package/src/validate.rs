@@ -18,8 +18,10 @@ pub mod limits {
     pub const FRAGMENT: usize = 10_000;
     /// `intervention_script`.
     pub const SCRIPT: usize = 5_000;
-    /// `source_name`, `brand_name`, `channel`.
+    /// `source_name`, `brand_name`, `channel`, each of `channels`.
     pub const NAME: usize = 200;
+    /// How many `channels` one request may name.
+    pub const CHANNELS: usize = 16;
     /// Any URL, in bytes.
     pub const URL: usize = 2_048;
     /// `source_meta`, serialised, in bytes.
@@ -407,8 +409,10 @@ impl CreateTaskRequest {
     /// `risk_level` and `priority` known values (case-insensitive); URLs absolute http(s)
     /// without credentials; the size [`limits`], the evidence as a whole at most
     /// [`limits::EVIDENCE`] bytes as the package will carry it; the scenario fields of
-    /// `source_meta` (see [`TaskType::required_source_meta`]); `webhook_url` required unless
-    /// a `channel` is named. `null` counts as absent. Unknown fields are ignored so that
+    /// `source_meta` (see [`TaskType::required_source_meta`]); `channels` 1 to
+    /// [`limits::CHANNELS`] distinct names; `webhook_url` required unless a `channel` or
+    /// `channels` is named (see [`CreateTaskRequest::from_json_slice_routable`] for a server
+    /// with routing rules). `null` counts as absent. Unknown fields are ignored so that
     /// clients can send newer fields to older servers.
     ///
     /// # Errors
@@ -416,6 +420,21 @@ impl CreateTaskRequest {
     /// [`ValidationErrors`] naming each invalid field; a body that is too large, not JSON or
     /// not an object gives one error with an empty field path.
     pub fn from_json_slice(body: &[u8]) -> Result<CreateTaskRequest, ValidationErrors> {
+        Self::parse(body, true)
+    }
+
+    /// [`CreateTaskRequest::from_json_slice`] for a server with routing rules: a request may
+    /// name no target at all (no `webhook_url`, `channel` or `channels`), and the server's
+    /// rules then decide where it goes.
+    ///
+    /// # Errors
+    ///
+    /// As [`CreateTaskRequest::from_json_slice`], without the missing-target error.
+    pub fn from_json_slice_routable(body: &[u8]) -> Result<CreateTaskRequest, ValidationErrors> {
+        Self::parse(body, false)
+    }
+
+    fn parse(body: &[u8], target_required: bool) -> Result<CreateTaskRequest, ValidationErrors> {
         let mut errs = ValidationErrors::default();
         if body.len() > limits::BODY {
             errs.push("", format!("body must be at most {} bytes", limits::BODY));
@@ -467,13 +486,18 @@ impl CreateTaskRequest {
             check_evidence(&mut errs, &obj, "", task_type.as_ref());
         }
         let channel = string_field(&mut errs, &obj, "", "channel", false, limits::NAME);
+        let channels = channel_list(&mut errs, obj.get("channels"));
+        let no_channel = channel.is_none() && obj.get("channels").is_none_or(Value::is_null);
         match string_field(&mut errs, &obj, "", "webhook_url", false, usize::MAX) {
             Some(url) => {
                 if let Err(reason) = check_url(url) {
                     errs.push("webhook_url", reason);
                 }
             }
-            None if channel.is_none() && obj.get("webhook_url").is_none_or(Value::is_null) => {
+            None if target_required
+                && no_channel
+                && obj.get("webhook_url").is_none_or(Value::is_null) =>
+            {
                 errs.push("webhook_url", "is required (or name a preset channel)");
             }
             None => {}
@@ -519,8 +543,54 @@ impl CreateTaskRequest {
             webhook_url: text("webhook_url"),
             priority: priority.unwrap_or_default(),
             channel: text("channel"),
+            channels,
         })
     }
+}
+
+/// `channels`: absent or `null`, else an array of 1 to [`limits::CHANNELS`] distinct channel
+/// names (non-blank strings of at most [`limits::NAME`] characters).
+fn channel_list(errs: &mut ValidationErrors, value: Option<&Value>) -> Vec<String> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            errs.push(
+                "channels",
+                format!(
+                    "must be an array of channel names, not {}",
+                    type_name(other)
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    if items.is_empty() || items.len() > limits::CHANNELS {
+        errs.push(
+            "channels",
+            format!("must name 1 to {} channels", limits::CHANNELS),
+        );
+        return Vec::new();
+    }
+    let mut names: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("channels[{i}]");
+        match item.as_str() {
+            Some(name) if is_blank(name) => errs.push(path, "must not be empty"),
+            Some(name) if name.chars().count() > limits::NAME => {
+                errs.push(path, format!("must be at most {} characters", limits::NAME))
+            }
+            Some(name) if names.iter().any(|n| n == name) => {
+                errs.push(path, "names a channel already listed");
+            }
+            Some(name) => names.push(name.to_owned()),
+            None => errs.push(
+                path,
+                format!("must be a channel name, not {}", type_name(item)),
+            ),
+        }
+    }
+    names
 }
 
 // === impl TaskPackage ===

@@ -207,6 +207,48 @@ fn channel_makes_webhook_url_optional() {
 }
 
 #[test]
+fn a_routable_request_may_name_no_target() {
+    let mut body = json(&golden("seed_request.json"));
+    body.as_object_mut().unwrap().remove("webhook_url");
+    let bytes = serde_json::to_vec(&body).unwrap();
+    assert_eq!(fields(&body), ["webhook_url"]);
+    let req = CreateTaskRequest::from_json_slice_routable(&bytes).unwrap();
+    assert!(!req.names_a_target());
+    body["channels"] = serde_json::json!(["pr-team"]);
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert!(req.names_a_target());
+}
+
+#[test]
+fn channels_name_distinct_channels() {
+    let mut body = json(&golden("seed_request.json"));
+    body["channels"] = serde_json::json!(["pr-team", "partner"]);
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(req.channels, ["pr-team", "partner"]);
+    body["channels"] = serde_json::json!(["pr-team", "", 3, "pr-team"]);
+    let err = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+    let got: Vec<_> = err
+        .iter()
+        .map(|e| (e.field.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("channels[1]", "must not be empty"),
+            ("channels[2]", "must be a channel name, not a number"),
+            ("channels[3]", "names a channel already listed"),
+        ]
+    );
+    for bad in [serde_json::json!([]), serde_json::json!("pr-team")] {
+        body["channels"] = bad;
+        assert_eq!(fields(&body), ["channels"]);
+    }
+    body["channels"] = serde_json::Value::Null;
+    let req = CreateTaskRequest::from_json_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert!(req.channels.is_empty());
+}
+
+#[test]
 fn priority_and_risk_parse_case_insensitively() {
     let mut body = json(&golden("seed_request.json"));
     body["priority"] = "CRITICAL".into();

@@ -6,10 +6,11 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use task_package::{FieldError, Priority, ValidationErrors};
-use workflow_core::{AttemptRecord, Task, TaskFilter, TaskStatus};
+use workflow_core::{AttemptRecord, TaskFilter, TaskStatus};
 
-use crate::manager::CreatedTask;
-use crate::payload::DeliveryPayload;
+use crate::manager::{CreatedTask, TaskStatusView};
+use crate::payload::{DeliveryPayload, DeliveryRef};
+use crate::routing::RouteView;
 use crate::webhook::WEBHOOK_KIND;
 
 /// The seed's `message` for a new task, word for word.
@@ -34,9 +35,17 @@ pub struct CreateTaskResponse {
     /// The preset channel named, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
-    /// With both `webhook_url` and `channel`: the task notifying the channel.
+    /// With both `webhook_url` and `channel`: the delivery notifying the channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_task_id: Option<String>,
+    /// Every delivery (its id and target), the task's own first: shown when the task fans
+    /// out or was routed (a task sent where its request said, to one target, answers exactly
+    /// the seed's fields).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryRef>,
+    /// The route that chose the targets, when the request named none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
 }
 
 impl From<CreatedTask> for CreateTaskResponse {
@@ -53,6 +62,12 @@ impl From<CreatedTask> for CreateTaskResponse {
             webhook_url: c.webhook_url,
             channel: c.channel,
             channel_task_id: c.channel_task_id,
+            deliveries: if c.deliveries.len() > 1 || c.route.is_some() {
+                c.deliveries
+            } else {
+                Vec::new()
+            },
+            route: c.route,
         }
     }
 }
@@ -73,6 +88,9 @@ pub struct AttemptView {
     pub outcome: String,
     /// What went wrong.
     pub error: Option<String>,
+    /// The delivery's target, in a task that fans out to several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// The receiver's latest report.
@@ -116,7 +134,32 @@ pub struct TaskInfo {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The last error.
     pub last_error: Option<String>,
-    /// The receiver's latest report.
+    /// The receiver's latest report (the latest of any delivery's).
+    pub callback: Option<CallbackView>,
+    /// Every delivery: one per target, each with its own attempts and status.
+    #[serde(default)]
+    pub deliveries: Vec<DeliveryInfo>,
+}
+
+/// One delivery of a task.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryInfo {
+    /// The webhook URL, or the channel's name.
+    pub target: String,
+    /// The delivery's id: the task's for the first, `<task id>.<n>` for the others.
+    pub delivery_id: String,
+    /// `pending`, `processing`, `retrying`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due, if waiting.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Its receiver's latest report.
     pub callback: Option<CallbackView>,
 }
 
@@ -130,40 +173,146 @@ pub struct TaskStatusResponse {
     pub task_info: TaskInfo,
 }
 
-/// What clients see of `task` and its `attempts`.
-pub fn info(task: Task, attempts: Vec<AttemptRecord>) -> TaskInfo {
+fn callback_view(c: &workflow_core::CallbackRecord) -> CallbackView {
+    CallbackView {
+        status: c.status.clone(),
+        note: c.note.clone(),
+        at: c.at,
+    }
+}
+
+fn attempt_view(a: AttemptRecord, target: Option<&str>) -> AttemptView {
+    AttemptView {
+        n: a.n,
+        started_at: a.started_at,
+        duration_ms: a.duration_ms,
+        status_code: a.status_code,
+        outcome: a.outcome,
+        error: a.error,
+        target: target.map(str::to_owned),
+    }
+}
+
+/// What clients see of a task: the seed's fields for the task as a whole (its status over
+/// every delivery; for a task that fans out, every delivery's attempts in time order, each
+/// naming its target) and `deliveries`, one per target.
+pub fn info(view: TaskStatusView) -> TaskInfo {
+    let status = view.status().as_str().to_owned();
+    let fans_out = view.fans_out();
+    let TaskStatusView {
+        task,
+        attempts,
+        deliveries,
+        ..
+    } = view;
     let stored = DeliveryPayload::read(&task.payload).ok();
     let webhook_url = stored.and_then(|p| p.url).map(str::to_owned);
     let channel = stored.and_then(|p| p.channel).map(str::to_owned);
+    let all_final = deliveries.iter().all(|d| d.task.status.is_final());
+    let completed_at = if !fans_out {
+        task.finished_at
+    } else if all_final {
+        deliveries.iter().filter_map(|d| d.task.finished_at).max()
+    } else {
+        None
+    };
+    let mut attempt_views: Vec<AttemptView> = if fans_out {
+        deliveries
+            .iter()
+            .flat_map(|d| {
+                d.attempts
+                    .iter()
+                    .cloned()
+                    .map(|a| attempt_view(a, Some(&d.target)))
+            })
+            .collect()
+    } else {
+        attempts
+            .into_iter()
+            .map(|a| attempt_view(a, None))
+            .collect()
+    };
+    attempt_views.sort_by_key(|a| a.started_at);
+    let latest_error = deliveries
+        .iter()
+        .filter(|d| d.task.last_error.is_some())
+        .max_by_key(|d| {
+            (
+                d.task.status == workflow_core::TaskStatus::Failed,
+                d.task.updated_at,
+            )
+        })
+        .and_then(|d| d.task.last_error.clone());
     TaskInfo {
         webhook_url,
         channel,
-        task_id: task.id,
-        status: task.status.as_str().to_owned(),
-        completed_at: task.finished_at,
+        status,
+        completed_at,
         priority: task.priority.as_str().to_owned(),
         created_at: task.created_at,
-        updated_at: task.updated_at,
-        retries: task.tries.saturating_sub(1),
-        attempts: attempts
-            .into_iter()
-            .map(|a| AttemptView {
-                n: a.n,
-                started_at: a.started_at,
-                duration_ms: a.duration_ms,
-                status_code: a.status_code,
-                outcome: a.outcome,
-                error: a.error,
+        updated_at: deliveries
+            .iter()
+            .map(|d| d.task.updated_at)
+            .max()
+            .unwrap_or(task.updated_at),
+        retries: deliveries
+            .iter()
+            .map(|d| d.task.tries.saturating_sub(1))
+            .sum(),
+        attempts: attempt_views,
+        next_attempt_at: if fans_out {
+            deliveries
+                .iter()
+                .filter(|d| !d.task.status.is_final())
+                .filter_map(|d| d.task.next_run_at)
+                .min()
+        } else {
+            task.next_run_at
+        },
+        last_error: latest_error.or(task.last_error),
+        callback: deliveries
+            .iter()
+            .filter_map(|d| d.task.callback.as_ref())
+            .max_by_key(|c| c.at)
+            .map(callback_view),
+        deliveries: deliveries
+            .iter()
+            .map(|d| DeliveryInfo {
+                target: d.target.clone(),
+                delivery_id: d.task.id.clone(),
+                status: d.task.status.as_str().to_owned(),
+                attempts: d.task.tries,
+                next_attempt_at: d.task.next_run_at,
+                last_error: d.task.last_error.clone(),
+                completed_at: d.task.finished_at,
+                callback: d.task.callback.as_ref().map(callback_view),
             })
             .collect(),
-        next_attempt_at: task.next_run_at,
-        last_error: task.last_error,
-        callback: task.callback.map(|c| CallbackView {
-            status: c.status,
-            note: c.note,
-            at: c.at,
-        }),
+        task_id: task.id,
     }
+}
+
+/// The answer to `GET /workflow/routes`.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteListResponse {
+    /// `"success"`.
+    pub status: String,
+    /// The rules in order: the first that matches a task that names no target decides.
+    pub routes: Vec<RouteView>,
+}
+
+/// The answer to `POST /workflow/routes/test`: where a task with this body would go.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteTestResponse {
+    /// `"success"`.
+    pub status: String,
+    /// The route that chose the targets; absent when the body names them itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Every delivery the task would get, in order.
+    pub targets: Vec<crate::manager::PlannedTarget>,
 }
 
 /// Query of `GET /workflow/tasks`. Serialisable too, so a client sends the very type the

@@ -62,6 +62,7 @@ mod error;
 mod manager;
 pub mod payload;
 pub mod render;
+pub mod routing;
 pub mod trace_context;
 mod webhook;
 
@@ -69,9 +70,14 @@ pub use callback::{CALLBACK_STATUSES, CallbackReport, CallbackTokens};
 pub use channels::{ChannelConfigError, ChannelDeliveryHandler, Channels};
 pub use error::{Error, Result};
 pub use manager::{
-    BreakerOpenPolicy, CreatedTask, DispatchRequest, TaskStatusView, UnknownBreakerOpenPolicy,
-    WorkflowConfig, WorkflowManager,
+    BreakerOpenPolicy, CreatedTask, DeliveryStatus, DispatchRequest, PlannedTarget, RoutePlan,
+    TaskStatusView, UnknownBreakerOpenPolicy, WorkflowConfig, WorkflowManager, overall_status,
 };
-pub use payload::{DeliveryPayload, Destination, PayloadRef, UnreadablePayload, queue_priority};
+pub use payload::{
+    DeliveryPayload, DeliveryRef, Destination, PayloadRef, UnreadablePayload, queue_priority,
+};
+pub use routing::{RouteConfigError, RouteList, Routes};
 pub use trace_context::TracedDelivery;
-pub use webhook::{WEBHOOK_KIND, WebhookDeliveryHandler, attempt_outcome};
+pub use webhook::{
+    DELIVERY_KINDS, FANOUT_KIND, WEBHOOK_KIND, WebhookDeliveryHandler, attempt_outcome,
+};

@@ -3,6 +3,10 @@
 //! Written by [`DeliveryPayload::to_value`] and read by [`DeliveryPayload::read`], and nowhere
 //! else, so the stored shape (`{"url": ..., "package": ...}` or `{"channel": ..., "package":
 //! ...}`) is defined once.
+//!
+//! A task that fans out to several targets is one engine task per delivery: the first has the
+//! task's id and lists every delivery (`fanout`); the others have ids `<task id>.<n>`
+//! ([`delivery_id`]) and name their task (`parent`).
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +33,12 @@ pub struct DeliveryPayload {
     /// trace; only kept while traces are exported (absent in payloads stored before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// For a later delivery of a task that fans out: the task's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// For the first delivery of a task that fans out: every delivery, this one first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fanout: Vec<DeliveryRef>,
 }
 
 /// A stored payload seen in place, without copying its package.
@@ -42,6 +52,23 @@ pub struct PayloadRef<'a> {
     pub package: &'a serde_json::Value,
     /// The creating span's `traceparent`, if one was kept.
     pub traceparent: Option<&'a str>,
+    /// The task this delivery belongs to, when it is a later delivery of a fan-out.
+    pub parent: Option<&'a str>,
+}
+
+impl PayloadRef<'_> {
+    /// How the API names the target: the URL, or the channel's name.
+    pub fn label(&self) -> &str {
+        self.url.or(self.channel).unwrap_or_default()
+    }
+}
+
+/// The id of the task that `task` (a delivery) belongs to: its `parent`, else its own.
+pub fn task_id_of(task: &workflow_core::Task) -> &str {
+    task.payload
+        .get("parent")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(&task.id)
 }
 
 /// The stored payload is not a [`DeliveryPayload`].
@@ -51,6 +78,44 @@ pub struct PayloadRef<'a> {
 )]
 pub struct UnreadablePayload;
 
+/// One delivery of a task that fans out, as the task's first delivery lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryRef {
+    /// The delivery's engine task id (the task's own id for the first).
+    pub id: String,
+    /// Where it goes: the webhook URL or the channel's name ([`Destination::label`]).
+    pub target: String,
+}
+
+/// Most deliveries one task fans out to: a `webhook_url`, a `channel` and up to 16
+/// `channels` (or a route's 16).
+pub const MAX_DELIVERIES: usize = 18;
+
+/// The engine task id of delivery `n` (0-based) of task `task_id`: the task's own id for the
+/// first, `<task id>.<n>` for the others, so a delivery's id and callback token follow from the
+/// task's without a lookup.
+pub fn delivery_id(task_id: &str, n: usize) -> String {
+    if n == 0 {
+        task_id.to_owned()
+    } else {
+        format!("{task_id}.{n}")
+    }
+}
+
+// === impl Destination ===
+
+impl Destination {
+    /// How the API names the target: the URL, or the channel's name.
+    pub fn label(&self) -> &str {
+        match self {
+            Destination::Url(u) | Destination::Channel(u) => u,
+        }
+    }
+}
+
+// === impl DeliveryPayload ===
+
 impl DeliveryPayload {
     /// A delivery of `package` to `destination`.
     pub fn new(destination: Destination, package: serde_json::Value) -> DeliveryPayload {
@@ -58,7 +123,29 @@ impl DeliveryPayload {
             destination,
             package,
             traceparent: None,
+            parent: None,
+            fanout: Vec::new(),
         }
+    }
+
+    /// The same payload as a later delivery of task `task_id`.
+    pub fn of_task(mut self, task_id: &str) -> DeliveryPayload {
+        self.parent = Some(task_id.to_owned());
+        self
+    }
+
+    /// The same payload as the first delivery of a task listing all of its `deliveries`.
+    pub fn listing(mut self, deliveries: Vec<DeliveryRef>) -> DeliveryPayload {
+        self.fanout = deliveries;
+        self
+    }
+
+    /// The deliveries a stored first delivery lists (empty for a task with one target).
+    pub fn fanout_of(payload: &serde_json::Value) -> Vec<DeliveryRef> {
+        payload
+            .get("fanout")
+            .and_then(|f| Vec::<DeliveryRef>::deserialize(f).ok())
+            .unwrap_or_default()
     }
 
     /// The same payload remembering `traceparent` (see [`DeliveryPayload::traceparent`]).
@@ -88,6 +175,7 @@ impl DeliveryPayload {
                 channel,
                 package,
                 traceparent: text("traceparent"),
+                parent: text("parent"),
             }),
             _ => Err(UnreadablePayload),
         }

@@ -11,6 +11,13 @@ use crate::payload::DeliveryPayload;
 /// The task kind of webhook deliveries.
 pub const WEBHOOK_KIND: &str = "webhook";
 
+/// The task kind of the later deliveries of a task that fans out to several targets: the same
+/// delivery as [`WEBHOOK_KIND`], a kind of its own so that listing tasks lists each task once.
+pub const FANOUT_KIND: &str = "webhook.fanout";
+
+/// The kinds a dispatcher's engine delivers: register the delivery handler for each.
+pub const DELIVERY_KINDS: [&str; 2] = [WEBHOOK_KIND, FANOUT_KIND];
+
 /// Delivers `webhook` tasks with a [`WebhookClient`]: the task id is the `webhook-id` (stable
 /// across retries), the package is the body, signed with every configured secret.
 #[derive(Debug, Clone)]

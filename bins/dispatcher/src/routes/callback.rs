@@ -11,11 +11,12 @@ use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::json_body;
 pub use workflow_dispatch::api::CallbackRequest;
-use workflow_dispatch::api::{TaskStatusResponse, info};
+use workflow_dispatch::api::TaskStatusResponse;
 
-/// The receiver reports how the task ended (closes the loop). Authenticated by the task's
-/// `callback_token` (as `Authorization: Bearer <token>`, header `X-Callback-Token`, or the
-/// body field), not by an API key.
+/// The receiver reports how the task ended (closes the loop). Authenticated by the
+/// `callback_token` its package carries (as `Authorization: Bearer <token>`, header
+/// `X-Callback-Token`, or the body field), not by an API key; each delivery of a task has a
+/// token of its own, so the report is recorded on the delivery whose receiver answered.
 #[utoipa::path(
     post, path = "/workflow/tasks/{task_id}/callback", tag = "tasks",
     params(("task_id" = String, Path, description = "Task id"), ("X-Callback-Token" = Option<String>, Header, description = "The task's callback token (or send it as `Authorization: Bearer`, or as the body's `callback_token`)")),
@@ -48,10 +49,14 @@ pub(crate) async fn callback(
                 String::new()
             })
         });
-    if let Some(token) = &header_token
-        && !state.manager.verify_callback_token(&task_id, token)
-    {
-        return Err(ApiError::unauthorized("invalid callback token"));
+    let mut delivery = None;
+    if let Some(token) = &header_token {
+        delivery = Some(
+            state
+                .manager
+                .callback_delivery(&task_id, token)
+                .ok_or_else(|| ApiError::unauthorized("invalid callback token"))?,
+        );
     }
     let body = json_body(&headers, body)?;
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
@@ -61,24 +66,25 @@ pub(crate) async fn callback(
             format!("malformed JSON: {e}"),
         )
     })?;
-    if header_token.is_none() {
-        let token = value
-            .get("callback_token")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing callback token (Authorization: Bearer, X-Callback-Token or the \
+    let delivery = match delivery {
+        Some(d) => d,
+        None => {
+            let token = value
+                .get("callback_token")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "missing callback token (Authorization: Bearer, X-Callback-Token or the \
                      callback_token field)",
-                )
-            })?;
-        if !state.manager.verify_callback_token(&task_id, token) {
-            return Err(ApiError::unauthorized("invalid callback token"));
+                    )
+                })?;
+            state
+                .manager
+                .callback_delivery(&task_id, token)
+                .ok_or_else(|| ApiError::unauthorized("invalid callback token"))?
         }
-    }
+    };
     let report = CallbackReport::from_json(&value).map_err(ApiError::validation)?;
-    let task = state.manager.record_callback(&task_id, report).await?;
-    Ok(Json(TaskStatusResponse {
-        status: "success".to_owned(),
-        task_info: info(task, Vec::new()),
-    }))
+    state.manager.record_callback(&delivery, report).await?;
+    crate::routes::tasks::task_response(&state, &task_id).await
 }

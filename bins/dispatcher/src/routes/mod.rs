@@ -1,9 +1,10 @@
 //! HTTP handlers, one module per area: `tasks` (the seed's API), `callback` (the closed loop),
-//! `channels` (the preset channels), `ops` (health, readiness, metrics, the OpenAPI document).
+//! `channels` (the preset channels), `routing` (the routing rules), `ops` (health, readiness, metrics, the OpenAPI document).
 
 pub mod callback;
 pub mod channels;
 pub mod ops;
+pub mod routing;
 pub mod tasks;
 
 use axum::body::Bytes;
@@ -27,6 +28,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::retry_task))
         .routes(routes!(callback::callback))
         .routes(routes!(channels::list_channels))
+        .routes(routes!(routing::list_routes))
+        .routes(routes!(routing::test_route))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics_text))

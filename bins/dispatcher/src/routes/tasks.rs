@@ -6,9 +6,9 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use task_package::{CreateTaskRequest, FieldError};
+use serde::Deserialize;
+use task_package::FieldError;
 use workflow_core::CancelOutcome;
-use workflow_dispatch::TaskStatusView;
 use workflow_dispatch::api::{
     CreateTaskResponse, ListQuery, TaskListResponse, TaskStatusResponse, info,
 };
@@ -42,7 +42,7 @@ pub(crate) async fn create_task(
     let body = json_body(&headers, body)?;
     // The body's fields and the header are checked together, so one 400 names them all.
     let (request, idempotency_key) = match (
-        CreateTaskRequest::from_json_slice(&body),
+        state.manager.parse_request(&body),
         idempotency_key(&headers),
     ) {
         (Ok(request), Ok(key)) => (request, key),
@@ -99,15 +99,31 @@ pub(crate) async fn get_task(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    let TaskStatusView { task, attempts, .. } = state
+    task_response(&state, &task_id).await
+}
+
+/// The task's status as `GET /workflow/tasks/{id}` answers it.
+pub(crate) async fn task_response(
+    state: &AppState,
+    task_id: &str,
+) -> Result<Json<TaskStatusResponse>, ApiError> {
+    let view = state
         .manager
-        .get_task_status(&task_id)
+        .get_task_status(task_id)
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
     Ok(Json(TaskStatusResponse {
         status: "success".to_owned(),
-        task_info: info(task, attempts),
+        task_info: info(view),
     }))
+}
+
+/// Which delivery of a task a cancel or retry acts on (default: the whole task).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeliveryQuery {
+    /// One delivery only: its `target` (webhook URL or channel name) or its `delivery_id`.
+    delivery: Option<String>,
 }
 
 /// Lists tasks, newest first, with filters and cursor paging.
@@ -127,26 +143,23 @@ pub(crate) async fn list_tasks(
 ) -> Result<Json<TaskListResponse>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
     let filter = q.to_filter().map_err(ApiError::validation)?;
-    let page = state.manager.list_tasks(&filter).await?;
+    let (tasks, next_cursor) = state.manager.list_task_statuses(&filter).await?;
     Ok(Json(TaskListResponse {
         status: "success".to_owned(),
-        tasks: page
-            .tasks
-            .into_iter()
-            .map(|t| info(t, Vec::new()))
-            .collect(),
-        next_cursor: page.next_cursor.map(|c| c.to_string()),
+        tasks: tasks.into_iter().map(info).collect(),
+        next_cursor: next_cursor.map(|c| c.to_string()),
     }))
 }
 
-/// Cancels a task: at once if waiting, after its current attempt if one is running.
+/// Cancels a task (every delivery not yet ended, or the one `delivery` names): at once if
+/// waiting, after its current attempt if one is running.
 #[utoipa::path(
     post, path = "/workflow/tasks/{task_id}/cancel", tag = "tasks",
-    params(("task_id" = String, Path, description = "Task id")),
+    params(("task_id" = String, Path, description = "Task id"), DeliveryQuery),
     responses(
         (status = 200, description = "Cancelled (or cancelling)", body = TaskStatusResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 404, description = "No such task (or delivery)", body = ErrorBody),
         (status = 409, description = "Already final", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -155,31 +168,35 @@ pub(crate) async fn cancel_task(
     _: ApiKey,
     State(state): State<AppState>,
     Path(task_id): Path<String>,
+    query: Result<Query<DeliveryQuery>, QueryRejection>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    let task = match state.manager.cancel_task(&task_id).await? {
-        CancelOutcome::Cancelled(t) | CancelOutcome::Requested(t) => t,
-        CancelOutcome::AlreadyFinal(t) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_final",
-                format!("task is already {}", t.status),
-            ));
-        }
+    let Query(q) = query.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
+    let outcome = match &q.delivery {
+        None => state.manager.cancel_task(&task_id).await?,
+        Some(delivery) => state.manager.cancel_delivery(&task_id, delivery).await?,
     };
-    Ok(Json(TaskStatusResponse {
-        status: "success".to_owned(),
-        task_info: info(task, Vec::new()),
-    }))
+    if let CancelOutcome::AlreadyFinal(t) = outcome {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_final",
+            match q.delivery {
+                None => format!("task is already {}", t.status),
+                Some(_) => format!("delivery is already {}", t.status),
+            },
+        ));
+    }
+    task_response(&state, &task_id).await
 }
 
-/// Retries a failed (or cancelled) task now, with a fresh attempt budget.
+/// Retries a failed (or cancelled) task now, with a fresh attempt budget: every delivery
+/// that failed or was cancelled, or the one `delivery` names.
 #[utoipa::path(
     post, path = "/workflow/tasks/{task_id}/retry", tag = "tasks",
-    params(("task_id" = String, Path, description = "Task id")),
+    params(("task_id" = String, Path, description = "Task id"), DeliveryQuery),
     responses(
         (status = 200, description = "Queued again", body = TaskStatusResponse),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 404, description = "No such task (or delivery)", body = ErrorBody),
         (status = 409, description = "Not failed or cancelled", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -188,10 +205,16 @@ pub(crate) async fn retry_task(
     _: ApiKey,
     State(state): State<AppState>,
     Path(task_id): Path<String>,
+    query: Result<Query<DeliveryQuery>, QueryRejection>,
 ) -> Result<Json<TaskStatusResponse>, ApiError> {
-    let task = state.manager.retry_task(&task_id).await?;
-    Ok(Json(TaskStatusResponse {
-        status: "success".to_owned(),
-        task_info: info(task, Vec::new()),
-    }))
+    let Query(q) = query.map_err(|e| ApiError::bad_field("query", e.body_text()))?;
+    match &q.delivery {
+        None => {
+            state.manager.retry_task(&task_id).await?;
+        }
+        Some(delivery) => {
+            state.manager.retry_delivery(&task_id, delivery).await?;
+        }
+    }
+    task_response(&state, &task_id).await
 }

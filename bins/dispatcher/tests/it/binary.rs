@@ -8,7 +8,11 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
 
-use crate::{KEY, command, create_task, free_port, http, spawn, terminate, wait_healthy};
+use std::process::Command;
+
+use crate::{
+    KEY, SECRET, command, create_task, free_port, get_json, http, spawn, terminate, wait_healthy,
+};
 
 #[tokio::test]
 async fn first_start_generates_stores_and_prints_the_api_key_once() {
@@ -220,4 +224,106 @@ fn flags_override_the_environment_which_overrides_the_file() {
         stderr.contains("expected sqlite://PATH or postgres://"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_routes_and_a_bad_file_keeps_the_rules_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dispatcher.toml");
+    let channels = "[channels.pr-team]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/pr\"\n\
+                    [channels.ops]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/ops\"\n";
+    let write = |routes: &str| std::fs::write(&file, format!("{channels}{routes}")).unwrap();
+    write("[[routes]]\nto = [\"ops\"]\n");
+    // A config file that does not parse is refused at start, naming the route.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        format!("{channels}[[routes]]\nname = \"typo\"\nto = [\"pr-tema\"]\n"),
+    )
+    .unwrap();
+    let out = command(dir.path(), free_port())
+        .arg("--config")
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("routes[0] (\"typo\")") && stderr.contains("pr-tema"),
+        "{stderr}"
+    );
+
+    let port = free_port();
+    let mut child = command(dir.path(), port)
+        .arg("--config")
+        .arg(&file)
+        .args(["--api-keys", KEY, "--signing-secret", SECRET])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = http();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&http, &base).await;
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&get_json(&http, &base, "/workflow/routes").await),
+        ["routes[0]"]
+    );
+
+    let hangup = || {
+        let ok = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    // A reload: the new rules are served without a restart.
+    write(
+        "[[routes]]\nname = \"high\"\nwhen = { risk_level = [\"high\"] }\nto = [\"pr-team\"]\n[[routes]]\nto = [\"ops\"]\n",
+    );
+    hangup();
+    let mut reloaded = Vec::new();
+    for _ in 0..500 {
+        reloaded = names(&get_json(&http, &base, "/workflow/routes").await);
+        if reloaded.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reloaded, ["high", "routes[1]"]);
+
+    // A bad reload (an unknown channel) is counted and logged; the rules in force stay.
+    write("[[routes]]\nto = [\"nowhere\"]\n");
+    hangup();
+    let mut counted = false;
+    for _ in 0..500 {
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("dispatcher_route_reloads_total{result=\"error\"} 1") {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(counted, "the failed reload was never counted");
+    assert_eq!(
+        names(&get_json(&http, &base, "/workflow/routes").await),
+        ["high", "routes[1]"]
+    );
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
 }

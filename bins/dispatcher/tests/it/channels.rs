@@ -26,7 +26,7 @@ use workflow_dispatch::channels::{ChannelConfig, ChannelList, RateList};
 use crate::{KEY, SECRET, seed_body};
 
 /// Callback links in packages and messages start with this.
-const PUBLIC_URL: &str = "https://dispatch.example";
+pub(crate) const PUBLIC_URL: &str = "https://dispatch.example";
 /// How long a test waits for a task to reach a state (the machine is shared and noisy).
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -44,7 +44,7 @@ const EVIDENCE_URL: &str = "https://weibo.com/1234567890/AbCdEf";
 const FRAGMENT: &str = "某品牌手机电池续航严重虚标，用户实测不到宣传的一半";
 const SCRIPT: &str = "您好，我们已关注到您反馈的续航问题，请私信提供订单号，我们将安排专人跟进。";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -96,19 +96,20 @@ fn string_at<'v>(v: &'v Value, pointer: &str) -> Result<&'v str, String> {
 
 /// One request a receiver got, and what its check said.
 #[derive(Debug, Clone)]
-struct Hit {
-    query: String,
-    headers: HeaderMap,
-    raw: Bytes,
-    body: Value,
-    check: Result<(), String>,
-    at: tokio::time::Instant,
+pub(crate) struct Hit {
+    pub(crate) query: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) raw: Bytes,
+    pub(crate) body: Value,
+    pub(crate) check: Result<(), String>,
+    pub(crate) at: tokio::time::Instant,
 }
 
 /// Checks a request against a platform's documented format: `(query, headers, body)`.
-type Check = Arc<dyn Fn(&str, &HeaderMap, &[u8]) -> Result<(), String> + Send + Sync>;
+pub(crate) type Check = Arc<dyn Fn(&str, &HeaderMap, &[u8]) -> Result<(), String> + Send + Sync>;
 /// Answers the nth request (1-based) given the check's verdict: status and body.
-type Reply = Arc<dyn Fn(usize, &Result<(), String>) -> (StatusCode, String) + Send + Sync>;
+pub(crate) type Reply =
+    Arc<dyn Fn(usize, &Result<(), String>) -> (StatusCode, String) + Send + Sync>;
 
 #[derive(Clone)]
 struct PeerState {
@@ -118,7 +119,7 @@ struct PeerState {
 }
 
 /// A local stand-in for a chat platform or webhook receiver on `127.0.0.1:0`.
-struct Peer {
+pub(crate) struct Peer {
     addr: std::net::SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
     server: tokio::task::JoinHandle<()>,
@@ -148,7 +149,7 @@ async fn receive(
 }
 
 impl Peer {
-    async fn start(check: Check, reply: Reply) -> Peer {
+    pub(crate) async fn start(check: Check, reply: Reply) -> Peer {
         let hits = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new().fallback(receive).with_state(PeerState {
             hits: hits.clone(),
@@ -163,16 +164,16 @@ impl Peer {
         Peer { addr, hits, server }
     }
 
-    fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{path_and_query}", self.addr)
     }
 
-    fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
     }
 
     /// The only request it got, which must have passed its check.
-    fn single(&self) -> Hit {
+    pub(crate) fn single(&self) -> Hit {
         let hits = self.hits();
         assert_eq!(hits.len(), 1, "{hits:#?}");
         let hit = hits.into_iter().next().unwrap();
@@ -336,7 +337,7 @@ fn slack_reply() -> Reply {
 
 /// Standard Webhooks: `webhook-signature` holds `v1,` + base64(HMAC-SHA256(key =
 /// base64-decoded secret after `whsec_`, msg = id + "." + timestamp + "." + body)).
-fn webhook_check(secret: &'static str) -> Check {
+pub(crate) fn webhook_check(secret: &'static str) -> Check {
     Arc::new(move |_, headers, body| {
         is_json(headers)?;
         let header = |name: &str| {
@@ -367,7 +368,7 @@ fn webhook_check(secret: &'static str) -> Check {
     })
 }
 
-fn status_reply() -> Reply {
+pub(crate) fn status_reply() -> Reply {
     Arc::new(|_, check| match check {
         Ok(()) => (StatusCode::OK, "accepted".to_owned()),
         Err(e) => (StatusCode::UNAUTHORIZED, e.clone()),
@@ -449,7 +450,7 @@ fn slack_channel(peer: &Peer) -> ChannelConfig {
 
 // === the dispatcher ===
 
-fn channel(name: &str, kind: &str, url: &str) -> ChannelConfig {
+pub(crate) fn channel(name: &str, kind: &str, url: &str) -> ChannelConfig {
     ChannelConfig {
         name: name.to_owned(),
         kind: kind.to_owned(),
@@ -459,10 +460,10 @@ fn channel(name: &str, kind: &str, url: &str) -> ChannelConfig {
 }
 
 /// A temp dir for secret files and the data dir.
-struct Dir(tempfile::TempDir);
+pub(crate) struct Dir(tempfile::TempDir);
 
 impl Dir {
-    fn new() -> Dir {
+    pub(crate) fn new() -> Dir {
         Dir(tempfile::tempdir().unwrap())
     }
 
@@ -474,13 +475,13 @@ impl Dir {
     }
 }
 
-struct Harness {
+pub(crate) struct Harness {
     app: dispatcher::App,
     router: Router,
     _dir: Dir,
 }
 
-async fn start_with(
+pub(crate) async fn start_with(
     dir: Dir,
     channels: Vec<ChannelConfig>,
     edit: impl FnOnce(&mut dispatcher::Config),
@@ -522,7 +523,7 @@ fn for_channel(channel: &str) -> Value {
 }
 
 impl Harness {
-    async fn call(&self, req: Request<Body>) -> (StatusCode, Value) {
+    pub(crate) async fn call(&self, req: Request<Body>) -> (StatusCode, Value) {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -532,7 +533,7 @@ impl Harness {
         )
     }
 
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.call(
             Request::post(path)
                 .header("authorization", format!("Bearer {KEY}"))
@@ -543,7 +544,7 @@ impl Harness {
         .await
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(
             Request::get(path)
                 .header("authorization", format!("Bearer {KEY}"))
@@ -562,14 +563,19 @@ impl Harness {
         v["task_id"].as_str().unwrap().to_owned()
     }
 
-    async fn task(&self, id: &str) -> Value {
+    pub(crate) async fn task(&self, id: &str) -> Value {
         let (status, v) = self.get(&format!("/workflow/tasks/{id}")).await;
         assert_eq!(status, 200, "{v}");
         v["task_info"].clone()
     }
 
     /// Polls the task until `done` holds (up to [`DEADLINE`]); returns its `task_info`.
-    async fn wait_until(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_until(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let info = self.task(id).await;
@@ -585,7 +591,7 @@ impl Harness {
     }
 
     /// Polls until the task is completed, failed or cancelled.
-    async fn wait_final(&self, id: &str) -> Value {
+    pub(crate) async fn wait_final(&self, id: &str) -> Value {
         self.wait_until(id, "final", |t| {
             matches!(
                 t["status"].as_str(),
@@ -595,7 +601,7 @@ impl Harness {
         .await
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.app.shutdown().await;
     }
 }
@@ -1267,8 +1273,13 @@ async fn with_webhook_url_and_channel_the_package_goes_to_the_url_and_the_channe
         .as_str()
         .unwrap()
         .to_owned();
-    // The chat message is about its own task, whose callback closes that task.
-    assert_shows_the_task(&content, &channel_id, MARKDOWN_LINK);
+    // The chat message is about the task (its id and callback link), the channel being one
+    // of its two deliveries.
+    assert_shows_the_task(&content, &id, MARKDOWN_LINK);
+    assert_eq!(channel_id, format!("{id}.1"));
+    let deliveries = &plain["deliveries"];
+    assert_eq!(deliveries[0]["target"], hook.url("/hook"), "{plain:#}");
+    assert_eq!(deliveries[1]["target"], "wecom", "{plain:#}");
     t.stop().await;
 }
 

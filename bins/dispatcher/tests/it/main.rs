@@ -4,7 +4,8 @@
 //! executable (`binary`, `crash`) for what only a real process shows: signals, exit codes,
 //! first-start output, SIGKILL recovery, and several processes sharing one PostgreSQL
 //! database (`scale_out`), and traces exported over OTLP (`otel`); `dispatcher-client`
-//! against the executable (`client`); the dashboard in-process (`dashboard`) and in headless
+//! against the executable (`client`); routing rules and fan-out to real receivers
+//! (`routing`); the dashboard in-process (`dashboard`) and in headless
 //! Chromium (`browser`).
 //!
 //! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
@@ -21,6 +22,7 @@ mod egress;
 mod limits;
 mod otel;
 mod router;
+mod routing;
 mod scale_out;
 mod seed;
 

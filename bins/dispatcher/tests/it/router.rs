@@ -708,6 +708,8 @@ async fn openapi_lists_every_route_and_every_listed_route_exists() {
         ("post", "/workflow/tasks/{task_id}/retry"),
         ("post", "/workflow/tasks/{task_id}/callback"),
         ("get", "/workflow/channels"),
+        ("get", "/workflow/routes"),
+        ("post", "/workflow/routes/test"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

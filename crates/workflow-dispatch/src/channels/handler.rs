@@ -190,7 +190,11 @@ impl ChannelSender {
                     Ok(p) => p,
                     Err(outcome) => return ChannelAnswer::unsent(outcome),
                 };
-                let fields = ChatFields::from_package(&task.id, &package, channel.fragment_chars);
+                let fields = ChatFields::from_package(
+                    crate::payload::task_id_of(task),
+                    &package,
+                    channel.fragment_chars,
+                );
                 let body = render::render(kind, &fields, channel.template.as_ref());
                 // Unguarded here: the stack's breaker (`channel:<name>`) asked already.
                 ChannelAnswer::from_report(
@@ -225,7 +229,11 @@ impl ChannelSender {
             Err(outcome) => return ChannelAnswer::unsent(outcome),
         };
         // The app robot's markdown is DingTalk markdown: the custom robot's template fits it.
-        let fields = ChatFields::from_package(&task.id, &package, channel.fragment_chars);
+        let fields = ChatFields::from_package(
+            crate::payload::task_id_of(task),
+            &package,
+            channel.fragment_chars,
+        );
         let default = Template::default_for(ChatKind::DingTalkRobot);
         let body = render::render(
             ChatKind::DingTalkRobot,
