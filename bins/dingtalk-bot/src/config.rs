@@ -182,13 +182,7 @@ impl std::fmt::Debug for Config {
             .field("client_secret", &"<redacted>")
             .field("api_base", &self.api_base)
             .field("mode", &self.mode)
-            .field(
-                "database_url",
-                &self
-                    .database_url
-                    .as_deref()
-                    .map(workflow_core::store::redact_database_url),
-            )
+            .field("database_url", &self.shown_database_url())
             .field("processor", &self.processor)
             .field("ca_file", &self.ca_file)
             .field("card_template_id", &self.card_template_id)
@@ -196,29 +190,16 @@ impl std::fmt::Debug for Config {
     }
 }
 
-impl Config {
-    /// The egress proxy ([`dingtalk_stream::EgressProxy::from_settings`] over `egress_proxy`,
-    /// `egress_proxy_file` and `egress_no_proxy`).
-    ///
-    /// # Errors
-    ///
-    /// An unreadable proxy file or an unusable proxy URL (never echoing its password).
-    pub fn egress_proxy(&self) -> Result<Option<dingtalk_stream::EgressProxy>, ConfigError> {
-        dingtalk_stream::EgressProxy::from_settings(
-            self.egress_proxy.as_deref(),
-            self.egress_proxy_file.as_deref(),
-            self.egress_no_proxy.as_deref(),
-        )
-        .map_err(|e| ConfigError(format!("egress_proxy: {e}")))
-    }
+service_kit::service_settings!(Config, database_file = "bot.db");
 
+impl Config {
     /// Extracts and validates the configuration.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the bad setting.
     pub fn load(figment: &Figment) -> Result<Config, ConfigError> {
-        let c: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let c: Config = service_kit::extract(figment)?;
         if c.client_id.is_empty() || c.client_secret.is_empty() {
             return Err(ConfigError(
                 "DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET are required".into(),
@@ -249,52 +230,10 @@ impl Config {
                 "card_update_interval must be at least 1s (DingTalk throttles card updates)".into(),
             ));
         }
-        if c.database_pool_size == 0 || c.sqlite_cache_mib == 0 {
-            return Err(ConfigError(
-                "database_pool_size and sqlite_cache_mib must be at least 1".into(),
-            ));
-        }
+        c.check_store_sizes()?;
         c.database()?;
         c.http_limits()?;
         Ok(c)
-    }
-
-    /// The HTTP listener's limits.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming `max_connections` or `header_timeout`.
-    pub fn http_limits(&self) -> Result<service_kit::HttpLimits, ConfigError> {
-        service_kit::HttpLimits::new(
-            self.max_connections,
-            self.header_timeout,
-            self.shutdown_grace,
-        )
-    }
-
-    /// Only the database settings (`data_dir`, `database_url`, `database_pool_size`), for
-    /// administrative commands that need nothing else configured.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the bad setting.
-    pub fn database_only(figment: &Figment) -> Result<Database, ConfigError> {
-        let c: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
-        c.database()
-    }
-
-    /// The job database to use.
-    ///
-    /// # Errors
-    ///
-    /// An unsupported or malformed `database_url` (the message never shows a password).
-    pub fn database(&self) -> Result<Database, ConfigError> {
-        Database::from_url(
-            self.database_url.as_deref(),
-            self.data_dir.join("bot.db"),
-            self.database_pool_size,
-        )
-        .map_err(|e| ConfigError(format!("database_url: {e}")))
     }
 }
 
@@ -314,10 +253,6 @@ pub struct Cli {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// An administrative task instead of running the service.
-    #[command(subcommand)]
-    #[serde(skip)]
-    pub command: Option<service_kit::AdminCommand>,
     /// HTTP mode's address, data directory, job database [default: DATA_DIR/bot.db], pool
     /// size [default: 8].
     #[command(flatten)]

@@ -145,13 +145,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
-            .field(
-                "database_url",
-                &self
-                    .database_url
-                    .as_deref()
-                    .map(workflow_core::store::redact_database_url),
-            )
+            .field("database_url", &self.shown_database_url())
             .field("database_pool_size", &self.database_pool_size)
             .field("lease", &self.lease)
             .field("api_keys", &redacted(&self.api_keys))
@@ -179,6 +173,8 @@ impl fmt::Debug for Config {
 }
 
 pub use workflow_core::store::Database;
+
+service_kit::service_settings!(Config, database_file = "dispatcher.db");
 
 impl Config {
     /// [`Config::resolve`] parsed: `(host, address)` pairs.
@@ -209,7 +205,7 @@ impl Config {
     ///
     /// A [`ConfigError`] naming the bad setting.
     pub fn load(figment: &Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = service_kit::extract(figment)?;
         config.validate()?;
         Ok(config)
     }
@@ -230,11 +226,7 @@ impl Config {
                 "max_in_flight, per_target_in_flight and task_queue_size must be at least 1".into(),
             ));
         }
-        if self.database_pool_size == 0 || self.sqlite_cache_mib == 0 {
-            return Err(ConfigError(
-                "database_pool_size and sqlite_cache_mib must be at least 1".into(),
-            ));
-        }
+        self.check_store_sizes()?;
         if self.lease < Duration::from_secs(1) {
             return Err(ConfigError("lease must be at least 1s".into()));
         }
@@ -273,60 +265,6 @@ impl Config {
         .map_err(|e| ConfigError(e.to_string()))
     }
 
-    /// The HTTP listener's limits.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming `max_connections` or `header_timeout`.
-    pub fn http_limits(&self) -> Result<service_kit::HttpLimits, ConfigError> {
-        service_kit::HttpLimits::new(
-            self.max_connections,
-            self.header_timeout,
-            self.shutdown_grace,
-        )
-    }
-
-    /// The egress proxy: `egress_proxy`, else `egress_proxy_file`'s (with `egress_no_proxy`,
-    /// else `NO_PROXY`), else the standard proxy variables, else none.
-    ///
-    /// # Errors
-    ///
-    /// A proxy URL that is not `http(s)://` or `socks5(h)://` with a host (the password is
-    /// never in the message).
-    pub fn egress_proxy(&self) -> Result<Option<webhook_client::EgressProxy>, ConfigError> {
-        webhook_client::EgressProxy::from_settings(
-            self.egress_proxy.as_deref(),
-            self.egress_proxy_file.as_deref(),
-            self.egress_no_proxy.as_deref(),
-        )
-        .map_err(|e| ConfigError(format!("egress_proxy: {e}")))
-    }
-
-    /// Only the database settings (`data_dir`, `database_url`, `database_pool_size`), for
-    /// administrative commands that need nothing else configured.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the bad setting.
-    pub fn database_only(figment: &Figment) -> Result<Database, ConfigError> {
-        let c: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
-        c.database()
-    }
-
-    /// The database to use.
-    ///
-    /// # Errors
-    ///
-    /// An unsupported or malformed `database_url`.
-    pub fn database(&self) -> Result<Database, ConfigError> {
-        Database::from_url(
-            self.database_url.as_deref(),
-            self.data_dir.join("dispatcher.db"),
-            self.database_pool_size,
-        )
-        .map_err(|e| ConfigError(format!("database_url: {e}")))
-    }
-
     /// The base URL of callback links.
     pub fn public_url(&self) -> String {
         self.public_url
@@ -349,10 +287,6 @@ pub struct Cli {
     #[arg(long, env = "DISPATCHER_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// An administrative task instead of running the service.
-    #[command(subcommand)]
-    #[serde(skip)]
-    pub command: Option<service_kit::AdminCommand>,
     /// Listen address [default: 127.0.0.1:8080], data directory [default: ./data], database
     /// [default: DATA_DIR/dispatcher.db], pool size [default: 16].
     #[command(flatten)]

@@ -7,7 +7,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = dispatcher::Cli::parse();
-    if let Some(command) = &cli.command {
+    if let Some(command) = &cli.service.command {
         return match dispatcher::Config::database_only(&dispatcher::figment_for(&cli))
             .map_err(anyhow::Error::from)
             .and_then(|database| service_kit::run_admin(command, &database))

@@ -2,7 +2,10 @@
 //! from the handlers' `#[utoipa::path]` attributes as [`crate::routes::api`] routes them, so
 //! no path list is kept by hand; this module knows nothing of the routes.
 
-use utoipa::{Modify, OpenApi, ToSchema};
+use serde_json::json;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Object, Schema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 /// The OpenAPI description of the API (served at `/openapi.json`).
 #[derive(Debug, OpenApi)]
@@ -79,7 +82,10 @@ impl Modify for BearerAuth {
 // client sends, and which Schemathesis found the server rightly refusing).
 #[derive(ToSchema, serde::Serialize)]
 #[serde(untagged)]
-#[allow(dead_code)] // Read by utoipa's derive only.
+#[allow(dead_code)]
+// Read by utoipa's derive only.
+// Never constructed (it only describes the body), so the variants' sizes cost nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum CreateTaskForms {
     /// The seed's request, evidence fields at the top level.
     Flat(FlatTaskBody),
@@ -87,95 +93,80 @@ pub(crate) enum CreateTaskForms {
     Nested(CreateTaskBody),
 }
 
-/// The seed's request body, exactly as its API document prints it.
-#[derive(ToSchema, serde::Serialize)]
-#[schema(example = json!({
-    "evidence_fragment": "负面证据片段内容",
-    "associated_url": "https://example.com/source",
-    "source_name": "信源名称",
-    "risk_level": "High",
-    "brand_name": "品牌名称",
-    "intervention_script": "干预脚本内容",
-    "source_meta": {"platform": "信源平台", "category": "内容类别"},
-    "webhook_url": "https://hooks.example.com/webhook",
-    "priority": "medium"
-}))]
+/// The seed's request body, exactly as its API document prints it: the evidence's fields
+/// ([`EvidenceDataBody`]) at the top level beside the nested form's `webhook_url`, `channel`,
+/// `channels` and `priority` ([`CreateTaskBody`]), so each field's rules are written once;
+/// what this form says differently is [`FlatWording`].
+// Serialize only because `CreateTaskForms` derives it (see there).
+#[derive(serde::Serialize)]
+pub(crate) struct FlatTaskBody;
+
+impl ToSchema for FlatTaskBody {}
+
+impl PartialSchema for FlatTaskBody {
+    fn schema() -> RefOr<Schema> {
+        let mut flat = object(EvidenceDataBody::schema());
+        let nested = object(CreateTaskBody::schema());
+        for field in ["webhook_url", "channel", "channels", "priority"] {
+            if let Some(property) = nested.properties.get(field) {
+                flat.properties.insert(field.to_owned(), property.clone());
+            }
+            if nested.required.iter().any(|r| r == field) {
+                flat.required.push(field.to_owned());
+            }
+        }
+        for (field, wording) in object(FlatWording::schema()).properties {
+            match (flat.properties.get_mut(&field), wording) {
+                (Some(RefOr::T(Schema::Object(shared))), RefOr::T(Schema::Object(wording))) => {
+                    shared.description = wording.description;
+                }
+                (_, wording) => {
+                    flat.properties.insert(field, wording);
+                }
+            }
+        }
+        flat.description =
+            Some("The seed's request body, exactly as its API document prints it.".to_owned());
+        flat.example = Some(json!({
+            "evidence_fragment": "负面证据片段内容",
+            "associated_url": "https://example.com/source",
+            "source_name": "信源名称",
+            "risk_level": "High",
+            "brand_name": "品牌名称",
+            "intervention_script": "干预脚本内容",
+            "source_meta": {"platform": "信源平台", "category": "内容类别"},
+            "webhook_url": "https://hooks.example.com/webhook",
+            "priority": "medium"
+        }));
+        RefOr::T(Schema::Object(flat))
+    }
+}
+
+/// What the flat form says differently from the shared fields: its own `task_type`, and the
+/// descriptions (only) of the fields it shares.
+#[derive(ToSchema)]
 #[allow(dead_code)] // Read by utoipa's derive only.
-pub(crate) struct FlatTaskBody {
+struct FlatWording {
     /// The scenario (default `negative_evidence_intervention`).
     #[schema(pattern = r"^[a-z][a-z0-9_]{0,63}$")]
     task_type: Option<String>,
-    /// The text of the negative evidence.
-    #[schema(
-        min_length = 1,
-        max_length = 10000,
-        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
-    )]
-    evidence_fragment: String,
-    /// Where it was found (http or https).
-    #[schema(
-        max_length = 2048,
-        pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
-    )]
-    associated_url: String,
-    /// Platform name, e.g. 微博.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
-    )]
-    source_name: String,
     /// `low`, `medium`, `high` or `critical`, case-insensitive.
-    #[schema(
-        max_length = 32,
-        pattern = r"^\s*([Ll][Oo][Ww]|[Mm][Ee][Dd][Ii][Uu][Mm]|[Hh][Ii][Gg][Hh]|[Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll])\s*$"
-    )]
     risk_level: String,
-    /// The brand concerned.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
-    )]
-    brand_name: String,
-    /// The suggested reply.
-    #[schema(
-        min_length = 1,
-        max_length = 5000,
-        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
-    )]
-    intervention_script: String,
-    /// Free-form metadata about the source (an object).
-    #[schema(value_type = Option<Object>)]
-    source_meta: Option<serde_json::Value>,
     /// Where to deliver (http or https). Described as required because a request needs it
     /// or `channel`/`channels` unless a route matches, which OpenAPI cannot say of several
     /// fields; a request naming only channels is accepted too, and one naming no target is
     /// routed by the server's rules (`GET /workflow/routes`).
-    #[schema(
-        max_length = 2048,
-        pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?$"
-    )]
     webhook_url: String,
     /// A preset channel (see `GET /workflow/channels`).
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]"
-    )]
     channel: Option<String>,
-    /// More preset channels: the task fans out to every target named (`webhook_url`,
-    /// `channel` and these), each a delivery of its own. Naming none of them lets the
-    /// server's routes decide (`GET /workflow/routes`).
-    /// (Served with `uniqueItems` and the configured names: see [`restrict_channels`].)
-    #[schema(min_items = 1, max_items = 16)]
-    channels: Option<Vec<String>>,
-    /// `critical`, `high`, `medium` (default) or `low`, case-insensitive.
-    #[schema(
-        max_length = 32,
-        pattern = r"^\s*([Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll]|[Hh][Ii][Gg][Hh]|[Mm][Ee][Dd][Ii][Uu][Mm]|[Ll][Oo][Ww])\s*$"
-    )]
-    priority: Option<String>,
+}
+
+/// `schema` as the object the derives make of a struct with named fields.
+fn object(schema: RefOr<Schema>) -> Object {
+    match schema {
+        RefOr::T(Schema::Object(object)) => object,
+        _ => unreachable!("a struct with named fields derives an object schema"),
+    }
 }
 
 /// The nested form of `POST /workflow/tasks`.

@@ -66,11 +66,17 @@ impl std::fmt::Debug for OneOrMany {
     }
 }
 
-/// The command-line flags every service takes: where it listens, keeps its data and its tasks.
-/// Flatten it into a service's clap `Cli` (`#[command(flatten)]` and `#[serde(flatten)]`): each
-/// flag given overrides the setting of the same name from the file and the environment.
+/// The command-line flags every service takes: where it listens, keeps its data and its tasks,
+/// and its administrative subcommands. Flatten it into a service's clap `Cli`
+/// (`#[command(flatten)]` and `#[serde(flatten)]`): each flag given overrides the setting of the
+/// same name from the file and the environment.
 #[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args, Serialize)]
 pub struct ServiceFlags {
+    /// An administrative task instead of running the service.
+    #[cfg(feature = "store")]
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<crate::AdminCommand>,
     /// Address to listen on (the dispatcher's API; the bot's HTTP callback mode).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

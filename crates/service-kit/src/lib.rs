@@ -25,6 +25,8 @@
 //! # Feature flags
 //!
 //! - `store` (default): [`open_store`] and the `backup` command, over `workflow-core`.
+//! - `egress` (default): with `store`, the settings both services share ([`service_settings!`],
+//!   [`egress_proxy`], [`database`]), over `webhook-client`'s egress proxy.
 //! - `otlp-grpc`: OTLP over gRPC (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`) beside the default
 //!   HTTP/protobuf; off by default because it brings in tonic.
 
@@ -33,6 +35,8 @@ mod http;
 mod logging;
 mod metrics_recorder;
 mod report;
+#[cfg(all(feature = "store", feature = "egress"))]
+mod settings;
 mod shutdown;
 #[cfg(feature = "store")]
 mod store;
@@ -43,7 +47,18 @@ pub use http::{HttpLimits, raise_open_file_limit, serve, serve_tls};
 pub use logging::{LogFormat, init_tracing, init_tracing_with};
 pub use metrics_recorder::{MetricsUpkeep, prometheus};
 pub use report::error_chain;
+#[cfg(all(feature = "store", feature = "egress"))]
+pub use settings::{check_store_sizes, database, egress_proxy, extract};
 pub use shutdown::shutdown_signal;
 #[cfg(feature = "store")]
 pub use store::{AdminCommand, OpenedStore, open_store, run_admin};
 pub use telemetry::Telemetry;
+
+/// What [`service_settings!`] names from the crates under this one, so a service need not.
+#[cfg(all(feature = "store", feature = "egress"))]
+#[doc(hidden)]
+pub mod __private {
+    pub use figment::Figment;
+    pub use webhook_client::EgressProxy;
+    pub use workflow_core::store::{Database, redact_database_url};
+}
