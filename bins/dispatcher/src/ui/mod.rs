@@ -937,7 +937,13 @@ async fn targets(State(state): State<AppState>, viewer: Viewer) -> UiResult<Resp
 }
 
 async fn channels(State(state): State<AppState>, viewer: Viewer) -> Response {
-    pages::channels(&state.ui, &viewer, &state.manager.channels().views()).into_response()
+    pages::channels(
+        &state.ui,
+        &viewer,
+        &state.manager.channels().views(),
+        &state.manager.routes().views(),
+    )
+    .into_response()
 }
 
 // === assets ===

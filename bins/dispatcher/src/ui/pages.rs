@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use workflow_core::{Priority, Task, TaskStatus};
 use workflow_dispatch::channels::ChannelView;
+use workflow_dispatch::routing::RouteView;
 use workflow_dispatch::{DeliveryPayload, TaskStatusView};
 
 use super::{Lang, Overview, TargetRow, TaskQuery, Ui, Viewer, encode};
@@ -368,10 +369,10 @@ pub(super) fn task(ui: &Ui, viewer: &Viewer, view: &TaskStatusView) -> Markup {
     };
     let body = html! {
         div.actions {
-            @if matches!(t.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            @if view.deliveries.iter().any(|d| matches!(d.task.status, TaskStatus::Failed | TaskStatus::Cancelled)) {
                 (action("retry", lang.t("重试", "Retry")))
             }
-            @if !t.status.is_final() {
+            @if view.deliveries.iter().any(|d| !d.task.status.is_final()) {
                 (action("cancel", lang.t("取消", "Cancel")))
             }
             a href=(ui.path("/tasks")) { "← " (lang.t("任务列表", "All tasks")) }
@@ -390,13 +391,34 @@ pub(super) fn task_live(lang: Lang, view: &TaskStatusView) -> Markup {
     let t = &view.task;
     html! {
         dl.summary {
-            dt { (lang.t("状态", "Status")) } dd #task-status data-status=(t.status.as_str()) { (badge(lang, t.status)) }
+            dt { (lang.t("状态", "Status")) } dd #task-status data-status=(view.status().as_str()) { (badge(lang, view.status())) }
             dt { (lang.t("优先级", "Priority")) } dd { (priority_label(lang, t.priority)) }
             dt { (lang.t("投递到", "Destination")) } dd.url { (destination(t)) }
             dt { (lang.t("创建时间", "Created")) } dd { (time(t.created_at)) " UTC" }
             dt { (lang.t("下次尝试", "Next attempt")) } dd { (t.next_run_at.filter(|_| !t.status.is_final()).map(time).unwrap_or_else(|| "–".into())) }
             dt { (lang.t("尝试次数", "Attempts")) } dd { (t.attempt) " / " (t.max_attempts) }
             @if let Some(e) = &t.last_error { dt { (lang.t("最近错误", "Last error")) } dd.error { (e) } }
+        }
+        @if view.fans_out() {
+            h2 { (lang.t("投递（每个目标一个）", "Deliveries (one per target)")) }
+            div.scroll {
+                table #deliveries {
+                    thead { tr {
+                        th { (lang.t("目标", "Target")) } th { (lang.t("状态", "Status")) }
+                        th { (lang.t("尝试次数", "Attempts")) } th { (lang.t("最近错误", "Last error")) }
+                    } }
+                    tbody {
+                        @for d in &view.deliveries {
+                            tr data-delivery=(d.task.id) {
+                                td.url { (d.target) }
+                                td { (badge(lang, d.task.status)) }
+                                td { (d.task.tries) " / " (d.task.max_attempts) }
+                                td.error { (d.task.last_error.as_deref().unwrap_or("–")) }
+                            }
+                        }
+                    }
+                }
+            }
         }
         h2 { (lang.t("投递尝试", "Attempts")) }
         ol.timeline #attempts {
@@ -481,7 +503,12 @@ pub(super) fn targets(ui: &Ui, viewer: &Viewer, rows: &[TargetRow], total: usize
     )
 }
 
-pub(super) fn channels(ui: &Ui, viewer: &Viewer, channels: &[ChannelView]) -> Markup {
+pub(super) fn channels(
+    ui: &Ui,
+    viewer: &Viewer,
+    channels: &[ChannelView],
+    routes: &[RouteView],
+) -> Markup {
     let lang = viewer.lang;
     let body = html! {
         div.scroll {
@@ -506,10 +533,33 @@ pub(super) fn channels(ui: &Ui, viewer: &Viewer, channels: &[ChannelView]) -> Ma
         }
         p.hint { (lang.t("从不显示渠道的 URL 与密钥。", "Channel URLs and secrets are never shown.")) }
         h2 { (lang.t("路由规则", "Routes")) }
-        p { (lang.t(
-            "本版本没有服务端路由规则：每个任务投递到请求中的 webhook_url 或 channel。",
-            "This version has no server-side routes: each task goes to the webhook_url or channel its request names.",
+        p.hint { (lang.t(
+            "未指定目标的任务按顺序匹配规则，第一条匹配的规则决定投递到哪些渠道；SIGHUP 重新加载。",
+            "A task whose request names no target goes where the first matching rule says; SIGHUP reloads them.",
         )) }
+        div.scroll {
+            table #routes {
+                thead { tr {
+                    th { (lang.t("名称", "Name")) } th { (lang.t("条件", "When")) } th { (lang.t("投递到", "To")) }
+                } }
+                tbody {
+                    @if routes.is_empty() { tr { td.empty colspan="3" { (lang.t(
+                        "未配置路由规则：每个任务投递到请求中的 webhook_url 或渠道。",
+                        "No routes configured: each task goes to the webhook_url or channels its request names.",
+                    )) } } }
+                    @for r in routes {
+                        tr {
+                            td { (r.name) }
+                            td {
+                                @if r.default { em { (lang.t("默认（其余全部）", "default (everything else)")) } }
+                                @for (key, values) in &r.when { div { code { (key) } " = " (values.join(" | ")) } }
+                            }
+                            td { (r.to.join(", ")) }
+                        }
+                    }
+                }
+            }
+        }
     };
     layout(
         ui,

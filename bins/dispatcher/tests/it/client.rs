@@ -429,3 +429,68 @@ async fn client_endpoints_match_the_servers_openapi_paths() {
          client method for each difference"
     );
 }
+
+#[tokio::test]
+async fn routes_test_route_and_one_delivery_at_a_time() {
+    let ok = receiver(StatusCode::OK, Duration::ZERO).await;
+    let failing = receiver(StatusCode::INTERNAL_SERVER_ERROR, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dispatcher.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[channels.good]\nkind = \"webhook\"\nurl = \"{ok}\"\n\
+             [channels.bad]\nkind = \"webhook\"\nurl = \"{failing}\"\n\
+             [[routes]]\nname = \"both\"\nto = [\"good\", \"bad\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let server = Dispatcher::start(&["--config", config, "--max-retries", "0"]).await;
+    let client = server.client();
+
+    let routes = client.routes().await.unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!((routes[0].name.as_str(), routes[0].default), ("both", true));
+    let mut body = flat("https://unused.example/");
+    body.as_object_mut().unwrap().remove("webhook_url");
+    let plan = client
+        .test_route(NewTask::json(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(plan.route.as_deref(), Some("both"));
+    let targets: Vec<&str> = plan.targets.iter().map(|t| t.target.as_str()).collect();
+    assert_eq!(targets, ["good", "bad"]);
+
+    let created = client.create_task(NewTask::json(body)).await.unwrap();
+    let id = created.task_id().to_owned();
+    let failed = wait_for(&client, &id, &["failed"]).await;
+    let status_of = |info: &TaskInfo, target: &str| {
+        info.deliveries
+            .iter()
+            .find(|d| d.target == target)
+            .map(|d| d.status.clone())
+            .unwrap()
+    };
+    // Wait for the good one too (it may finish after the bad one failed the task).
+    let mut failed = failed;
+    for _ in 0..500 {
+        if status_of(&failed, "good") == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        failed = client.get_task(&id).await.unwrap();
+    }
+    assert_eq!(status_of(&failed, "good"), "completed");
+    assert_eq!(status_of(&failed, "bad"), "failed");
+    // Only the failed delivery can be retried; the delivered one is already final.
+    let e = client.retry_delivery(&id, "good").await.unwrap_err();
+    assert_eq!(e.status(), Some(reqwest::StatusCode::CONFLICT));
+    let retried = client.retry_delivery(&id, "bad").await.unwrap();
+    assert_eq!(status_of(&retried, "good"), "completed");
+    wait_for(&client, &id, &["failed"]).await;
+    let e = client.cancel_delivery(&id, "good").await.unwrap_err();
+    assert_eq!(e.code(), Some("already_final"));
+    let e = client.cancel_delivery(&id, "nobody").await.unwrap_err();
+    assert_eq!(e.status(), Some(reqwest::StatusCode::NOT_FOUND));
+}

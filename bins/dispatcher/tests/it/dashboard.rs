@@ -69,6 +69,10 @@ async fn start() -> Dash {
             ),
             ..ChannelConfig::default()
         }]),
+        routes: serde_json::from_value(serde_json::json!([
+            {"name": "high-to-pr", "when": {"risk_level": ["high"]}, "to": ["pr-team"]},
+        ]))
+        .unwrap(),
         ..dispatcher::Config::default()
     };
     let app = dispatcher::App::start(&config).await.unwrap();
@@ -396,7 +400,6 @@ async fn pages_show_the_apis_data_filtered_in_either_language_and_never_a_channe
     let channels = t.get("/ui/channels", Some(&cookie)).await;
     assert!(channels.body.contains("pr-team") && channels.body.contains("wecom_robot"));
     assert!(!channels.body.contains("SECRET-TOKEN-123") && !channels.body.contains("qyapi"));
-
     // The rates come from engine events, counted by a task of their own: give it a moment.
     let mut overview = serde_json::Value::Null;
     for _ in 0..100 {
@@ -425,5 +428,41 @@ async fn pages_show_the_apis_data_filtered_in_either_language_and_never_a_channe
         "{}",
         targets.body
     );
+    t.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_routes_are_listed_and_a_task_that_fans_out_shows_a_row_per_delivery() {
+    let t = start().await;
+    let cookie = t.login().await;
+    let channels = t.get("/ui/channels", Some(&cookie)).await;
+    // The routing rules in force, beside the channels.
+    let routes = &channels.body[channels.body.find("id=\"routes\"").expect("a routes table")..];
+    assert!(
+        routes.contains("high-to-pr")
+            && routes.contains("risk_level")
+            && routes.contains("pr-team"),
+        "{routes}"
+    );
+
+    // A task that fans out shows one row per delivery.
+    let mut body: serde_json::Value = serde_json::from_str(&seed_body(DEAD)).unwrap();
+    body["channel"] = "pr-team".into();
+    let page = t
+        .call(
+            Request::post("/workflow/tasks")
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let fanned: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    let fanned = fanned["task_id"].as_str().unwrap();
+    let task = t.get(&format!("/ui/tasks/{fanned}"), Some(&cookie)).await;
+    assert!(task.body.contains("id=\"deliveries\""), "{}", task.body);
+    assert!(task.body.contains(&format!("data-delivery=\"{fanned}.1\"")));
+
     t.app.shutdown().await;
 }
