@@ -227,14 +227,12 @@ impl From<workflow_dispatch::Error> for ApiError {
     fn from(e: workflow_dispatch::Error) -> ApiError {
         match e {
             workflow_dispatch::Error::UnknownChannels(unknown) => {
-                let mut errors = ValidationErrors::default();
-                for (field, name) in unknown {
-                    errors.push(
-                        field,
-                        format!("unknown channel {name:?} (GET /workflow/channels lists them)"),
-                    );
-                }
-                ApiError::validation(errors)
+                ApiError::validation(ValidationErrors {
+                    errors: unknown
+                        .iter()
+                        .map(|(field, name)| workflow_dispatch::unknown_channel(field, name))
+                        .collect(),
+                })
             }
             workflow_dispatch::Error::NoRoute => ApiError::bad_field(
                 "webhook_url",

@@ -72,6 +72,7 @@ pub use error::{Error, Result};
 pub use manager::{
     BreakerOpenPolicy, CreatedTask, DeliveryStatus, DispatchRequest, PlannedTarget, RoutePlan,
     TaskStatusView, UnknownBreakerOpenPolicy, WorkflowConfig, WorkflowManager, overall_status,
+    unknown_channel,
 };
 pub use payload::{
     DeliveryPayload, DeliveryRef, Destination, PayloadRef, UnreadablePayload, queue_priority,

@@ -348,6 +348,20 @@ async fn without_a_match_or_a_default_a_task_is_refused_and_the_test_route_creat
         .map(|d| d["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["channels[1]", "channels[2]"], "{v}");
+    // With other errors in the body, one 400 names the unknown channels too.
+    named["channels"] = json!(["ops", "nope", ""]);
+    let (status, v) = t.post("/workflow/tasks", &named).await;
+    assert_eq!(status, 400, "{v}");
+    let details: Vec<(&str, &str)> = v["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["field"].as_str().unwrap(), d["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(details.len(), 2, "{v}");
+    assert_eq!(details[0], ("channels[2]", "must not be empty"), "{v}");
+    assert_eq!(details[1].0, "channels[1]", "{v}");
+    assert!(details[1].1.contains("unknown channel \"nope\""), "{v}");
     let (status, v) = t
         .post("/workflow/routes/test", &json!({"priority": 1}))
         .await;

@@ -17,6 +17,7 @@ use webhook_client::WebhookClient;
 use workflow_core::{Engine, EngineError, Enqueued, NewTask, Task};
 
 pub use self::deliveries::{DeliveryStatus, TaskStatusView, overall_status};
+
 use crate::callback::CallbackTokens;
 use crate::channels::{Channel, ChannelKind, Channels};
 use crate::error::{Error, Result};
@@ -252,11 +253,39 @@ impl WorkflowManager {
         &self,
         body: &[u8],
     ) -> Result<CreateTaskRequest, task_package::ValidationErrors> {
-        if self.routes().is_empty() {
+        let parsed = if self.routes().is_empty() {
             CreateTaskRequest::from_json_slice(body)
         } else {
             CreateTaskRequest::from_json_slice_routable(body)
-        }
+        };
+        // A valid request's unknown channels are named by `create_task`; an invalid one's are
+        // named here, with the other errors, so that one 400 lists them all.
+        parsed.map_err(|mut errors| {
+            let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let named = value
+                .get("channel")
+                .map(|c| ("channel".to_owned(), c))
+                .into_iter()
+                .chain(
+                    value
+                        .get("channels")
+                        .and_then(serde_json::Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, c)| (format!("channels[{i}]"), c)),
+                );
+            for (field, name) in named {
+                if let Some(name) = name.as_str()
+                    && !task_package::is_blank(name)
+                    && self.channels.get(name).is_none()
+                    && !errors.iter().any(|e| e.field == field)
+                {
+                    errors.errors.push(unknown_channel(&field, name));
+                }
+            }
+            errors
+        })
     }
 
     /// Packs a request into the standard package, stamped now.
@@ -600,6 +629,14 @@ impl WorkflowManager {
         };
         self.engine.enqueue(task).await
     }
+}
+
+/// The field error of a request naming channel `name`, which is not configured.
+pub fn unknown_channel(field: &str, name: &str) -> task_package::FieldError {
+    task_package::FieldError::new(
+        field,
+        format!("unknown channel {name:?} (GET /workflow/channels lists them)"),
+    )
 }
 
 /// The package as channel `channel` delivers it: a `webhook` channel's URL, or the chat
