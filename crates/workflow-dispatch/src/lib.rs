@@ -9,6 +9,10 @@
 //!   [`workflow_core::Handler`]: one signed POST per attempt over `webhook_client`, or a
 //!   channel's message (chat robot, DingTalk app), with breaker and rate limit deferring an
 //!   attempt without spending it.
+//! - [`routing`]: `[[routes]]` rules choosing the channels of a task whose request names no
+//!   target; a task reaching several targets fans out into one delivery each (own attempts,
+//!   breaker, rate limit, retries, callback token), all in one transaction: register the
+//!   delivery handler for every kind in [`DELIVERY_KINDS`].
 //! - [`channels`]: preset delivery channels from configuration; [`render`]: a package as a
 //!   chat message; [`CallbackTokens`]: per-task tokens derived, never stored;
 //!   [`DeliveryPayload`]: what a delivery task stores; [`api`]: the task API's models.

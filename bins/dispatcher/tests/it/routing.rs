@@ -395,7 +395,15 @@ async fn a_request_naming_several_targets_fans_out_to_each() {
     body["webhook_url"] = hook.url("/hook").into();
     body["channel"] = "ops".into();
     body["channels"] = json!(["ops", "partner"]);
-    let (status, created) = t.post("/workflow/tasks", &body).await;
+    let create = || {
+        Request::post("/workflow/tasks")
+            .header("authorization", format!("Bearer {}", crate::KEY))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "fan-out-once")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let (status, created) = t.call(create()).await;
     assert_eq!(status, 200, "{created}");
     assert!(created.get("route").is_none(), "{created}");
     let id = created["task_id"].as_str().unwrap().to_owned();
@@ -414,5 +422,14 @@ async fn a_request_naming_several_targets_fans_out_to_each() {
     assert_eq!(ops.hits().len(), 1);
     assert_eq!(partner.hits().len(), 1);
     assert!(pr.hits().is_empty());
+    // The same Idempotency-Key answers the stored task and its deliveries; nothing is resent.
+    let (status, replay) = t.call(create()).await;
+    assert_eq!(status, 200, "{replay}");
+    assert_eq!(replay["task_id"], id.as_str(), "{replay}");
+    assert_eq!(replay["deliveries"], created["deliveries"], "{replay}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!((ops.hits().len(), partner.hits().len()), (1, 1));
+    let (_, list) = t.get("/workflow/tasks").await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1, "{list:#}");
     t.stop().await;
 }
