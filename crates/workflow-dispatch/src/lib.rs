@@ -56,8 +56,9 @@
 //!
 //! # Feature flags
 //!
-//! - `openapi`: derives `utoipa::ToSchema` on the types an HTTP API shows
-//!   ([`channels::ChannelView`]), for services that publish an OpenAPI document.
+//! - `openapi`: derives `utoipa::ToSchema` on the types an HTTP API shows (the answers in
+//!   [`api`], [`channels::ChannelView`], [`routing::RouteView`]) and adds `api::schema`, the
+//!   request bodies' schemas, for services that publish an OpenAPI document.
 
 pub mod api;
 pub mod callback;

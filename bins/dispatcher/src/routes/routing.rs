@@ -36,7 +36,7 @@ pub(crate) async fn list_routes(
 /// field, an unknown channel, or no matching route.
 #[utoipa::path(
     post, path = "/workflow/routes/test", tag = "routes",
-    request_body(content = crate::openapi::CreateTaskForms, description = "A body as for POST /workflow/tasks", content_type = "application/json"),
+    request_body(content = workflow_dispatch::api::schema::CreateTaskForms, description = "A body as for POST /workflow/tasks", content_type = "application/json"),
     responses(
         (status = 200, description = "Where it would go", body = RouteTestResponse),
         (status = 400, description = "Invalid fields, unknown channel, or no route matches", body = ErrorBody),

@@ -21,7 +21,7 @@ use crate::routes::json_body;
 /// Creates a task from the seed's request body and queues its delivery.
 #[utoipa::path(
     post, path = "/workflow/tasks", tag = "tasks",
-    request_body(content = crate::openapi::CreateTaskForms, description = "The seed's flat request, or the nested package form", content_type = "application/json"),
+    request_body(content = workflow_dispatch::api::schema::CreateTaskForms, description = "The seed's flat request, or the nested package form", content_type = "application/json"),
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same task: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$")),
     responses(
         (status = 200, description = "Queued", body = CreateTaskResponse),

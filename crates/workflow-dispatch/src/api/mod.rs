@@ -1,6 +1,9 @@
 //! The task API's models, as an HTTP service shows them (the seed's response shapes), and
 //! the list query's parsing: shared by the dispatcher's routes and any client.
 
+#[cfg(feature = "openapi")]
+pub mod schema;
+
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
