@@ -305,7 +305,7 @@ const SLACK_TEMPLATE: &str = "*来源*：{{source_link}}\n\
 *回执*：`POST {{callback_url}}`（`X-Callback-Token: {{callback_token}}`）";
 
 /// The platform's JSON body for `fields`, with `template` (or the built-in one) as the
-/// message text. Unsigned: [`signed_request`] adds the signature at send time.
+/// message text. Unsigned: [`webhook_client::chat::signed_request`] adds the signature at send time.
 pub fn render(kind: ChatKind, fields: &ChatFields, template: Option<&Template>) -> Value {
     let default = Template::default_for(kind);
     let text = template.unwrap_or(&default).fill(&fields.for_kind(kind));

@@ -71,7 +71,7 @@ pub enum CreateTaskForms {
 /// The seed's request body, exactly as its API document prints it: the evidence's fields
 /// ([`EvidenceDataBody`]) at the top level beside the nested form's `webhook_url`, `channel`,
 /// `channels` and `priority` ([`CreateTaskBody`]), so each field's rules are written once;
-/// what this form says differently is [`FlatWording`].
+/// what this form says differently is `FlatWording`.
 // Serialize only because `CreateTaskForms` derives it (see there).
 #[derive(Debug, serde::Serialize)]
 pub struct FlatTaskBody;
