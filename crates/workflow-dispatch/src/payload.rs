@@ -84,7 +84,7 @@ pub struct UnreadablePayload;
 pub struct DeliveryRef {
     /// The delivery's engine task id (the task's own id for the first).
     pub id: String,
-    /// Where it goes: the webhook URL or the channel's name ([`Destination::label`]).
+    /// Where it goes: the webhook URL or the channel's name ([`PayloadRef::label`]).
     pub target: String,
 }
 
@@ -100,17 +100,6 @@ pub fn delivery_id(task_id: &str, n: usize) -> String {
         task_id.to_owned()
     } else {
         format!("{task_id}.{n}")
-    }
-}
-
-// === impl Destination ===
-
-impl Destination {
-    /// How the API names the target: the URL, or the channel's name.
-    pub fn label(&self) -> &str {
-        match self {
-            Destination::Url(u) | Destination::Channel(u) => u,
-        }
     }
 }
 

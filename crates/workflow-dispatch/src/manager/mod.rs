@@ -428,62 +428,55 @@ impl WorkflowManager {
             return Err(Error::BreakerOpen { retry_in });
         }
         let task_id = TaskId::generate();
-        let ids: Vec<String> = (0..targets.len())
-            .map(|n| delivery_id(&task_id, n))
+        let deliveries: Vec<DeliveryRef> = targets
+            .iter()
+            .enumerate()
+            .map(|(n, t)| DeliveryRef {
+                id: delivery_id(&task_id, n),
+                target: t.label().to_owned(),
+            })
             .collect();
-        let listing: Vec<DeliveryRef> = if targets.len() > 1 {
-            ids.iter()
-                .zip(&targets)
-                .map(|(id, t)| DeliveryRef {
-                    id: id.clone(),
-                    target: t.label().to_owned(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         // The trace the task was created in, for its attempts to join (None unless exported).
         let traceparent = crate::trace_context::current_traceparent();
         let mut batch = Vec::with_capacity(targets.len());
-        for (n, (target, id)) in targets.iter().zip(&ids).enumerate() {
-            let package = self.package_for(request, &task_id, id);
-            let (payload, key) = match target {
+        for (n, (target, delivery)) in targets.iter().zip(&deliveries).enumerate() {
+            let package = self.package_for(request, &task_id, &delivery.id);
+            let (destination, package, key) = match target {
                 Target::Url(url) => (
                     Destination::Url((*url).to_owned()),
+                    package,
                     webhook_client::target_key(url),
                 ),
-                Target::Channel(ch) => (Destination::Channel(ch.name.clone()), Some(ch.target())),
+                Target::Channel(ch) => (
+                    Destination::Channel(ch.name.clone()),
+                    for_channel(ch, package),
+                    Some(ch.target()),
+                ),
             };
-            let package = match target {
-                Target::Url(_) => package,
-                Target::Channel(ch) => for_channel(ch, package),
-            };
-            let mut payload = DeliveryPayload::new(
-                payload,
+            let payload = DeliveryPayload::new(
+                destination,
                 serde_json::to_value(&package).expect("a task package always serialises"),
             )
             .with_traceparent(traceparent.clone());
-            payload = if n == 0 {
-                payload.listing(listing.clone())
+            let (kind, payload, key_suffix) = if n == 0 {
+                // The first lists the others, when there are any.
+                let listing = if deliveries.len() > 1 {
+                    deliveries.clone()
+                } else {
+                    Vec::new()
+                };
+                (WEBHOOK_KIND, payload.listing(listing), String::new())
             } else {
-                payload.of_task(&task_id)
+                (FANOUT_KIND, payload.of_task(&task_id), format!("#{n}"))
             };
-            batch.push(NewTask {
-                id: id.clone(),
-                kind: if n == 0 { WEBHOOK_KIND } else { FANOUT_KIND }.to_owned(),
-                priority: crate::queue_priority(request.priority),
-                payload: payload.to_value(),
-                target: key,
-                max_attempts: self.max_attempts(),
-                run_at: self.engine.now(),
-                idempotency_key: idempotency_key.as_ref().map(|k| {
-                    if n == 0 {
-                        k.clone()
-                    } else {
-                        format!("{k}#{n}")
-                    }
-                }),
-            });
+            batch.push(self.new_delivery(
+                delivery.id.clone(),
+                kind,
+                &payload,
+                key,
+                request.priority,
+                idempotency_key.as_ref().map(|k| format!("{k}{key_suffix}")),
+            ));
         }
         let out = self.engine.enqueue_batch(batch).await?;
         let mut out = out.into_iter();
@@ -512,22 +505,16 @@ impl WorkflowManager {
             Target::Url(u) => Some((*u).to_owned()),
             Target::Channel(_) => None,
         });
-        let channel_task_id = (webhook_url.is_some() && request.channel.is_some() && ids.len() > 1)
-            .then(|| ids[1].clone());
+        let channel_task_id =
+            (webhook_url.is_some() && request.channel.is_some() && deliveries.len() > 1)
+                .then(|| deliveries[1].id.clone());
         Ok(CreatedTask {
             task,
             replayed: false,
             webhook_url: webhook_url.unwrap_or_default(),
             channel: request.channel.clone(),
             channel_task_id,
-            deliveries: ids
-                .into_iter()
-                .zip(&targets)
-                .map(|(id, t)| DeliveryRef {
-                    id,
-                    target: t.label().to_owned(),
-                })
-                .collect(),
+            deliveries,
             route,
         })
     }
@@ -617,17 +604,37 @@ impl WorkflowManager {
     ) -> Result<Enqueued, EngineError> {
         // The trace the task was created in, for its attempts to join (None unless exported).
         let payload = payload.with_traceparent(crate::trace_context::current_traceparent());
-        let task = NewTask {
+        let task = self.new_delivery(
             id,
-            kind: WEBHOOK_KIND.to_owned(),
+            WEBHOOK_KIND,
+            &payload,
+            target,
+            priority,
+            idempotency_key,
+        );
+        self.engine.enqueue(task).await
+    }
+
+    /// The engine task of one delivery, due now, with the configured attempt budget.
+    fn new_delivery(
+        &self,
+        id: String,
+        kind: &str,
+        payload: &DeliveryPayload,
+        target: Option<String>,
+        priority: Priority,
+        idempotency_key: Option<String>,
+    ) -> NewTask {
+        NewTask {
+            id,
+            kind: kind.to_owned(),
             priority: crate::queue_priority(priority),
             payload: payload.to_value(),
             target,
             max_attempts: self.max_attempts(),
             run_at: self.engine.now(),
             idempotency_key,
-        };
-        self.engine.enqueue(task).await
+        }
     }
 }
 
