@@ -901,3 +901,61 @@ async fn a_deferring_target_is_held_back_instead_of_claimed_over_and_over() {
     assert!(others.iter().all(|at| *at < h.reopen), "{others:?}");
     e.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_task_goes_straight_to_a_free_worker_without_a_claim_round() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let h = Scripted::holding(Duration::ZERO);
+    let e = engine(store.clone(), h.clone(), config());
+    // The first round finds the store empty; from then on new tasks need no round.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rounds = e.claim_rounds();
+    for i in 0..5 {
+        e.enqueue(task(&format!("t{i}"), Priority::Low))
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        let t = wait_final(&store, &format!("t{i}")).await;
+        assert_eq!(
+            (t.status, t.attempt, t.tries),
+            (TaskStatus::Completed, 1, 1)
+        );
+    }
+    assert_eq!(e.claim_rounds(), rounds, "no claim round was needed");
+    let events = store.events("t0").await.unwrap();
+    let reasons: Vec<_> = events.iter().map(|e| (e.to, e.reason.as_str())).collect();
+    assert_eq!(
+        reasons[..2],
+        [
+            (TaskStatus::Pending, "created"),
+            (TaskStatus::Processing, "claimed"),
+        ]
+    );
+    assert_eq!(reasons.last().map(|r| r.0), Some(TaskStatus::Completed));
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_task_does_not_overtake_due_work_waiting_in_the_store() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Due work from before this start, of a higher priority than what arrives next.
+    store
+        .enqueue(task("waiting", Priority::Critical), Default::default())
+        .await
+        .unwrap();
+    let h = Scripted::holding(Duration::from_millis(100));
+    let e = engine(
+        store.clone(),
+        h.clone(),
+        EngineConfig {
+            max_in_flight: 1,
+            ..config()
+        },
+    );
+    // Before the claim loop's first round: a free slot, but the store may hold due work.
+    e.enqueue(task("new", Priority::Low)).await.unwrap();
+    wait_final(&store, "new").await;
+    assert_eq!(h.seen(), ["waiting", "new"]);
+    e.shutdown().await;
+}

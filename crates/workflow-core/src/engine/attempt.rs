@@ -19,13 +19,24 @@ use crate::model::{AttemptRecord, Task, TaskStatus};
 use crate::outcome::{Attempted, Decision, decide};
 use crate::store::{Completion, Fence, Release};
 
-pub(super) fn start_attempt(inner: &Arc<Inner>, attempts: &mut JoinSet<()>, task: Task) {
+/// The slot and cancel token of a task the claim loop claimed.
+pub(super) fn claimed_slot(inner: &Arc<Inner>, task: &Task) -> (Slot, CancellationToken) {
     let token = inner.hard_stop.child_token();
     if task.cancel_requested {
         // Reclaimed after its worker died while a cancel was pending: stop at once.
         token.cancel();
     }
-    let slot = Slot::take(inner, &task, token.clone());
+    (Slot::take(inner, task, token.clone()), token)
+}
+
+/// Runs `task` in its slot, owned by `attempts` so shutdown can drain it.
+pub(super) fn spawn_attempt(
+    inner: &Arc<Inner>,
+    attempts: &mut JoinSet<()>,
+    task: Task,
+    slot: Slot,
+    token: CancellationToken,
+) {
     let inner = inner.clone();
     attempts.spawn(async move {
         run_attempt(&inner, task, token).await;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use super::Inner;
-use super::attempt::start_attempt;
+use super::attempt::{claimed_slot, spawn_attempt};
 use crate::model::{Priority, TaskStatus};
 use crate::store::{Fence, Release};
 
@@ -34,7 +34,6 @@ enum Round {
 
 /// Claims and runs until shutdown, then drains.
 pub(super) async fn run(inner: Arc<Inner>) {
-    let mut attempts: JoinSet<()> = JoinSet::new();
     let mut gauges =
         tokio::time::interval(inner.config.gauge_interval.max(Duration::from_millis(100)));
     gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -42,12 +41,11 @@ pub(super) async fn run(inner: Arc<Inner>) {
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let wakeup = inner.store.wakeup();
     loop {
-        // Reap finished attempts without waiting (a panic was logged by its slot).
-        while attempts.try_join_next().is_some() {}
+        reap(&inner);
         if inner.stop_claiming.is_cancelled() {
             break;
         }
-        let (free, capped, hold_ends) = match claim_round(&inner, &mut attempts).await {
+        let (free, capped, hold_ends) = match claim_round(&inner).await {
             Round::Full | Round::Failed => continue,
             Round::Partial {
                 free,
@@ -61,23 +59,36 @@ pub(super) async fn run(inner: Arc<Inner>) {
         loop {
             tokio::select! {
                 () = wakeup.notified() => {}
-                () = inner.slot_freed.notified() => {}
+                () = inner.slot_freed.notified() => {
+                    reap(&inner);
+                    // A freed slot matters only when the last round was short of slots or
+                    // skipped a target; otherwise nothing waits that it could take, and
+                    // claiming now would be a wasted write (handed-off attempts end here).
+                    if free > 0 && !capped { continue; }
+                }
                 () = tokio::time::sleep_until(deadline) => {}
                 () = inner.stop_claiming.cancelled() => {}
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
                 _ = gauges.tick() => { refresh_gauges(&inner).await; continue; }
                 _ = prune.tick(), if inner.config.prune_after.is_some() => { prune_old(&inner).await; continue; }
             }
             break;
         }
     }
+    let attempts = inner.attempts.lock().take().unwrap_or_default();
     drain(&inner, attempts).await;
+}
+
+/// Drops finished attempts from the set without waiting (a panic was logged by its slot).
+fn reap(inner: &Inner) {
+    if let Some(set) = inner.attempts.lock().as_mut() {
+        while set.try_join_next().is_some() {}
+    }
 }
 
 /// Claims at most the free slots' worth of due tasks, skipping targets at their cap or held,
 /// and starts an attempt for each.
-async fn claim_round(inner: &Arc<Inner>, attempts: &mut JoinSet<()>) -> Round {
-    let (free, skip, hold_ends) = {
+async fn claim_round(inner: &Arc<Inner>) -> Round {
+    let (free, skip, hold_ends, backlog) = {
         let mut f = inner.in_flight.lock();
         let (skip, hold_ends) =
             f.skipped_targets(inner.config.per_target_in_flight, inner.clock.now());
@@ -85,6 +96,7 @@ async fn claim_round(inner: &Arc<Inner>, attempts: &mut JoinSet<()>) -> Round {
             inner.config.max_in_flight.saturating_sub(f.total),
             skip,
             hold_ends,
+            f.backlog,
         )
     };
     if free == 0 {
@@ -113,6 +125,13 @@ async fn claim_round(inner: &Arc<Inner>, attempts: &mut JoinSet<()>) -> Round {
         }
     };
     let full = claimed.len() == want;
+    if !full {
+        // Everything due and claimable when the round began is claimed now: new tasks may go
+        // straight to free workers again (engine/handoff.rs) without overtaking any.
+        let mut f = inner.in_flight.lock();
+        f.drained = f.drained.max(backlog);
+    }
+    let mut start = Vec::with_capacity(claimed.len());
     for task in claimed {
         let at_cap = inner
             .in_flight
@@ -134,7 +153,15 @@ async fn claim_round(inner: &Arc<Inner>, attempts: &mut JoinSet<()>) -> Round {
             }
             continue;
         }
-        start_attempt(inner, attempts, task);
+        // The slot now, so the cap check of the next task counts this one.
+        let (slot, token) = claimed_slot(inner, &task);
+        start.push((task, slot, token));
+    }
+    if let Some(set) = inner.attempts.lock().as_mut() {
+        // Only the drain after this loop takes the set, so it is always here.
+        for (task, slot, token) in start {
+            spawn_attempt(inner, set, task, slot, token);
+        }
     }
     if full {
         Round::Full

@@ -59,6 +59,7 @@
 
 mod attempt;
 mod claim_loop;
+mod handoff;
 mod slots;
 
 use std::collections::HashMap;
@@ -70,6 +71,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use retry_policy::{ExponentialBackoff, RetryPolicy};
 use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
@@ -77,7 +79,7 @@ use crate::error::StoreError;
 use crate::events::EngineEvent;
 use crate::handler::Handler;
 use crate::model::{NewTask, Task, TaskStatus};
-use crate::store::{CancelOutcome, EnqueueLimits, Enqueued, Store};
+use crate::store::{CancelOutcome, Enqueued, Store};
 
 /// How the engine runs.
 #[derive(Debug, Clone)]
@@ -180,6 +182,8 @@ struct Inner {
     hard_stop: CancellationToken,
     claim_rounds: AtomicU64,
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The running attempts, owned so shutdown drains them; `None` once the drain took them.
+    attempts: Mutex<Option<JoinSet<()>>>,
 }
 
 /// The running engine. Cheap to clone.
@@ -242,12 +246,18 @@ impl EngineBuilder {
             config: self.config,
             clock: self.clock,
             events,
-            in_flight: Mutex::new(slots::InFlight::default()),
+            // Nothing goes straight to a worker before the first claim round has seen what
+            // the store holds from before this start.
+            in_flight: Mutex::new(slots::InFlight {
+                backlog: 1,
+                ..slots::InFlight::default()
+            }),
             slot_freed: Notify::new(),
             stop_claiming: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             claim_rounds: AtomicU64::new(0),
             background: Mutex::new(None),
+            attempts: Mutex::new(Some(JoinSet::new())),
         });
         let handle = tokio::spawn(claim_loop::run(inner.clone()));
         *inner.background.lock() = Some(handle);
@@ -296,7 +306,9 @@ impl Engine {
         self.inner.in_flight.lock().total
     }
 
-    /// Stores a task (durably, before returning) and wakes a worker.
+    /// Stores a task (durably, before returning) and runs it: at once when a worker is free
+    /// and no due work waits in the store (the task is stored already claimed by this engine),
+    /// otherwise through the claim loop, in priority order.
     ///
     /// # Errors
     ///
@@ -308,17 +320,14 @@ impl Engine {
         if !self.inner.handlers.contains_key(&task.kind) {
             return Err(EngineError::UnknownKind(task.kind));
         }
-        let limits = EnqueueLimits {
-            max_active: self.inner.config.task_queue_size,
-        };
-        let out = self.inner.store.enqueue(task, limits).await?;
-        if let Enqueued::Created(t) = &out {
-            created(&self.inner, t);
-        }
-        Ok(out)
+        let out = handoff::enqueue(&self.inner, vec![task], true).await?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Store(StoreError::backend("the store answered no task")))
     }
 
-    /// Stores many tasks in one transaction.
+    /// Stores many tasks in one transaction, run as [`Engine::enqueue`] runs one (all at once
+    /// when there is room for all of them).
     ///
     /// # Errors
     ///
@@ -330,16 +339,7 @@ impl Engine {
         {
             return Err(EngineError::UnknownKind(t.kind.clone()));
         }
-        let limits = EnqueueLimits {
-            max_active: self.inner.config.task_queue_size,
-        };
-        let out = self.inner.store.enqueue_batch(tasks, limits).await?;
-        for e in &out {
-            if let Enqueued::Created(t) = e {
-                created(&self.inner, t);
-            }
-        }
-        Ok(out)
+        Ok(handoff::enqueue(&self.inner, tasks, false).await?)
     }
 
     /// Cancels a task: at once if waiting; if running, its handler's token fires and the task

@@ -21,6 +21,13 @@ pub(super) struct InFlight {
     /// Attempts dropped unfinished on shutdown (aborted past the grace period): their leases
     /// are released so the next start picks them up at once.
     pub(super) abandoned: Vec<Fence>,
+    /// Bumped whenever tasks were stored unclaimed: the store may hold due work this engine
+    /// has not claimed yet.
+    pub(super) backlog: u64,
+    /// The `backlog` generation up to which a claim round found nothing more to claim. New
+    /// tasks go straight to free workers only while `drained == backlog`, so they never
+    /// overtake due tasks of a higher priority waiting in the store.
+    pub(super) drained: u64,
 }
 
 impl InFlight {
@@ -50,6 +57,21 @@ impl InFlight {
     pub(super) fn target_full(&self, target: Option<&str>, cap: usize) -> bool {
         target.is_some_and(|t| self.per_target.get(t).copied().unwrap_or(0) >= cap)
     }
+
+    /// Whether `target` is held back by a deferral at `now`.
+    pub(super) fn target_held(&self, target: Option<&str>, now: DateTime<Utc>) -> bool {
+        target.is_some_and(|t| self.held.get(t).is_some_and(|until| *until > now))
+    }
+
+    /// Counts a slot for `fence`'s task on `target`.
+    fn add(&mut self, fence: &Fence, target: Option<&String>, token: CancellationToken) {
+        self.total += 1;
+        if let Some(t) = target {
+            *self.per_target.entry(t.clone()).or_default() += 1;
+        }
+        self.running
+            .insert(fence.task_id.clone(), (fence.clone(), token));
+    }
 }
 
 /// One attempt's share of the pool and of its target's cap, from claim to the end of the
@@ -63,26 +85,68 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    /// Takes a slot for `task`, whose handler stops when `token` fires.
+    /// Takes a slot for a claimed `task`, whose handler stops when `token` fires.
     pub(super) fn take(inner: &Arc<Inner>, task: &Task, token: CancellationToken) -> Slot {
         let fence = Fence::of(task);
-        {
-            let mut f = inner.in_flight.lock();
-            f.total += 1;
-            if let Some(t) = &task.target {
-                *f.per_target.entry(t.clone()).or_default() += 1;
-            }
-            f.running.insert(task.id.clone(), (fence.clone(), token));
+        inner
+            .in_flight
+            .lock()
+            .add(&fence, task.target.as_ref(), token);
+        Slot::new(inner, fence, task.target.clone())
+    }
+
+    /// Takes slots for tasks not stored yet, which the store will claim for `owner` as it
+    /// inserts them ([`Store::enqueue_claimed`](crate::Store::enqueue_claimed)): all of them,
+    /// each with its cancel token, or none when the pool or a target's cap has no room, a
+    /// target is held, or the store may hold due work waiting for a slot (`backlog`).
+    pub(super) fn reserve(
+        inner: &Arc<Inner>,
+        tasks: &[(String, Option<String>)],
+        now: DateTime<Utc>,
+    ) -> Option<Vec<(Slot, CancellationToken)>> {
+        let config = &inner.config;
+        let mut f = inner.in_flight.lock();
+        if f.drained != f.backlog || f.total + tasks.len() > config.max_in_flight {
+            return None;
         }
+        let mut per_target: HashMap<&str, usize> = HashMap::new();
+        for (_, target) in tasks {
+            if let Some(t) = target.as_deref() {
+                let n = per_target.entry(t).or_default();
+                *n += 1;
+                let running = f.per_target.get(t).copied().unwrap_or(0);
+                if running + *n > config.per_target_in_flight || f.target_held(Some(t), now) {
+                    return None;
+                }
+            }
+        }
+        let slots = tasks
+            .iter()
+            .map(|(id, target)| {
+                let fence = Fence {
+                    task_id: id.clone(),
+                    attempt: 1,
+                    owner: config.owner_id.clone(),
+                };
+                let token = inner.hard_stop.child_token();
+                f.add(&fence, target.as_ref(), token.clone());
+                (Slot::new(inner, fence, target.clone()), token)
+            })
+            .collect();
+        Some(slots)
+    }
+
+    fn new(inner: &Arc<Inner>, fence: Fence, target: Option<String>) -> Slot {
         Slot {
             inner: inner.clone(),
             fence,
-            target: task.target.clone(),
+            target,
             finished: false,
         }
     }
 
-    /// The attempt ran to its end (its outcome is recorded or it was given back).
+    /// The attempt ran to its end (its outcome is recorded or it was given back), or a
+    /// reserved slot was not needed.
     pub(super) fn finish(mut self) {
         self.finished = true;
     }

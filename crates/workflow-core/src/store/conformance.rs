@@ -1052,6 +1052,88 @@ pub async fn concurrent_writes_lose_nothing(s: Arc<dyn Store>) {
     assert_eq!(s.counts().await.expect("counts").active(), 0);
 }
 
+/// [`Store::enqueue_claimed`] stores tasks already claimed for the caller (or, for a backend
+/// without claim on insert, unclaimed as [`Store::enqueue_batch`] does); a claimed task is
+/// not claimed again before its lease expires, is reclaimed after, and its fence finishes it.
+pub async fn enqueue_claimed_claims_on_insert_under_a_lease(s: Arc<dyn Store>) {
+    let mut a = new_task("a", Priority::High, at(0));
+    a.idempotency_key = Some("key-a".into());
+    let b = new_task("b", Priority::Low, at(0));
+    let lease = Duration::from_secs(60);
+    let out = s
+        .enqueue_claimed(vec![a.clone(), b], NONE, "w1", at(0), lease)
+        .await
+        .expect("enqueue_claimed");
+    let created: Vec<Task> = out
+        .into_iter()
+        .map(|e| match e {
+            Enqueued::Created(t) => t,
+            other @ Enqueued::Existing(_) => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(created.len(), 2);
+    let claimed = created[0].status == TaskStatus::Processing;
+    for t in &created {
+        let stored = s.get(&t.id).await.expect("get").expect("stored");
+        assert_eq!(&stored, t, "the answer is what was stored");
+        if !claimed {
+            // Without claim on insert: stored as enqueue_batch stores them.
+            assert_eq!(t.status, TaskStatus::Pending);
+            continue;
+        }
+        assert_eq!(t.status, TaskStatus::Processing);
+        assert_eq!((t.attempt, t.tries), (1, 0));
+        assert_eq!(t.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(t.next_run_at, None);
+        assert_eq!(t.lease_until, Some(at(60)));
+        let events = s.events(&t.id).await.expect("events");
+        let reasons: Vec<_> = events.iter().map(|e| (e.to, e.reason.as_str())).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (TaskStatus::Pending, "created"),
+                (TaskStatus::Processing, "claimed")
+            ]
+        );
+    }
+    if !claimed {
+        return;
+    }
+    // A replay of the key answers the claimed task as it is.
+    let replay = s
+        .enqueue_claimed(vec![a], NONE, "w2", at(1), lease)
+        .await
+        .expect("replay");
+    assert!(matches!(&replay[0], Enqueued::Existing(t) if *t == created[0]));
+    // Leased: nobody claims them before the lease expires.
+    assert!(
+        s.claim_due("w2", at(59), LEASE, 10, &[])
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // The owner finishes one with its fence.
+    let done = s
+        .finish_attempt(
+            &Fence::of(&created[0]),
+            attempt(true),
+            Completion::Succeeded { result: None },
+            at(2),
+        )
+        .await
+        .expect("finish");
+    assert_eq!(done.status, TaskStatus::Completed);
+    // After the lease, the other one is reclaimed (its owner died) with a new attempt number.
+    let reclaimed = s
+        .claim_due("w2", at(61), LEASE, 10, &[])
+        .await
+        .expect("claim");
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, "b");
+    assert_eq!(reclaimed[0].attempt, 2);
+    assert_eq!(s.counts().await.expect("counts").active(), 1);
+}
+
 macro_rules! rules {
     // `$d` is a `$` token, so the generated macro can have metavariables of its own.
     ($d:tt; $($name:ident),* $(,)?) => {
@@ -1192,4 +1274,5 @@ rules!(
     prune_removes_old_final_tasks_only,
     enqueue_and_release_wake_the_engine,
     concurrent_writes_lose_nothing,
+    enqueue_claimed_claims_on_insert_under_a_lease,
 );

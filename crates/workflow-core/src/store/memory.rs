@@ -131,6 +131,17 @@ impl State {
         limits: EnqueueLimits,
         now: DateTime<Utc>,
     ) -> StoreResult<Enqueued> {
+        self.insert_claimed(new, limits, now, None)
+    }
+
+    /// Inserts a task, claimed at once for `claim`'s owner and lease when given.
+    fn insert_claimed(
+        &mut self,
+        new: NewTask,
+        limits: EnqueueLimits,
+        now: DateTime<Utc>,
+        claim: Option<(&str, Duration)>,
+    ) -> StoreResult<Enqueued> {
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = self.idempotency.get(key).and_then(|id| self.tasks.get(id))
         {
@@ -145,7 +156,8 @@ impl State {
             return Err(StoreError::QueueFull { limit });
         }
         self.next_seq += 1;
-        let (task, ev) = logic::create(new, self.next_seq, now);
+        let (mut task, ev) = logic::create(new, self.next_seq, now);
+        let claimed = claim.map(|(owner, lease)| logic::claim(&mut task, owner, now, lease));
         if let Some(key) = &task.idempotency_key {
             self.idempotency.insert(key.clone(), task.id.clone());
         }
@@ -153,6 +165,9 @@ impl State {
         self.count(task.status, task.priority, true);
         self.by_seq.insert(task.seq, task.id.clone());
         self.push_event(ev);
+        if let Some(ev) = claimed {
+            self.push_event(ev);
+        }
         self.tasks.insert(task.id.clone(), task.clone());
         Ok(Enqueued::Created(task))
     }
@@ -166,26 +181,13 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> MemoryStore {
-        MemoryStore::default()
-    }
-}
-
-#[async_trait]
-impl Store for MemoryStore {
-    async fn enqueue(&self, task: NewTask, limits: EnqueueLimits) -> StoreResult<Enqueued> {
-        let out = self.state.lock().insert(task, limits, Utc::now())?;
-        if matches!(out, Enqueued::Created(_)) {
-            self.wakeup.notify_one();
-        }
-        Ok(out)
-    }
-
-    async fn enqueue_batch(
+    /// [`Store::enqueue_batch`], claiming each created task when `claim` is given.
+    fn insert_batch(
         &self,
         tasks: Vec<NewTask>,
         limits: EnqueueLimits,
+        now: DateTime<Utc>,
+        claim: Option<(&str, Duration)>,
     ) -> StoreResult<Vec<Enqueued>> {
         let mut state = self.state.lock();
         // All or nothing: check everything before inserting anything.
@@ -210,14 +212,50 @@ impl Store for MemoryStore {
         {
             return Err(StoreError::QueueFull { limit });
         }
-        let now = Utc::now();
         let out = tasks
             .into_iter()
-            .map(|t| state.insert(t, EnqueueLimits::default(), now))
+            .map(|t| state.insert_claimed(t, EnqueueLimits::default(), now, claim))
             .collect::<StoreResult<Vec<_>>>()?;
         drop(state);
-        self.wakeup.notify_one();
+        if claim.is_none() {
+            self.wakeup.notify_one();
+        }
         Ok(out)
+    }
+
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn enqueue(&self, task: NewTask, limits: EnqueueLimits) -> StoreResult<Enqueued> {
+        let out = self.state.lock().insert(task, limits, Utc::now())?;
+        if matches!(out, Enqueued::Created(_)) {
+            self.wakeup.notify_one();
+        }
+        Ok(out)
+    }
+
+    async fn enqueue_batch(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+    ) -> StoreResult<Vec<Enqueued>> {
+        self.insert_batch(tasks, limits, Utc::now(), None)
+    }
+
+    async fn enqueue_claimed(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Vec<Enqueued>> {
+        self.insert_batch(tasks, limits, now, Some((owner, lease)))
     }
 
     async fn claim_due(

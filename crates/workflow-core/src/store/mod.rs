@@ -202,6 +202,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limits: EnqueueLimits,
     ) -> StoreResult<Vec<Enqueued>>;
 
+    /// Stores tasks like [`Store::enqueue_batch`] and, in the same transaction, claims each one
+    /// it creates for `owner` as [`Store::claim_due`] would (status `processing`, `attempt` 1,
+    /// leased until `now + lease`; created and events at `now`; events `created` then
+    /// `claimed`). An engine with free
+    /// workers hands such tasks straight to them: no claim query, no wakeup, and the lease makes
+    /// it as safe as a claim (after a crash the task is claimed again when the lease expires).
+    /// Tasks answered as [`Enqueued::Existing`] are left as they are. Does not notify
+    /// [`Store::wakeup`] for the tasks it claims.
+    ///
+    /// The default stores them unclaimed with [`Store::enqueue_batch`], so a caller checks each
+    /// created task's `lease_owner` and leaves an unclaimed one to [`Store::claim_due`].
+    async fn enqueue_claimed(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Vec<Enqueued>> {
+        let _ = (owner, now, lease);
+        self.enqueue_batch(tasks, limits).await
+    }
+
     /// Claims up to `max` due tasks for `owner`: `pending`/`retrying` with `next_run_at <= now`,
     /// and `processing` whose lease expired (`lease_until <= now`, crash recovery). Ordered by
     /// priority (critical first), then due time, then `seq`. Each claimed task gets

@@ -241,6 +241,41 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// [`Store::enqueue_batch`], claiming each created task when `claim` is given (then no
+    /// wakeup: nothing new is left for the claim loop).
+    async fn insert_batch(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+        now: DateTime<Utc>,
+        claim: Option<(String, Duration)>,
+    ) -> StoreResult<Vec<Enqueued>> {
+        let wake = claim.is_none();
+        self.write_atomic(wake, move |w| {
+            let mut out = Vec::with_capacity(tasks.len());
+            let mut fresh = 0u64;
+            let start = w.active();
+            for t in tasks {
+                let claim = claim
+                    .as_ref()
+                    .map(|(owner, lease)| (owner.as_str(), *lease));
+                let e = w.insert(t, EnqueueLimits::default(), now, claim)?;
+                if matches!(e, Enqueued::Created(_)) {
+                    fresh += 1;
+                }
+                out.push(e);
+            }
+            if let Some(limit) = limits.max_active
+                && fresh > 0
+                && start + fresh > limit
+            {
+                return Err(StoreError::QueueFull { limit });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Runs `f` on the writer thread, inside the current group-commit transaction. Answers
     /// after the commit.
     ///
@@ -349,7 +384,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn enqueue(&self, task: NewTask, limits: EnqueueLimits) -> StoreResult<Enqueued> {
-        self.write(true, move |w| w.insert(task, limits, Utc::now()))
+        self.write(true, move |w| w.insert(task, limits, Utc::now(), None))
             .await
     }
 
@@ -358,27 +393,19 @@ impl Store for SqliteStore {
         tasks: Vec<NewTask>,
         limits: EnqueueLimits,
     ) -> StoreResult<Vec<Enqueued>> {
-        self.write_atomic(true, move |w| {
-            let now = Utc::now();
-            let mut out = Vec::with_capacity(tasks.len());
-            let mut fresh = 0u64;
-            let start = w.active();
-            for t in tasks {
-                let e = w.insert(t, EnqueueLimits::default(), now)?;
-                if matches!(e, Enqueued::Created(_)) {
-                    fresh += 1;
-                }
-                out.push(e);
-            }
-            if let Some(limit) = limits.max_active
-                && fresh > 0
-                && start + fresh > limit
-            {
-                return Err(StoreError::QueueFull { limit });
-            }
-            Ok(out)
-        })
-        .await
+        self.insert_batch(tasks, limits, Utc::now(), None).await
+    }
+
+    async fn enqueue_claimed(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Vec<Enqueued>> {
+        self.insert_batch(tasks, limits, now, Some((owner.to_owned(), lease)))
+            .await
     }
 
     async fn claim_due(

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -212,11 +213,14 @@ impl Writer {
         Ok((task, out))
     }
 
+    /// Inserts a task (unless its idempotency key exists), claimed at once for `claim`'s
+    /// owner and lease when given.
     pub(super) fn insert(
         &mut self,
         new: NewTask,
         limits: EnqueueLimits,
         now: DateTime<Utc>,
+        claim: Option<(&str, Duration)>,
     ) -> StoreResult<Enqueued> {
         if let Some(key) = &new.idempotency_key {
             let existing = self
@@ -238,12 +242,13 @@ impl Writer {
             return Err(StoreError::QueueFull { limit });
         }
         let (mut task, ev) = logic::create(new, 0, now);
+        let claimed = claim.map(|(owner, lease)| logic::claim(&mut task, owner, now, lease));
         let inserted = self
             .conn
             .prepare_cached(
                 "INSERT INTO tasks (id, kind, priority, status, payload, target, attempt, tries, max_attempts, \
-                 next_run_at, cancel_requested, created_at, updated_at, idempotency_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, 0, ?9, ?9, ?10)",
+                 next_run_at, lease_owner, lease_until, cancel_requested, created_at, updated_at, idempotency_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, 0, ?12, ?12, ?13)",
             )
             .map_err(db_err)?
             .execute(params![
@@ -253,8 +258,11 @@ impl Writer {
                 status_code(task.status),
                 task.payload.to_string(),
                 task.target,
+                task.attempt,
                 task.max_attempts,
                 task.next_run_at.map(ms),
+                task.lease_owner,
+                task.lease_until.map(ms),
                 ms(now),
                 task.idempotency_key,
             ]);
@@ -269,6 +277,9 @@ impl Writer {
         }
         task.seq = self.conn.last_insert_rowid();
         self.event(&ev)?;
+        if let Some(ev) = &claimed {
+            self.event(ev)?;
+        }
         self.count(task.status, task.priority, true);
         Ok(Enqueued::Created(task))
     }
