@@ -49,6 +49,7 @@
 //! through the shared codec), `writer` (the writer thread's state and group commit), `claim`,
 //! `prune`, `query` (the read-only queries).
 
+mod checkpoint;
 mod claim;
 mod codec;
 mod config;
@@ -60,7 +61,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -69,6 +70,7 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
+use self::checkpoint::Checkpointer;
 use self::codec::db_err;
 use self::query::earliest_due;
 use self::schema::{lock_file, migrate, open_connection};
@@ -129,6 +131,8 @@ struct Inner {
     writer: Batcher<Job, Answer>,
     /// The writer thread, joined by [`Store::close`] (or by the last drop, off the runtime).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The checkpoint thread (a file database only), stopped before the writer.
+    checkpointer: Mutex<Option<Checkpointer>>,
     /// Read-only connections; `None` once [`Store::close`] closed them.
     readers: Vec<Mutex<Option<Connection>>>,
     next_reader: AtomicUsize,
@@ -142,9 +146,20 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last resort when `close` was not called: the writer commits what is queued and
         // stops. Joined only off an async runtime, whose threads must not block.
+        let off_runtime = tokio::runtime::Handle::try_current().is_err();
+        if let Some(thread) = self
+            .checkpointer
+            .get_mut()
+            .as_mut()
+            .and_then(Checkpointer::stop)
+            && off_runtime
+            && thread.join().is_err()
+        {
+            tracing::error!("sqlite checkpoint thread panicked");
+        }
         self.writer.close();
         if let Some(thread) = self.thread.get_mut().take()
-            && tokio::runtime::Handle::try_current().is_err()
+            && off_runtime
             && thread.join().is_err()
         {
             tracing::error!("sqlite writer thread panicked");
@@ -184,6 +199,7 @@ impl SqliteStore {
         let mut conn = open_connection(&config, false).map_err(db_err)?;
         safety::quick_check(&conn, &config.path)?;
         migrate(&mut conn)?;
+        let writer_commits = Arc::new(AtomicU64::new(0));
         if config.recover_leases_on_open {
             let recovered = conn
                 .execute(
@@ -198,7 +214,16 @@ impl SqliteStore {
                 );
             }
         }
-        let mut writer = Writer::new(conn)?;
+        let checkpointer = if lock.is_some() {
+            let own = open_connection(&config, false).map_err(db_err)?;
+            Some(Checkpointer::start(own, writer_commits.clone())?)
+        } else {
+            // No file of its own (`:memory:`, a URI): SQLite checkpoints in the writer.
+            conn.pragma_update(None, "wal_autocheckpoint", 8192)
+                .map_err(db_err)?;
+            None
+        };
+        let mut writer = Writer::new(conn, writer_commits)?;
         let counts = writer.published();
         let readers = (0..config.readers.max(1))
             .map(|_| open_connection(&config, true).map(|c| Mutex::new(Some(c))))
@@ -218,6 +243,7 @@ impl SqliteStore {
                 path: config.path,
                 writer: jobs,
                 thread: Mutex::new(Some(thread)),
+                checkpointer: Mutex::new(checkpointer),
                 readers,
                 next_reader: AtomicUsize::new(0),
                 wakeup: Arc::new(Notify::new()),
@@ -346,6 +372,22 @@ impl SqliteStore {
     /// Stops the writer after it has committed what is queued, checkpoints the WAL and joins
     /// the thread. Later writes are [`StoreError::Closed`].
     async fn stop_writer(&self) {
+        // The checkpoint thread's connection first: the writer must close last to remove
+        // the WAL.
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .as_mut()
+            .and_then(Checkpointer::stop);
+        if let Some(thread) = checkpointer
+            && !matches!(
+                tokio::task::spawn_blocking(move || thread.join()).await,
+                Ok(Ok(()))
+            )
+        {
+            tracing::error!("sqlite checkpoint thread panicked");
+        }
         self.inner.writer.close();
         let Some(thread) = self.inner.thread.lock().take() else {
             return; // closed already

@@ -6,6 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::SqliteConfig;
+use super::checkpoint::WRITER_BACKSTOP_FRAMES;
 use super::codec::db_err;
 use crate::error::StoreError;
 use crate::store::StoreResult;
@@ -124,9 +125,9 @@ pub(super) fn open_connection(
     // A negative cache_size is in KiB.
     conn.pragma_update(None, "cache_size", -(i64::from(config.cache_mib) * 1024))?;
     if !read_only {
-        // Checkpoint (copy the WAL into the database file, with an fsync) every 32 MB of WAL
-        // rather than every 4 MB: fewer, larger checkpoints under a sustained write load.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // Checkpoints run on their own thread (checkpoint.rs); this one, inside a commit,
+        // only if that thread falls far behind.
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP_FRAMES)?;
     }
     // Claims and lists build SQL per shape (number of skipped targets, filters): room for all.
     conn.set_prepared_statement_cache_capacity(256);

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,6 +34,8 @@ pub(super) struct Writer {
     pub(super) tally: Tally,
     /// The counts as of the last commit, read by [`Store::counts`](crate::Store::counts).
     published: Arc<Mutex<Tally>>,
+    /// Commits so far, which tell the checkpoint thread there is WAL to copy.
+    commits: Arc<AtomicU64>,
     /// A job of the current group failed after writing: the group must be rolled back.
     pub(super) poisoned: bool,
 }
@@ -44,12 +47,13 @@ pub(super) type Job = Box<dyn FnOnce(&mut Writer) -> StoreResult<Answer> + Send>
 
 impl Writer {
     /// The writer of a migrated connection, with the counts of the rows it holds.
-    pub(super) fn new(conn: Connection) -> StoreResult<Writer> {
+    pub(super) fn new(conn: Connection, commits: Arc<AtomicU64>) -> StoreResult<Writer> {
         let tally = load_tally(&conn)?;
         Ok(Writer {
             conn,
             tally,
             published: Arc::new(Mutex::new(tally)),
+            commits,
             poisoned: false,
         })
     }
@@ -85,7 +89,10 @@ impl Writer {
             self.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
         };
         match end {
-            Ok(()) => *self.published.lock() = self.tally,
+            Ok(()) => {
+                *self.published.lock() = self.tally;
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
             Err(msg) => {
                 tracing::error!(error = %msg, "sqlite group commit failed; rolling back the group");
                 let _ = self.conn.execute_batch("ROLLBACK");
