@@ -28,6 +28,7 @@
 
 mod procstat;
 mod receiver;
+mod reference;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -135,10 +136,28 @@ struct Args {
     /// Flapping: the down part of each cycle, in seconds.
     #[arg(long, default_value_t = 20)]
     down_secs: u64,
+    /// Also measure the rig's ceiling in the same run (steady only): `nginx` forwards the same
+    /// requests, unsigned and not stored, over kept-alive connections to the receiver; the
+    /// report gives the dispatcher's end-to-end rate as a share of it.
+    #[arg(long, value_enum)]
+    reference: Option<Reference>,
+    /// Measure the reference only, not the dispatcher.
+    #[arg(long)]
+    reference_only: bool,
+    /// The nginx binary [default: `nginx` on the PATH, else /usr/sbin/nginx].
+    #[arg(long)]
+    nginx: Option<std::path::PathBuf>,
     /// Run the dispatchers inside this process instead of the binary (for the CI smoke test;
     /// CPU and RSS then include the load generator and the receiver).
     #[arg(long)]
     in_process: bool,
+}
+
+/// A reference forwarder to measure the rig's ceiling with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Reference {
+    /// Debian's nginx, `proxy_pass` to the receiver.
+    Nginx,
 }
 
 /// The dispatcher settings a scenario needs.
@@ -198,6 +217,11 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         _ => 0,
     });
     anyhow::ensure!(critical_percent <= 100, "--critical-percent is at most 100");
+    anyhow::ensure!(
+        s == Scenario::Steady || (args.reference.is_none() && !args.reference_only),
+        "--reference and --reference-only compare the steady scenario (the forwarder's sink \
+         answers at once, without delays or failures)"
+    );
     anyhow::ensure!(args.instances >= 1, "--instances is at least 1");
     let shared_db = args
         .database_url
@@ -579,14 +603,68 @@ async fn main() -> anyhow::Result<()> {
     let plan = plan(&args)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secret = webhook_client::SigningSecret::parse(SECRET).context("secret")?;
-    let (recv, hook) = receiver::start(secret, plan.behaviour).await?;
-
-    let dir = tempfile::tempdir()?;
-    let (mut dispatchers, bases) = start_dispatchers(&args, &plan.settings, dir.path()).await?;
+    let (recv, sink, hook) = receiver::start(secret, plan.behaviour).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(1))
         .build()?;
-    let started = wait_healthy(&http, &bases, &mut dispatchers).await;
+
+    let ours = if args.reference_only {
+        None
+    } else {
+        Some(measure_dispatcher(&args, &plan, &recv, &hook, &http).await?)
+    };
+    let reference = if args.reference_only || args.reference.is_some() {
+        Some(measure_nginx(&args, &plan, &recv, sink, &http).await?)
+    } else {
+        None
+    };
+    let report = match (ours, reference) {
+        (Some(mut ours), Some(reference)) => {
+            let share = f(&ours["delivered_per_sec_end_to_end"])
+                / f(&reference["forwarded_per_sec_end_to_end"]).max(f64::MIN_POSITIVE);
+            ours["reference"] = reference;
+            ours["share_of_reference"] = json!(share);
+            ours
+        }
+        (Some(ours), None) => ours,
+        (None, Some(reference)) => json!({ "reference": reference }),
+        (None, None) => unreachable!("either the dispatcher or the reference is measured"),
+    };
+    if args.json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    if report.get("accepted").is_some() {
+        let missing =
+            report["accepted"].as_u64().unwrap_or(0) - report["delivered"].as_u64().unwrap_or(0);
+        let bad = report["bad_signatures"].as_u64().unwrap_or(0);
+        anyhow::ensure!(
+            missing == 0 && bad == 0,
+            "{missing} accepted tasks were not delivered, {bad} bad signatures"
+        );
+    }
+    if let Some(r) = report.get("reference") {
+        let lost = r["accepted"].as_u64().unwrap_or(0) - r["forwarded"].as_u64().unwrap_or(0);
+        anyhow::ensure!(
+            lost == 0,
+            "nginx answered {lost} requests it did not forward"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the scenario against the dispatchers: the report, before the reference run is added.
+async fn measure_dispatcher(
+    args: &Args,
+    plan: &Plan,
+    recv: &receiver::Receiver,
+    hook: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let (mut dispatchers, bases) = start_dispatchers(args, &plan.settings, dir.path()).await?;
+    let started = wait_healthy(http, &bases, &mut dispatchers).await;
     if let Err(e) = started {
         dispatchers.stop().await.ok();
         return Err(e);
@@ -600,9 +678,9 @@ async fn main() -> anyhow::Result<()> {
     let rss = flapping.then(|| RssSampler::start(pids.clone()));
     let sent = if flapping {
         let sent = drive_for(
-            &http,
+            http,
             &bases,
-            &hook,
+            hook,
             Duration::from_secs(args.duration_secs),
             args.rate,
         )
@@ -611,9 +689,9 @@ async fn main() -> anyhow::Result<()> {
         sent
     } else {
         drive(
-            &http,
+            http,
             &bases,
-            &hook,
+            hook,
             plan.requests,
             args.concurrency,
             plan.critical_percent,
@@ -646,7 +724,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|p| procstat::sample(*p))
         .collect::<Vec<_>>();
-    let breakers = breaker_transitions(&http, &bases).await;
+    let breakers = breaker_transitions(http, &bases).await;
     let rss = match rss {
         Some(sampler) => Some(sampler.stop().await),
         None => None,
@@ -756,18 +834,75 @@ async fn main() -> anyhow::Result<()> {
         report["idle_seconds"] = json!(args.idle_secs);
         report["idle_cpu_ticks"] = json!(ticks);
     }
-    if args.json {
-        println!("{report}");
-    } else {
-        print_table(&report);
+    Ok(report)
+}
+
+/// The reference run: the same requests, at the same concurrency, through nginx to the sink.
+/// Its API latency includes the forwarding (nginx answers once the sink has).
+async fn measure_nginx(
+    args: &Args,
+    plan: &Plan,
+    recv: &receiver::Receiver,
+    sink: std::net::SocketAddr,
+    http: &reqwest::Client,
+) -> anyhow::Result<serde_json::Value> {
+    let binary = nginx_binary(args);
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let nginx = reference::Nginx::start(&binary, sink, workers).await?;
+    let pids = nginx.pids();
+    let before: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
+    let already = recv.forwarded.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let sent = drive(
+        http,
+        std::slice::from_ref(&nginx.base),
+        "http://unused.invalid/",
+        plan.requests,
+        args.concurrency,
+        0,
+    )
+    .await;
+    let total = t0.elapsed().as_secs_f64();
+    let after: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
+    nginx.stop();
+    let sent = sent?;
+    let forwarded = recv.forwarded.load(Ordering::Relaxed) - already;
+    let accepted = sent.accepted.len();
+    let cpu: f64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| b.cpu_seconds_to(*a))
+        .sum();
+    Ok(json!({
+        "name": "nginx",
+        "version": reference::Nginx::version(&binary),
+        "workers": workers,
+        "requests": plan.requests,
+        "concurrency": args.concurrency,
+        "accepted": accepted,
+        "forwarded": forwarded,
+        "errors": sent.errors.values().sum::<usize>(),
+        "total_seconds": total,
+        "forwarded_per_sec_end_to_end": forwarded as f64 / total,
+        "api_latency_ms": summary(sent.latencies_ms),
+        "nginx_cpu_seconds": cpu,
+        "nginx_cpu_ms_per_task": if forwarded > 0 { cpu * 1000.0 / forwarded as f64 } else { 0.0 },
+        "load_average_1m_at_end": load_average(),
+    }))
+}
+
+/// `--nginx`, else `nginx` on the `PATH`, else Debian's `/usr/sbin/nginx` (not on a normal
+/// user's `PATH`).
+fn nginx_binary(args: &Args) -> std::path::PathBuf {
+    if let Some(p) = &args.nginx {
+        return p.clone();
     }
-    let missing = accepted - delivered;
-    anyhow::ensure!(
-        missing == 0 && seen.bad_signatures == 0,
-        "{missing} accepted tasks were not delivered, {} bad signatures",
-        seen.bad_signatures
-    );
-    Ok(())
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nginx"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| "/usr/sbin/nginx".into())
 }
 
 /// Sends tasks at `rate` per second for `duration` (at most 256 requests in flight), round
@@ -897,6 +1032,48 @@ async fn breaker_transitions(http: &reqwest::Client, bases: &[String]) -> (u64, 
 }
 
 fn print_table(r: &serde_json::Value) {
+    if r.get("accepted").is_some() {
+        print_dispatcher_table(r);
+    }
+    if let Some(n) = r.get("reference") {
+        let lat = &n["api_latency_ms"];
+        println!(
+            "reference {} ({}, {} workers): {} requests at concurrency {}, unsigned, not stored",
+            n["name"].as_str().unwrap_or(""),
+            n["version"].as_str().unwrap_or(""),
+            n["workers"],
+            n["requests"],
+            n["concurrency"]
+        );
+        println!(
+            "  forwarded             {:>8} ({:.0}/s end to end), errors {}",
+            n["forwarded"],
+            f(&n["forwarded_per_sec_end_to_end"]),
+            n["errors"]
+        );
+        println!(
+            "  API latency ms        p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  max {:>8.2}",
+            f(&lat["p50"]),
+            f(&lat["p90"]),
+            f(&lat["p99"]),
+            f(&lat["max"])
+        );
+        println!(
+            "  nginx                 {:.2} CPU s ({:.3} ms/task), machine load {:.2} at the end",
+            f(&n["nginx_cpu_seconds"]),
+            f(&n["nginx_cpu_ms_per_task"]),
+            f(&n["load_average_1m_at_end"])
+        );
+    }
+    if let Some(share) = r["share_of_reference"].as_f64() {
+        println!(
+            "the dispatcher delivered {:.1} % of the reference's rate",
+            share * 100.0
+        );
+    }
+}
+
+fn print_dispatcher_table(r: &serde_json::Value) {
     let lat = |k: &str| {
         let v = &r[k];
         format!(

@@ -45,6 +45,23 @@ pub(crate) fn sample(pid: u32) -> Sample {
     }
 }
 
+/// The child processes of `pid`, started by any of its threads (`/proc/<pid>/task/*/children`);
+/// empty when the kernel does not publish them or the process is gone.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// The `p` quantile (0.0 to 1.0) of sorted values, nearest rank; 0 when empty.
 pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -71,5 +88,17 @@ mod tests {
         let s = sample(std::process::id());
         assert!(s.peak_rss_kib > 0);
         assert_eq!(sample(u32::MAX).peak_rss_kib, 0);
+    }
+
+    #[test]
+    fn a_spawned_child_is_listed_under_its_parent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        let listed = children(std::process::id());
+        child.kill().ok();
+        child.wait().ok();
+        assert!(listed.contains(&child.id()), "{listed:?}");
     }
 }

@@ -72,6 +72,8 @@ pub(crate) struct Receiver {
     pub(crate) last_response: Mutex<Option<Instant>>,
     /// Set once the flapping is over: the receiver stays up.
     flapping_over: std::sync::atomic::AtomicBool,
+    /// Requests to `/sink`: the reference run's forwarded tasks (unsigned, not recorded per id).
+    pub(crate) forwarded: AtomicUsize,
 }
 
 impl Receiver {
@@ -81,15 +83,18 @@ impl Receiver {
     }
 }
 
-/// Starts the receiver on 127.0.0.1 (port chosen by the OS); returns its state and hook URL.
+/// Starts the receiver on 127.0.0.1 (port chosen by the OS); returns its state, its address
+/// and the hook URL. `/sink` answers every POST at once with a new task id and only counts it:
+/// the far end of the reference forwarder ([`crate::reference`]).
 pub(crate) async fn start(
     secret: webhook_client::SigningSecret,
     behaviour: Behaviour,
-) -> anyhow::Result<(Arc<Receiver>, String)> {
+) -> anyhow::Result<(Arc<Receiver>, std::net::SocketAddr, String)> {
     let state = Arc::new(Receiver::default());
     let born = Instant::now();
     let hasher = std::hash::RandomState::new();
     let s = state.clone();
+    let sink = state.clone();
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(
@@ -166,8 +171,16 @@ pub(crate) async fn start(
             },
         ),
     );
+    let app = app.route(
+        "/sink",
+        axum::routing::post(move || {
+            let n = sink.forwarded.fetch_add(1, Ordering::Relaxed) + 1;
+            async move { format!(r#"{{"status":"success","task_id":"ref-{n}"}}"#) }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    let hook = format!("http://{addr}/hook");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((state, hook))
+    Ok((state, addr, hook))
 }
