@@ -143,3 +143,60 @@ fn two_instances_on_postgres_when_available() {
     assert_all_delivered(&r, 200);
     assert_eq!(r["instances"], 2);
 }
+
+/// Debian's nginx, as `bench` looks it up; `None` when it is not installed.
+fn nginx() -> Option<std::path::PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("nginx"));
+    on_path
+        .chain(std::iter::once("/usr/sbin/nginx".into()))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn the_nginx_reference_forwards_every_request_in_the_same_run() {
+    if nginx().is_none() {
+        assert!(
+            std::env::var_os("BENCH_NGINX_REQUIRED").is_none(),
+            "BENCH_NGINX_REQUIRED is set but nginx is not installed (apt-get install nginx)"
+        );
+        eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+        return;
+    }
+    let r = run(&[
+        "--scenario",
+        "steady",
+        "-n",
+        "300",
+        "-c",
+        "8",
+        "--reference",
+        "nginx",
+    ]);
+    assert_all_delivered(&r, 300);
+    let reference = &r["reference"];
+    assert_eq!(reference["name"], "nginx", "{r}");
+    assert_eq!(reference["accepted"], 300, "{r}");
+    assert_eq!(reference["forwarded"], 300, "{r}");
+    assert_eq!(reference["errors"], 0, "{r}");
+    assert_eq!(reference["api_latency_ms"]["count"], 300, "{r}");
+    assert!(r["share_of_reference"].as_f64() > Some(0.0), "{r}");
+
+    // The reference alone: no dispatcher is started, the report holds only it.
+    let only = run(&["-n", "100", "-c", "4", "--reference-only"]);
+    assert!(only.get("accepted").is_none(), "{only}");
+    assert_eq!(only["reference"]["forwarded"], 100, "{only}");
+}
+
+#[test]
+fn the_reference_is_refused_outside_the_steady_scenario() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--scenario", "slow", "--reference", "nginx", "--json"])
+        .output()
+        .expect("run bench");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("steady scenario"), "{stderr}");
+}
