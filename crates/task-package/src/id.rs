@@ -1,6 +1,5 @@
 //! Task ids in the seed's form `wf_<unix seconds>_<8 lowercase hex>`.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use rand::Rng;
@@ -9,42 +8,42 @@ use rand::Rng;
 #[derive(Debug, Clone, Copy)]
 pub struct TaskId;
 
-/// Hands out the random parts of ids, unique per second.
+/// Hands out the hex parts of ids: a random start for each second, then counting up from it.
+///
+/// Counting makes ids unique within the process by construction (2^32 per second) and keeps
+/// the ids of one second in issue order. Stores index tasks, their attempts and events by id,
+/// and random ids scattered every group commit over the whole second's stretch of those
+/// B-trees: a page written per id and index instead of a few pages per commit. The random start
+/// keeps two processes issuing in the same second apart: their ranges meet only if the starts
+/// fall within the count of ids apart, where independent random ids would clash at the
+/// birthday rate.
 #[derive(Debug)]
 struct Issuer {
-    /// The second of the latest ids and the random parts handed out in it. `None` until the
-    /// first id, because a `HashSet` cannot be built in a `static` initialiser.
-    issued: Mutex<(u64, Option<HashSet<u32>>)>,
+    /// The second of the latest ids and the hex part of the next one; `None` before the first.
+    next: Mutex<Option<(u64, u32)>>,
 }
 
 impl Issuer {
     const fn new() -> Issuer {
         Issuer {
-            issued: Mutex::new((0, None)),
+            next: Mutex::new(None),
         }
     }
 
     fn issue(&self, now: u64) -> String {
-        let mut rng = rand::rng();
-        // A poisoned lock only means another thread panicked while inserting; the set is
-        // still a valid record of issued ids.
-        let mut issued = self
-            .issued
+        // A poisoned lock only means another thread panicked holding it; the pair is always
+        // whole.
+        let mut next = self
+            .next
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (secs, set) = &mut *issued;
-        if now > *secs || set.is_none() {
-            *secs = now.max(*secs);
-            *set = Some(HashSet::new());
-        }
-        let secs = *secs;
-        let set = set.get_or_insert_with(HashSet::new);
-        loop {
-            let n: u32 = rng.random();
-            if set.insert(n) {
-                return format!("wf_{secs}_{n:08x}");
-            }
-        }
+        let (secs, n) = match *next {
+            // The same second, or the clock stepped back: ids keep the latest second seen.
+            Some((secs, n)) if now <= secs => (secs, n),
+            _ => (now, rand::rng().random()),
+        };
+        *next = Some((secs, n.wrapping_add(1)));
+        format!("wf_{secs}_{n:08x}")
     }
 }
 
@@ -54,11 +53,12 @@ static ISSUER: Issuer = Issuer::new();
 impl TaskId {
     /// A new id for the current second: `wf_<unix seconds>_<8 lowercase hex>`.
     ///
-    /// The hex part is 32 random bits, checked against every id this process handed out in the
-    /// same second, so ids are unique within a process even at millions per second. If the
-    /// system clock steps back, ids keep the latest second seen, so the check still holds.
-    /// Across processes the chance of a clash is that of two random 32-bit values in the same
-    /// second.
+    /// The hex part starts at 32 random bits each second and counts up, so ids are unique
+    /// within a process (up to 2^32 per second) and follow each other in a store's indexes. If
+    /// the system clock steps back, ids keep the latest second seen and keep counting. Two
+    /// processes issuing k ids in the same second clash only if their random starts fall
+    /// within k of each other (about 2k / 2^32). Ids are not secrets: reading a task needs an
+    /// API key, and callbacks carry their own tokens.
     pub fn generate() -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -94,6 +94,8 @@ impl TaskId {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -104,6 +106,19 @@ mod tests {
         assert!(!TaskId::is_valid("wf_123_abcdef1"));
         assert!(!TaskId::is_valid("task_123_abcdef12"));
         assert!(!TaskId::is_valid("wf__abcdef12"));
+    }
+
+    #[test]
+    fn ids_of_one_second_count_up_from_a_random_start() {
+        let issuer = Issuer::new();
+        let hex = |id: &str| u32::from_str_radix(&id[id.len() - 8..], 16).unwrap();
+        let ids: Vec<String> = (0..1_000).map(|_| issuer.issue(1_000)).collect();
+        for pair in ids.windows(2) {
+            assert_eq!(hex(&pair[1]), hex(&pair[0]).wrapping_add(1), "{pair:?}");
+        }
+        let next_second = issuer.issue(1_001);
+        assert!(next_second.starts_with("wf_1001_"), "{next_second}");
+        assert!(ids.iter().all(|id| TaskId::is_valid(id)));
     }
 
     #[test]
