@@ -449,11 +449,13 @@ async fn shutdown_releases_running_tasks_for_the_next_start() {
 }
 
 /// A store whose lease extensions for one owner silently do nothing: that worker looks alive to
-/// itself but its lease runs out, like a worker stuck or cut off from the database.
+/// itself but its lease runs out, like a worker stuck or cut off from the database. Its claims
+/// can also be made to take a while (`claim_delay`), like a busy database's.
 #[derive(Debug)]
 struct Partitioned {
     inner: Arc<dyn Store>,
     owner: String,
+    claim_delay: Duration,
 }
 
 #[async_trait]
@@ -472,6 +474,18 @@ impl Store for Partitioned {
     ) -> workflow_core::StoreResult<Vec<workflow_core::Enqueued>> {
         self.inner.enqueue_batch(tasks, limits).await
     }
+    async fn enqueue_claimed(
+        &self,
+        tasks: Vec<NewTask>,
+        limits: workflow_core::EnqueueLimits,
+        owner: &str,
+        now: chrono::DateTime<Utc>,
+        lease: Duration,
+    ) -> workflow_core::StoreResult<Vec<workflow_core::Enqueued>> {
+        self.inner
+            .enqueue_claimed(tasks, limits, owner, now, lease)
+            .await
+    }
     async fn claim_due(
         &self,
         owner: &str,
@@ -480,7 +494,10 @@ impl Store for Partitioned {
         max: usize,
         skip: &[String],
     ) -> workflow_core::StoreResult<Vec<Task>> {
-        self.inner.claim_due(owner, now, lease, max, skip).await
+        // What is due is read as the claim begins; the delay stands for the time it takes.
+        let claimed = self.inner.claim_due(owner, now, lease, max, skip).await;
+        tokio::time::sleep(self.claim_delay).await;
+        claimed
     }
     async fn finish_attempt(
         &self,
@@ -593,6 +610,7 @@ async fn a_stuck_workers_lease_expires_another_engine_finishes_and_the_late_writ
     let stuck: Arc<dyn Store> = Arc::new(Partitioned {
         inner: shared.clone(),
         owner: "stuck".into(),
+        claim_delay: Duration::ZERO,
     });
     let gate = Arc::new(Gate {
         seen: Mutex::new(vec![]),
@@ -933,6 +951,53 @@ async fn a_new_task_goes_straight_to_a_free_worker_without_a_claim_round() {
         ]
     );
     assert_eq!(reasons.last().map(|r| r.0), Some(TaskStatus::Completed));
+    e.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_task_does_not_overtake_due_work_held_back_by_its_targets_cap() {
+    let store: Arc<dyn Store> = Arc::new(Partitioned {
+        inner: Arc::new(MemoryStore::new()),
+        owner: "nobody".into(),
+        claim_delay: Duration::from_millis(100),
+    });
+    let h = Arc::new(Gate {
+        seen: Mutex::new(vec![]),
+        open: tokio::sync::Notify::new(),
+    });
+    let e = engine(
+        store.clone(),
+        h.clone(),
+        EngineConfig {
+            per_target_in_flight: 1,
+            ..config()
+        },
+    );
+    e.enqueue(task("first", Priority::Low)).await.unwrap();
+    while h.seen.lock().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The target is at its cap: this one waits in the store, and the claim loop's round skips
+    // the target and claims nothing, which must not count as having drained the store.
+    e.enqueue(task("waiting", Priority::Critical))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The slot frees; the claim loop's next round (slow to answer) is under way when a new
+    // task of a lower priority arrives: it must not take the slot from the one waiting.
+    h.open.notify_one();
+    while !store.get("first").await.unwrap().unwrap().status.is_final() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    e.enqueue(task("new", Priority::Low)).await.unwrap();
+    for id in ["waiting", "new"] {
+        while !store.get(id).await.unwrap().unwrap().status.is_final() {
+            h.open.notify_one();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(h.seen.lock().clone(), ["first", "waiting", "new"]);
     e.shutdown().await;
 }
 

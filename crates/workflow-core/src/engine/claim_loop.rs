@@ -125,37 +125,29 @@ async fn claim_round(inner: &Arc<Inner>) -> Round {
         }
     };
     let full = claimed.len() == want;
-    if !full {
-        // Everything due and claimable when the round began is claimed now: new tasks may go
-        // straight to free workers again (engine/handoff.rs) without overtaking any.
-        let mut f = inner.in_flight.lock();
-        f.drained = f.drained.max(backlog);
-    }
+    // A short round that skipped no target and gave nothing back claimed everything due when
+    // it began: new tasks may go straight to free workers again (engine/handoff.rs) without
+    // overtaking any. A skipped target (at its cap, or held) still has due work waiting for
+    // its slots, which a new task for it must not take.
+    let drained = !full && skip.is_empty();
     let mut start = Vec::with_capacity(claimed.len());
+    let mut extra = Vec::new();
     for task in claimed {
         let at_cap = inner
             .in_flight
             .lock()
             .target_full(task.target.as_deref(), inner.config.per_target_in_flight);
         if at_cap {
-            // A batch may hold more tasks for one target than its cap allows: give the extra
-            // back at once, without spending an attempt.
-            let release = Release {
-                at: inner.clock.now(),
-                reason: "target at its concurrency cap".to_owned(),
-            };
-            if let Err(e) = inner
-                .store
-                .release(&Fence::of(&task), release, inner.clock.now())
-                .await
-            {
-                tracing::warn!(task_id = %task.id, error = %e, "could not give back a claimed task");
-            }
+            extra.push(task);
             continue;
         }
         // The slot now, so the cap check of the next task counts this one.
         let (slot, token) = claimed_slot(inner, &task);
         start.push((task, slot, token));
+    }
+    if drained && extra.is_empty() {
+        let mut f = inner.in_flight.lock();
+        f.drained = f.drained.max(backlog);
     }
     if let Some(set) = inner.attempts.lock().as_mut() {
         // Only the drain after this loop takes the set, so it is always here.
@@ -163,6 +155,20 @@ async fn claim_round(inner: &Arc<Inner>) -> Round {
             spawn_attempt(inner, set, task, slot, token);
         }
     }
+    // A batch may hold more tasks for one target than its cap allows: give the extra back,
+    // without spending an attempt, once the others run, and all at once, so the store can
+    // commit them together rather than one write after another while slots free up.
+    let now = inner.clock.now();
+    let give_backs = extra.iter().map(|task| async move {
+        let release = Release {
+            at: now,
+            reason: "target at its concurrency cap".to_owned(),
+        };
+        if let Err(e) = inner.store.release(&Fence::of(task), release, now).await {
+            tracing::warn!(task_id = %task.id, error = %e, "could not give back a claimed task");
+        }
+    });
+    futures::future::join_all(give_backs).await;
     if full {
         Round::Full
     } else {
