@@ -1,13 +1,13 @@
 //! The DingTalk bot: [`async_tasks`] wired to DingTalk. Messages arrive over Stream mode
-//! ([`dingtalk_stream`]) or HTTP callbacks ([`incoming`]); jobs live in SQLite or PostgreSQL
-//! through [`workflow_core`]; replies, pushes, progress cards and file downloads go through
+//! ([`dingtalk_stream`]) or HTTP callbacks and are read by [`incoming`] (`async_tasks`'); jobs
+//! live in SQLite or PostgreSQL through [`workflow_core`]; replies, pushes, progress cards and file downloads go through
 //! [`async_tasks::DingTalkPush`] over [`dingtalk_sender`].
 //!
 //! Prometheus metrics (with `metrics_listen`): the bot's `bot_jobs_finished_total{outcome}` and
 //! `bot_results_undelivered_total{reason}`, and the engine's `workflow_*`.
 
 pub mod config;
-pub mod incoming;
+pub use async_tasks::incoming;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -8,9 +8,9 @@
 //!
 //! The product logic (packing, routing to URLs and channels, breakers, delivery, callback
 //! tokens) is `workflow_dispatch`'s; this crate is its HTTP face. Layout (the svix-server
-//! shape): [`config`] (layered settings), [`secrets`] (generated on first start), [`auth`]
-//! (API keys), [`error`] (the JSON error shape), [`routes`] (handlers), [`openapi`] (the
-//! generated document).
+//! shape): [`config`] (layered settings), [`auth`] (API keys), [`error`] (the JSON error
+//! shape, `workflow_dispatch::api::error`), [`routes`] (handlers), [`openapi`] (the generated
+//! document). The secrets generated on first start are `service_kit::secrets`'.
 //!
 //! # Example
 //!
@@ -50,10 +50,9 @@
 
 pub mod auth;
 pub mod config;
-pub mod error;
+pub use workflow_dispatch::api::error;
 pub mod openapi;
 pub mod routes;
-pub mod secrets;
 pub mod ui;
 
 use std::future::Future;
@@ -62,16 +61,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_kit::MetricsUpkeep;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
-use webhook_client::{Classifier, WebhookClient};
+use webhook_client::SigningSecret;
 use workflow_core::{Engine, EngineConfig, ExponentialBackoff, Jitter, Store};
 use workflow_dispatch::{
     CallbackTokens, ChannelDeliveryHandler, Channels, DELIVERY_KINDS, Routes, TracedDelivery,
@@ -112,98 +105,31 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The API router over `state` (and the dashboard under `/ui/`, see [`ui`]), with its middleware: request ids (set and propagated),
-/// sensitive-header redaction, tracing, JSON errors for every rejection, a 64 KiB body limit,
-/// a request timeout and panic recovery (500 without internals).
+/// The API router over `state` (and the dashboard under `/ui/`, see [`ui`]), behind
+/// [`service_kit::ApiLayers`]: request ids (set and propagated), sensitive-header redaction,
+/// tracing, JSON errors for every rejection, a 64 KiB body limit, a request timeout and panic
+/// recovery (500 without internals).
 pub fn router(state: AppState) -> Router {
     let (api, _) = routes::api().split_for_parts();
-    api.merge(ui::router())
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(error::ApiError::internal(
-                &"handler panicked",
-            ))
-        }))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(axum::middleware::map_response(error::json_errors))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(on_response),
-        )
-        .layer(SetSensitiveRequestHeadersLayer::new([
+    let layers = service_kit::ApiLayers {
+        body_limit: BODY_LIMIT,
+        timeout: REQUEST_TIMEOUT,
+        sensitive_headers: vec![
             axum::http::header::AUTHORIZATION,
             axum::http::HeaderName::from_static("x-callback-token"),
-        ]))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        ],
+        quiet_paths: &["/healthz", "/readyz", "/metrics"],
+        remote_parent: Some(workflow_dispatch::trace_context::set_remote_parent),
+    };
+    let app = api
+        .merge(ui::router())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    layers
+        .apply(app, error::json_errors, || {
+            error::ApiError::internal(&"handler panicked").into_response()
+        })
         .with_state(state)
-}
-
-/// The span of one API request: exported (target `otel`, a child of the caller's `traceparent`)
-/// when traces are, else tower-http's usual debug span (always for health checks and metrics).
-/// Its `task_id` is filled in by the handlers that know one.
-fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    // Probes and scrapes every few seconds would bury the traces worth reading.
-    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
-        return tower_http::trace::MakeSpan::make_span(
-            &mut tower_http::trace::DefaultMakeSpan::new(),
-            request,
-        );
-    }
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or("", axum::extract::MatchedPath::as_str);
-    let span = tracing::info_span!(
-        target: "otel",
-        "request",
-        otel.name = format!("{} {route}", request.method()).trim_end(),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %request.method(),
-        http.route = route,
-        url.path = request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-        task_id = tracing::field::Empty,
-    );
-    if span.is_disabled() {
-        return tower_http::trace::MakeSpan::make_span(
-            &mut tower_http::trace::DefaultMakeSpan::new(),
-            request,
-        );
-    }
-    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Some(traceparent) = header("traceparent") {
-        workflow_dispatch::trace_context::set_remote_parent(
-            &span,
-            traceparent,
-            header("tracestate"),
-        );
-    }
-    span
-}
-
-/// Records the status on the request span, then logs as tower-http does by default.
-fn on_response<B>(response: &http::Response<B>, latency: Duration, span: &tracing::Span) {
-    let status = response.status();
-    // i64: the OpenTelemetry bridge keeps only signed integers as numbers.
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.record("otel.status_code", "error");
-    }
-    tower_http::trace::OnResponse::on_response(
-        tower_http::trace::DefaultOnResponse::new(),
-        response,
-        latency,
-        span,
-    );
 }
 
 /// Histogram buckets of the dispatcher's metrics, in seconds.
@@ -223,10 +149,8 @@ pub struct App {
 }
 
 /// Loads (or generates and prints once) the API keys and the signing secrets.
-fn load_secrets(
-    config: &Config,
-) -> anyhow::Result<(Vec<String>, Vec<webhook_client::SigningSecret>)> {
-    let keys = secrets::api_keys(&config.api_keys.0, &config.data_dir)
+fn load_secrets(config: &Config) -> anyhow::Result<(Vec<String>, Vec<SigningSecret>)> {
+    let keys = service_kit::secrets::api_keys(&config.api_keys.0, &config.data_dir)
         .context("while loading the API key")?;
     if keys.generated {
         println!(
@@ -237,8 +161,14 @@ fn load_secrets(
             keys.value[0]
         );
     }
-    let signing = secrets::signing_secrets(&config.signing_secret.0, &config.data_dir)
-        .context("while loading the signing secret")?;
+    let signing = service_kit::secrets::load(
+        &config.signing_secret.0,
+        &config.data_dir.join("signing_secret"),
+        "signing secret",
+        || SigningSecret::generate().expose(),
+        SigningSecret::parse,
+    )
+    .context("while loading the signing secret")?;
     if matches!(config.database()?, config::Database::Postgres { .. })
         && (keys.generated || signing.generated)
     {
@@ -256,40 +186,6 @@ fn load_secrets(
         );
     }
     Ok((keys.value, signing.value))
-}
-
-/// The delivery client: SSRF guard (with the allowed CIDRs), fixed addresses, breakers and
-/// permanent statuses as configured.
-fn delivery_client(config: &Config) -> anyhow::Result<WebhookClient> {
-    let cidrs = config
-        .allowed_target_cidrs
-        .0
-        .iter()
-        .map(|c| c.parse())
-        .collect::<Result<Vec<ipnet::IpNet>, _>>()
-        .context("while parsing allowed_target_cidrs")?;
-    let mut client = WebhookClient::builder()
-        .timeout(config.delivery_timeout)
-        .allow_cidrs(cidrs);
-    for (host, addr) in config.resolve_overrides()? {
-        client = client.resolve(&host, addr);
-    }
-    if let Some(proxy) = config.egress_proxy()? {
-        tracing::info!(%proxy, "deliveries go out through the egress proxy");
-        client = client.proxy(proxy);
-    }
-    client
-        .breaker(circuit_breaker::BreakerConfig {
-            open_wait: config.breaker_open_wait,
-            max_open_wait: config.breaker_open_wait.saturating_mul(20),
-            ..circuit_breaker::BreakerConfig::default()
-        })
-        .classifier(
-            Classifier::default()
-                .with_permanent_statuses(config.permanent_statuses.iter().copied()),
-        )
-        .build()
-        .context("while building the HTTP client")
 }
 
 impl App {
@@ -312,7 +208,7 @@ impl App {
         })?;
         let (api_keys, signing) = load_secrets(config)?;
         let opened = service_kit::open_store(&config.database()?, config.sqlite_cache_mib).await?;
-        let client = delivery_client(config)?;
+        let client = config.client_settings(config.egress_proxy()?).build()?;
         let backoff = ExponentialBackoff::try_new(
             config.base_retry_delay,
             config.max_retry_delay,
@@ -493,10 +389,4 @@ fn reload_on_sighup(
             }
         }
     }))
-}
-
-/// Installs the tracing subscriber (RUST_LOG filter, default `info,tower_http=warn`), with
-/// `telemetry`'s OpenTelemetry layer when traces are exported (see [`service_kit::Telemetry`]).
-pub fn init_tracing(format: LogFormat, telemetry: Option<&service_kit::Telemetry>) {
-    service_kit::init_tracing_with(format, "info,tower_http=warn", telemetry);
 }

@@ -1,38 +1,28 @@
 //! The dispatcher binary: parse flags, load configuration, install tracing, run.
 
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dispatcher::{Cli, Config, figment_for};
+
+const MAIN: service_kit::ServiceMain = service_kit::ServiceMain {
+    name: "dispatcher",
+    default_filter: "info,tower_http=warn",
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = dispatcher::Cli::parse();
-    if let Some(command) = &cli.service.command {
-        return match dispatcher::Config::database_only(&dispatcher::figment_for(&cli))
-            .map_err(anyhow::Error::from)
-            .and_then(|database| service_kit::run_admin(command, &database))
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("dispatcher: {}", service_kit::error_chain(&e));
-                ExitCode::from(1)
-            }
-        };
-    }
-    let config = match dispatcher::Config::load(&dispatcher::figment_for(&cli)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dispatcher: {e}");
-            return ExitCode::from(2);
-        }
+    let cli = Cli::parse();
+    let (config, telemetry) = match MAIN.start(
+        cli.service.command.as_ref(),
+        || Config::database_only(&figment_for(&cli)),
+        || Config::load(&figment_for(&cli)),
+        |c| c.log_format,
+    ) {
+        ControlFlow::Continue(started) => started,
+        ControlFlow::Break(code) => return code,
     };
-    // Traces are exported only when the standard OTEL_* variables ask for it.
-    let telemetry = service_kit::Telemetry::from_env("dispatcher").unwrap_or_else(|e| {
-        eprintln!("dispatcher: {e}; traces are not exported");
-        None
-    });
-    dispatcher::init_tracing(config.log_format, telemetry.as_ref());
-    service_kit::raise_open_file_limit();
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -41,8 +31,7 @@ async fn main() -> ExitCode {
         }
     };
     // SIGHUP reads the same file and environment again (the routing rules).
-    let source: dispatcher::ConfigSource =
-        Box::new(move || dispatcher::Config::load(&dispatcher::figment_for(&cli)));
+    let source: dispatcher::ConfigSource = Box::new(move || Config::load(&figment_for(&cli)));
     let result = dispatcher::run_reloading(
         config,
         listener,
@@ -52,13 +41,7 @@ async fn main() -> ExitCode {
     .await;
     // Sends the spans still batched before the process exits.
     drop(telemetry);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dispatcher: {}", service_kit::error_chain(&e));
-            ExitCode::from(1)
-        }
-    }
+    MAIN.exit(result)
 }
 
 // jemalloc: with glibc's allocator malloc and free were about 17 % of the dispatcher's CPU

@@ -10,7 +10,9 @@
 //! - [`BotJobHandler`]: the engine's handler for [`KIND`]: attachments, a [`Processor`] under a
 //!   timeout, an optional progress card ([`progress`]), then delivery through [`Push`]; a result
 //!   the platform did not deliver fails the job with the reason ([`Undelivered`]).
-//! - [`Bot`]: the front door for messages ([`Incoming`]): commands and jobs.
+//! - [`Bot`]: the front door for messages ([`Incoming`]): commands and jobs. With the
+//!   `dingtalk-stream` feature, `incoming` reads DingTalk's robot messages into requests and
+//!   hands them to the bot.
 //! - [`Push`]: how answers reach the asker. Implement it for your chat platform;
 //!   [`DingTalkPush`] is DingTalk's.
 //!
@@ -96,12 +98,17 @@
 //!   progress cards, attachment downloads). It is a feature rather than a separate crate so the
 //!   bundled bot gets it by default while a service on another chat platform turns default
 //!   features off, implements [`Push`], and builds no DingTalk client.
+//! - `dingtalk-stream`: `incoming`, DingTalk's robot messages (`dingtalk_stream::RobotMessage`,
+//!   from Stream mode or HTTP callbacks) read leniently into a request (text and attachments)
+//!   or an unsupported type answered with what the bot supports, and handed to the [`Bot`].
 
 mod bot;
 #[cfg(feature = "dingtalk")]
 pub mod dingtalk;
 pub mod estimate;
 mod handler;
+#[cfg(feature = "dingtalk-stream")]
+pub mod incoming;
 mod job;
 mod manager;
 pub mod processor;

@@ -15,7 +15,10 @@
 //!   delivery handler for every kind in [`DELIVERY_KINDS`].
 //! - [`channels`]: preset delivery channels from configuration; [`render`]: a package as a
 //!   chat message; [`CallbackTokens`]: per-task tokens derived, never stored;
-//!   [`DeliveryPayload`]: what a delivery task stores; [`api`]: the task API's models.
+//!   [`DeliveryPayload`]: what a delivery task stores; [`api`]: the task API's models (and,
+//!   with `axum`, its error answers).
+//! - [`ClientSettings`]: the delivery client from a service's settings (allowed CIDRs, fixed
+//!   addresses, egress proxy, breakers, permanent statuses), checked at load time.
 //! - [`trace_context`]: W3C trace context across the queue; [`TracedDelivery`] runs each
 //!   attempt in a span that joins the creating request's trace and sends its `traceparent`.
 //!
@@ -59,10 +62,14 @@
 //! - `openapi`: derives `utoipa::ToSchema` on the types an HTTP API shows (the answers in
 //!   [`api`], [`channels::ChannelView`], [`routing::RouteView`]) and adds `api::schema`, the
 //!   request bodies' schemas, for services that publish an OpenAPI document.
+//! - `axum`: `api::error`, the task API's JSON error answers as axum responses (`ApiError`,
+//!   `ErrorBody`, and `json_errors`, the middleware giving axum's and tower-http's own
+//!   rejections the same shape), for a service publishing the API.
 
 pub mod api;
 pub mod callback;
 pub mod channels;
+pub mod client_settings;
 mod error;
 mod manager;
 pub mod payload;
@@ -73,6 +80,7 @@ mod webhook;
 
 pub use callback::{CALLBACK_STATUSES, CallbackReport, CallbackTokens};
 pub use channels::{ChannelConfigError, ChannelDeliveryHandler, Channels};
+pub use client_settings::{ClientSettings, ClientSettingsError};
 pub use error::{Error, Result};
 pub use manager::{
     BreakerOpenPolicy, CreatedTask, DeliveryStatus, DispatchRequest, PlannedTarget, RoutePlan,

@@ -57,7 +57,7 @@ pub(crate) fn json_body(
     }
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::payload_too_large()
+            ApiError::payload_too_large(crate::BODY_LIMIT)
         } else {
             ApiError::new(rejection.status(), "bad_body", rejection.body_text())
         }

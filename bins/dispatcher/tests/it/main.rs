@@ -6,7 +6,9 @@
 //! database (`scale_out`), and traces exported over OTLP (`otel`); `dispatcher-client`
 //! against the executable (`client`); routing rules and fan-out to real receivers
 //! (`routing`); the dashboard in-process (`dashboard`) and in headless
-//! Chromium (`browser`).
+//! Chromium (`browser`); configuration files under hostile input (`config_fuzz`).
+//! `tests/config.rs`, a binary of its own because it sets environment variables, tests the
+//! configuration's layering and validation.
 //!
 //! Cross-crate end-to-end tests (receiver, signatures, priorities, retries) are in the
 //! workspace's `tests/` package.

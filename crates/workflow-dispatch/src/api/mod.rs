@@ -1,6 +1,9 @@
 //! The task API's models, as an HTTP service shows them (the seed's response shapes), and
-//! the list query's parsing: shared by the dispatcher's routes and any client.
+//! the list query's parsing: shared by the dispatcher's routes and any client. With the
+//! `axum` feature, [`error`]: the API's JSON error answers.
 
+#[cfg(feature = "axum")]
+pub mod error;
 #[cfg(feature = "openapi")]
 pub mod schema;
 

@@ -1,4 +1,8 @@
-//! API errors: JSON `{"status":"error","code","message","details"}` with the right status.
+//! The task API's errors over axum (feature `axum`): JSON
+//! `{"status":"error","code","message","details"}` with the right status, the mapping of
+//! [`crate::Error`] and [`workflow_core::EngineError`] to it, and [`json_errors`], the
+//! middleware that gives axum's and tower-http's own rejections the same shape. A service
+//! publishing the task API answers with these, as the dispatcher does.
 
 use std::time::Duration;
 
@@ -7,10 +11,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use task_package::{FieldError, ValidationErrors};
-use utoipa::ToSchema;
 
 /// One invalid field.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// JSON path of the field (empty for the whole body).
     pub field: String,
@@ -19,7 +23,8 @@ pub struct ErrorDetail {
 }
 
 /// The body of every error response.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Always `"error"`.
     pub status: &'static str,
@@ -87,15 +92,12 @@ impl ApiError {
         e
     }
 
-    /// 413 over the body limit.
-    pub fn payload_too_large() -> ApiError {
+    /// 413 over the body limit of `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!(
-                "request body is larger than {} KiB",
-                crate::BODY_LIMIT / 1024
-            ),
+            format!("request body is larger than {} KiB", limit / 1024),
         )
     }
 
@@ -179,7 +181,7 @@ fn code_for(status: StatusCode) -> &'static str {
 /// Middleware: rewrites every error response that is not already JSON (axum's extractor
 /// rejections, tower-http's timeout and body-limit answers) into the API's error shape, so
 /// clients parse one format whatever produced the error. 5xx bodies are never echoed.
-pub(crate) async fn json_errors(response: Response) -> Response {
+pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -223,34 +225,31 @@ pub(crate) async fn json_errors(response: Response) -> Response {
     out
 }
 
-impl From<workflow_dispatch::Error> for ApiError {
-    fn from(e: workflow_dispatch::Error) -> ApiError {
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> ApiError {
         match e {
-            workflow_dispatch::Error::UnknownChannels(unknown) => {
-                ApiError::validation(ValidationErrors {
-                    errors: unknown
-                        .iter()
-                        .map(|(field, name)| workflow_dispatch::unknown_channel(field, name))
-                        .collect(),
-                })
-            }
-            workflow_dispatch::Error::NoRoute => ApiError::bad_field(
+            crate::Error::UnknownChannels(unknown) => ApiError::validation(ValidationErrors {
+                errors: unknown
+                    .iter()
+                    .map(|(field, name)| crate::unknown_channel(field, name))
+                    .collect(),
+            }),
+            crate::Error::NoRoute => ApiError::bad_field(
                 "webhook_url",
                 "is required: the request names no target (webhook_url, channel or channels) \
                  and no route matches it (GET /workflow/routes lists the rules)",
             ),
-            workflow_dispatch::Error::TooManyTargets(max) => ApiError::bad_field(
+            crate::Error::TooManyTargets(max) => ApiError::bad_field(
                 "channels",
                 format!("a task may reach at most {max} targets"),
             ),
-            workflow_dispatch::Error::UnknownDelivery(_) => ApiError::not_found("delivery"),
-            workflow_dispatch::Error::BreakerOpen { retry_in } => ApiError::unavailable(
+            crate::Error::UnknownDelivery(_) => ApiError::not_found("delivery"),
+            crate::Error::BreakerOpen { retry_in } => ApiError::unavailable(
                 "target_unavailable",
                 "the target's circuit breaker is open after repeated failures; try again later",
                 retry_in,
             ),
-            workflow_dispatch::Error::Engine(e) => e.into(),
-            other => ApiError::internal(&other),
+            crate::Error::Engine(e) => e.into(),
         }
     }
 }

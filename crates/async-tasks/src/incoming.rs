@@ -1,9 +1,9 @@
-//! What a user's message asks: its text and attachments, read leniently from the callback's
-//! `msgtype` and `content` (DingTalk adds types and fields over time), or why it cannot be
-//! handled.
+//! DingTalk messages into the [`Bot`] (feature `dingtalk-stream`): what a user's message asks,
+//! its text and attachments, read leniently from the callback's `msgtype` and `content`
+//! (DingTalk adds types and fields over time), or why it cannot be handled; and [`handle`],
+//! which hands a [`RobotMessage`] from Stream mode or an HTTP callback to the bot.
 
-pub use async_tasks::{Attachment, AttachmentKind};
-use async_tasks::{Bot, Incoming};
+use crate::{Attachment, AttachmentKind, Bot, Incoming};
 use dingtalk_stream::RobotMessage;
 use serde_json::Value;
 

@@ -1,8 +1,7 @@
-//! Reading DingTalk messages (moved from `src/incoming.rs`'s unit tests).
+//! Reading DingTalk messages (`async_tasks::incoming`, feature `dingtalk-stream`).
 
-use dingtalk_bot::incoming::{
-    AttachmentKind, Request, SUPPORTED_TYPES_ZH, read, unsupported_reply,
-};
+use async_tasks::AttachmentKind;
+use async_tasks::incoming::{Request, SUPPORTED_TYPES_ZH, read, unsupported_reply};
 use dingtalk_stream::RobotMessage;
 
 fn msg(json: &str) -> RobotMessage {
