@@ -22,6 +22,11 @@
 //!   memory at 20 % and 90 % of the run (minutes 2 and 9 of 10) and how often breakers
 //!   opened and closed (from `/metrics`).
 //!
+//! `--reference nginx` (steady only) also measures the rig's ceiling in the same run: Debian's
+//! nginx forwards the same requests, unsigned and not stored, over kept-alive connections to
+//! the receiver (`reference.rs`), and the report gives the dispatcher's rate as a share of it;
+//! `--reference-only` measures nginx alone.
+//!
 //! Build both, then run:
 //! `cargo build --release -p dispatcher -p bench && target/release/bench --scenario steady -c 32`.
 //! The dispatcher binary is looked up next to this one (`--dispatcher` overrides).
