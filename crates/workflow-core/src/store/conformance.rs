@@ -1134,6 +1134,34 @@ pub async fn enqueue_claimed_claims_on_insert_under_a_lease(s: Arc<dyn Store>) {
     assert_eq!(s.counts().await.expect("counts").active(), 1);
 }
 
+/// One task alone, which a store may write by another path (a group commit): stored as
+/// answered, claimed for the owner under the lease or left pending, never anything between.
+pub async fn enqueue_claimed_one_task_is_claimed_or_pending(s: Arc<dyn Store>) {
+    let lease = Duration::from_secs(60);
+    let one = s
+        .enqueue_claimed(
+            vec![new_task("c", Priority::Medium, at(0))],
+            NONE,
+            "w1",
+            at(0),
+            lease,
+        )
+        .await
+        .expect("enqueue_claimed one");
+    let [Enqueued::Created(c)] = one.as_slice() else {
+        panic!("{one:?}")
+    };
+    assert_eq!(&s.get("c").await.expect("get").expect("stored"), c);
+    match c.status {
+        TaskStatus::Processing => {
+            assert_eq!((c.attempt, c.lease_owner.as_deref()), (1, Some("w1")));
+            assert_eq!(c.lease_until, Some(at(60)));
+        }
+        TaskStatus::Pending => assert_eq!((c.attempt, c.lease_owner.as_deref()), (0, None)),
+        other => panic!("{other:?}"),
+    }
+}
+
 macro_rules! rules {
     // `$d` is a `$` token, so the generated macro can have metavariables of its own.
     ($d:tt; $($name:ident),* $(,)?) => {
@@ -1275,4 +1303,5 @@ rules!(
     enqueue_and_release_wake_the_engine,
     concurrent_writes_lose_nothing,
     enqueue_claimed_claims_on_insert_under_a_lease,
+    enqueue_claimed_one_task_is_claimed_or_pending,
 );

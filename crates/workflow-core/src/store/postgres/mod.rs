@@ -438,6 +438,26 @@ impl Store for PostgresStore {
         self.enqueue_many(tasks, limits).await
     }
 
+    async fn enqueue_claimed(
+        &self,
+        mut tasks: Vec<NewTask>,
+        limits: EnqueueLimits,
+        _owner: &str,
+        _now: DateTime<Utc>,
+        _lease: Duration,
+    ) -> StoreResult<Vec<Enqueued>> {
+        // Stored unclaimed, for the claim loop, as the trait allows. A lone task goes through
+        // the group-committed `enqueue`: the trait's default would give each engine enqueue a
+        // transaction of its own (`enqueue_batch`), one commit per API call. Claiming on
+        // insert here, as SQLite does, is still to do.
+        if tasks.len() == 1
+            && let Some(task) = tasks.pop()
+        {
+            return Ok(vec![self.enqueue(task, limits).await?]);
+        }
+        self.enqueue_batch(tasks, limits).await
+    }
+
     async fn claim_due(
         &self,
         owner: &str,
