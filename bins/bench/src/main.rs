@@ -869,7 +869,7 @@ async fn measure_nginx(
     .await;
     let total = t0.elapsed().as_secs_f64();
     let after: Vec<_> = pids.iter().map(|p| procstat::sample(*p)).collect();
-    nginx.stop();
+    drop(nginx);
     let sent = sent?;
     let forwarded = recv.forwarded.load(Ordering::Relaxed) - already;
     let accepted = sent.accepted.len();
@@ -1056,13 +1056,7 @@ fn print_table(r: &serde_json::Value) {
             f(&n["forwarded_per_sec_end_to_end"]),
             n["errors"]
         );
-        println!(
-            "  API latency ms        p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  max {:>8.2}",
-            f(&lat["p50"]),
-            f(&lat["p90"]),
-            f(&lat["p99"]),
-            f(&lat["max"])
-        );
+        println!("  API latency ms        {}", percentiles(lat));
         println!(
             "  nginx                 {:.2} CPU s ({:.3} ms/task), machine load {:.2} at the end",
             f(&n["nginx_cpu_seconds"]),
@@ -1078,17 +1072,19 @@ fn print_table(r: &serde_json::Value) {
     }
 }
 
+/// One [`summary`] as a table cell: p50, p90, p99 and max.
+fn percentiles(v: &serde_json::Value) -> String {
+    format!(
+        "p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  max {:>8.2}",
+        f(&v["p50"]),
+        f(&v["p90"]),
+        f(&v["p99"]),
+        f(&v["max"])
+    )
+}
+
 fn print_dispatcher_table(r: &serde_json::Value) {
-    let lat = |k: &str| {
-        let v = &r[k];
-        format!(
-            "p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  max {:>8.2}",
-            f(&v["p50"]),
-            f(&v["p90"]),
-            f(&v["p99"]),
-            f(&v["max"])
-        )
-    };
+    let lat = |k: &str| percentiles(&r[k]);
     println!(
         "scenario {}: {} requests at concurrency {}, {} dispatcher(s), database {}",
         r["scenario"].as_str().unwrap_or(""),

@@ -92,9 +92,15 @@ impl Nginx {
             .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
             .unwrap_or_default()
     }
+}
 
-    /// Stops nginx (SIGTERM to the master, which stops its workers) and waits for it.
-    pub(crate) fn stop(mut self) {
+impl Drop for Nginx {
+    /// Stops nginx and waits for it, so no path, an error's included, leaves it running:
+    /// SIGTERM to the master, which stops its workers; SIGKILL after 5 s.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();

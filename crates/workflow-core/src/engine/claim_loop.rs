@@ -125,11 +125,6 @@ async fn claim_round(inner: &Arc<Inner>) -> Round {
         }
     };
     let full = claimed.len() == want;
-    // A short round that skipped no target and gave nothing back claimed everything due when
-    // it began: new tasks may go straight to free workers again (engine/handoff.rs) without
-    // overtaking any. A skipped target (at its cap, or held) still has due work waiting for
-    // its slots, which a new task for it must not take.
-    let drained = !full && skip.is_empty();
     let mut start = Vec::with_capacity(claimed.len());
     let mut extra = Vec::new();
     for task in claimed {
@@ -145,7 +140,11 @@ async fn claim_round(inner: &Arc<Inner>) -> Round {
         let (slot, token) = claimed_slot(inner, &task);
         start.push((task, slot, token));
     }
-    if drained && extra.is_empty() {
+    // A short round that skipped no target and gave nothing back claimed everything due when
+    // it began: new tasks may go straight to free workers again (engine/handoff.rs) without
+    // overtaking any. A skipped target (at its cap, or held) still has due work waiting for
+    // its slots, which a new task for it must not take.
+    if !full && skip.is_empty() && extra.is_empty() {
         let mut f = inner.in_flight.lock();
         f.drained = f.drained.max(backlog);
     }

@@ -27,6 +27,9 @@ const EVERY: Duration = Duration::from_millis(250);
 const RESTART_FRAMES: i64 = 16_384;
 /// The writer's own auto-checkpoint, in frames, should this thread fall behind or fail.
 pub(super) const WRITER_BACKSTOP_FRAMES: i64 = 65_536;
+/// The writer's auto-checkpoint, in frames, where no checkpoint thread runs (a database
+/// without a file of its own): 32 MiB of WAL, fewer and larger checkpoints than SQLite's 4 MiB.
+pub(super) const WRITER_ALONE_FRAMES: i64 = 8_192;
 
 /// The checkpoint thread. [`Checkpointer::stop`] ends it; dropping it does too.
 pub(super) struct Checkpointer {

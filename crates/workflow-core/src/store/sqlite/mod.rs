@@ -219,7 +219,7 @@ impl SqliteStore {
             Some(Checkpointer::start(own, writer_commits.clone())?)
         } else {
             // No file of its own (`:memory:`, a URI): SQLite checkpoints in the writer.
-            conn.pragma_update(None, "wal_autocheckpoint", 8192)
+            conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_ALONE_FRAMES)
                 .map_err(db_err)?;
             None
         };
