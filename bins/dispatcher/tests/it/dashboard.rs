@@ -422,7 +422,16 @@ async fn pages_show_the_apis_data_filtered_in_either_language_and_never_a_channe
             .any(|p| p["created"] == 1),
         "the one task created is in the chart: {overview}"
     );
-    let targets = t.get("/ui/targets", Some(&cookie)).await;
+    // A target is listed once a delivery to it was attempted, which runs on its own: on a
+    // busy machine that may come after the requests above, so give it a moment too.
+    let mut targets = t.get("/ui/targets", Some(&cookie)).await;
+    for _ in 0..100 {
+        if targets.body.contains("http://127.0.0.1:9") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        targets = t.get("/ui/targets", Some(&cookie)).await;
+    }
     assert!(
         targets.body.contains("http://127.0.0.1:9"),
         "{}",
