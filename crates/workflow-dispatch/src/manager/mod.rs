@@ -472,7 +472,7 @@ impl WorkflowManager {
             batch.push(self.new_delivery(
                 delivery.id.clone(),
                 kind,
-                &payload,
+                payload,
                 key,
                 request.priority,
                 idempotency_key.as_ref().map(|k| format!("{k}{key_suffix}")),
@@ -604,14 +604,7 @@ impl WorkflowManager {
     ) -> Result<Enqueued, EngineError> {
         // The trace the task was created in, for its attempts to join (None unless exported).
         let payload = payload.with_traceparent(crate::trace_context::current_traceparent());
-        let task = self.new_delivery(
-            id,
-            WEBHOOK_KIND,
-            &payload,
-            target,
-            priority,
-            idempotency_key,
-        );
+        let task = self.new_delivery(id, WEBHOOK_KIND, payload, target, priority, idempotency_key);
         self.engine.enqueue(task).await
     }
 
@@ -620,7 +613,7 @@ impl WorkflowManager {
         &self,
         id: String,
         kind: &str,
-        payload: &DeliveryPayload,
+        payload: DeliveryPayload,
         target: Option<String>,
         priority: Priority,
         idempotency_key: Option<String>,
@@ -629,7 +622,7 @@ impl WorkflowManager {
             id,
             kind: kind.to_owned(),
             priority: crate::queue_priority(priority),
-            payload: payload.to_value(),
+            payload: payload.into_value(),
             target,
             max_attempts: self.max_attempts(),
             run_at: self.engine.now(),

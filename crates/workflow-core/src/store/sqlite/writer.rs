@@ -148,7 +148,7 @@ impl Writer {
             ms(t.updated_at),
             t.finished_at.map(ms),
             t.last_error,
-            t.result.as_ref().map(|v| v.to_string()),
+            t.result.as_ref().map(json_text),
             t.callback
                 .as_ref()
                 .map(|c| serde_json::to_string(c).unwrap_or_default()),
@@ -263,7 +263,7 @@ impl Writer {
                 task.kind,
                 task.priority.rank(),
                 status_code(task.status),
-                task.payload.to_string(),
+                json_text(&task.payload),
                 task.target,
                 task.attempt,
                 task.max_attempts,
@@ -321,6 +321,12 @@ impl Batch for Writer {
     async fn run(&mut self, jobs: Vec<Job>) -> StoreResult<Vec<StoreResult<Answer>>> {
         self.commit_group(jobs)
     }
+}
+
+/// A JSON value as stored: serde_json's writer into a `String`, not `Value`'s `Display`,
+/// which goes through `fmt::Formatter` a piece at a time.
+fn json_text(v: &serde_json::Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn tally_active(t: &Tally) -> u64 {
