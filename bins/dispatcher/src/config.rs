@@ -187,6 +187,7 @@ impl Config {
             egress_proxy,
             breaker_open_wait: self.breaker_open_wait,
             permanent_statuses: self.permanent_statuses.clone(),
+            idle_connections_per_target: self.per_target_in_flight,
         }
     }
 

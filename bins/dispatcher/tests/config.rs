@@ -161,3 +161,15 @@ fn the_dispatcher_config_takes_both_forms_over_its_defaults() {
     let bad = load("[channels.c]\nkind = \"slack\"").unwrap_err().0;
     assert!(bad.contains("channels.c.url"), "{bad}");
 }
+
+#[test]
+fn the_delivery_client_keeps_as_many_idle_connections_as_a_target_may_use() {
+    let config = Config {
+        per_target_in_flight: 300,
+        ..Config::default()
+    };
+    assert_eq!(
+        config.client_settings(None).idle_connections_per_target,
+        300
+    );
+}

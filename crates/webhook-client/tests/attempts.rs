@@ -342,3 +342,62 @@ mod parking_lot_free {
         }
     }
 }
+
+/// How many connections a server saw (by the client's port) after `rounds` bursts of `burst`
+/// sends held in flight together.
+async fn connections_after_bursts(idle_per_host: usize, burst: usize, rounds: usize) -> usize {
+    use axum::extract::ConnectInfo;
+    use std::collections::HashSet;
+    // The client ports the server saw.
+    let peers: Arc<std::sync::Mutex<HashSet<u16>>> = Arc::default();
+    let barrier = Arc::new(tokio::sync::Barrier::new(burst));
+    let app = Router::new().route(
+        "/",
+        post({
+            let peers = peers.clone();
+            move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+                let (peers, barrier) = (peers.clone(), barrier.clone());
+                async move {
+                    peers.lock().unwrap().insert(peer.port());
+                    // Every send of the burst is in flight at once: one connection each.
+                    barrier.wait().await;
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    let client = WebhookClient::builder()
+        .allow_cidrs(vec!["127.0.0.0/8".parse().unwrap()])
+        .timeout(Duration::from_secs(5))
+        .pool_idle_per_host(idle_per_host)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/");
+    for _ in 0..rounds {
+        let sends = (0..burst).map(|_| send(&client, &url));
+        for r in futures::future::join_all(sends).await {
+            assert_eq!(r.outcome, Outcome::Success);
+        }
+        // Let the connections go back to the pool.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    peers.lock().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_burst_as_large_as_the_idle_pool_reuses_its_connections() {
+    // Kept: the second and third bursts go over the first burst's connections.
+    assert_eq!(connections_after_bursts(8, 8, 3).await, 8);
+    // Two kept: each later burst opens six new connections.
+    assert_eq!(connections_after_bursts(2, 8, 3).await, 8 + 6 + 6);
+}

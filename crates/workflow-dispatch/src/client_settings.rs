@@ -25,6 +25,11 @@ pub struct ClientSettings {
     pub breaker_open_wait: Duration,
     /// HTTP statuses never retried.
     pub permanent_statuses: Vec<u16>,
+    /// Idle keep-alive connections kept per target host: give it the most deliveries a target
+    /// may have in flight, so the connections of a burst are used again instead of closed and
+    /// opened anew (with 64 kept and 256 allowed in flight, connecting was 7 % of the
+    /// dispatcher's CPU). 0 keeps none.
+    pub idle_connections_per_target: usize,
 }
 
 /// Why [`ClientSettings`] gave no client.
@@ -120,6 +125,7 @@ impl ClientSettings {
                 Classifier::default()
                     .with_permanent_statuses(self.permanent_statuses.iter().copied()),
             )
+            .pool_idle_per_host(self.idle_connections_per_target)
             .build()
             .map_err(ClientSettingsError::Build)
     }
