@@ -14,7 +14,7 @@ use super::codec::{db_err, row_to_task, status_code, status_of};
 use crate::error::StoreError;
 use crate::model::{AttemptRecord, NewTask, Priority, Task, TaskEvent, TaskStatus};
 use crate::store::batch::Batch;
-use crate::store::codec::{TASK_COLS, ms};
+use crate::store::codec::{TASK_COLS, json_text, ms};
 use crate::store::logic;
 use crate::store::{EnqueueLimits, Enqueued, StoreResult};
 
@@ -321,12 +321,6 @@ impl Batch for Writer {
     async fn run(&mut self, jobs: Vec<Job>) -> StoreResult<Vec<StoreResult<Answer>>> {
         self.commit_group(jobs)
     }
-}
-
-/// A JSON value as stored: serde_json's writer into a `String`, not `Value`'s `Display`,
-/// which goes through `fmt::Formatter` a piece at a time.
-fn json_text(v: &serde_json::Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
 }
 
 fn tally_active(t: &Tally) -> u64 {
