@@ -4,9 +4,10 @@
 //! is stored already claimed by this engine ([`Store::enqueue_claimed`]) and its attempt starts
 //! at once: no wakeup of the claim loop, no claim query, no second write. The lease makes it as
 //! safe as a claim: if the process dies, the task is claimed again when the lease expires (at
-//! once on SQLite, which recovers leases on open). Otherwise (no free slot, a target at its cap
-//! or held back, a task due later, or due work already waiting in the store, which must not be
-//! overtaken) the task is stored unclaimed and the claim loop takes it in priority order.
+//! once on SQLite, which recovers leases on open). SQLite and PostgreSQL claim on insert.
+//! Otherwise (no free slot, a target at its cap or held back, a task due later, or due work
+//! already waiting in the store, which must not be overtaken) the task is stored unclaimed and
+//! the claim loop takes it in priority order.
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use super::limit::{Estimate, far_below_limit, locked_active_count};
 use super::sql::{Exec, db_err, is_row_error, pooled, retry_conflicts, row_to_task};
 use crate::error::StoreError;
-use crate::model::{NewTask, Task};
+use crate::model::{NewTask, Task, TaskStatus};
 use crate::store::batch::{Batch, error_chain};
 use crate::store::codec::{TASK_COLS, json_text, ms, status_code};
 use crate::store::logic;
@@ -18,14 +18,19 @@ use crate::store::{EnqueueLimits, Enqueued, StoreResult};
 
 const INSERT_TASK: &str = "WITH ins AS (\
        INSERT INTO workflow_tasks (id, kind, priority, status, payload, target, attempt, tries, \
-         max_attempts, next_run_at, cancel_requested, created_at, updated_at, idempotency_key) \
-       VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8, FALSE, $9, $9, $10) \
+         max_attempts, next_run_at, lease_owner, lease_until, cancel_requested, created_at, \
+         updated_at, idempotency_key) \
+       VALUES ($1, $2, $3, $4, $5, $6, $11, 0, $7, $8, $12, $13, FALSE, $9, $9, $10) \
        ON CONFLICT DO NOTHING RETURNING seq, id), \
      ev AS (INSERT INTO workflow_events (task_id, at, from_status, to_status, reason) \
-       SELECT id, $9, NULL, $4, 'created' FROM ins) \
+       SELECT id, $9::bigint, NULL::smallint, $14::smallint, 'created'::text FROM ins \
+       UNION ALL \
+       SELECT id, $9::bigint, $14::smallint, $4::smallint, 'claimed'::text FROM ins \
+         WHERE $4::smallint <> $14::smallint) \
      SELECT seq FROM ins";
 
-/// Inserts one task built by `logic::create` with its `created` event; an existing
+/// Inserts one task built by `logic::create` with its `created` event, and when it was
+/// claimed on insert (`logic::claim`: status `processing`), its `claimed` event; an existing
 /// idempotency key gives the existing task, an existing id [`StoreError::Duplicate`].
 async fn insert_task(ex: &impl Exec, mut task: Task) -> StoreResult<Enqueued> {
     let payload = json_text(&task.payload);
@@ -43,6 +48,10 @@ async fn insert_task(ex: &impl Exec, mut task: Task) -> StoreResult<Enqueued> {
                 &task.next_run_at.map(ms),
                 &ms(task.created_at),
                 &task.idempotency_key,
+                &i64::from(task.attempt),
+                &task.lease_owner,
+                &task.lease_until.map(ms),
+                &status_code(TaskStatus::Pending),
             ],
         )
         .await?;
@@ -319,9 +328,9 @@ async fn lookup(tx: &impl Exec, ids: &[&str], keys: &[&str]) -> StoreResult<Vec<
     .await
 }
 
-/// Inserts many new tasks and their `created` events in one statement, in the given order;
-/// a row that conflicts (id or idempotency key) is skipped. The `seq` of each row inserted,
-/// by id.
+/// Inserts many new tasks and their `created` events (and `claimed` events, for those claimed
+/// on insert) in one statement, in the given order; a row that conflicts (id or idempotency
+/// key) is skipped. The `seq` of each row inserted, by id.
 async fn insert_tasks(tx: &impl Exec, tasks: &[&Task]) -> StoreResult<HashMap<String, i64>> {
     if tasks.is_empty() {
         return Ok(HashMap::new());
@@ -336,20 +345,31 @@ async fn insert_tasks(tx: &impl Exec, tasks: &[&Task]) -> StoreResult<HashMap<St
     let next_run_at: Vec<Option<i64>> = tasks.iter().map(|t| t.next_run_at.map(ms)).collect();
     let created: Vec<i64> = tasks.iter().map(|t| ms(t.created_at)).collect();
     let keys: Vec<Option<&str>> = tasks.iter().map(|t| t.idempotency_key.as_deref()).collect();
+    let attempts: Vec<i64> = tasks.iter().map(|t| i64::from(t.attempt)).collect();
+    let owners: Vec<Option<&str>> = tasks.iter().map(|t| t.lease_owner.as_deref()).collect();
+    let leases: Vec<Option<i64>> = tasks.iter().map(|t| t.lease_until.map(ms)).collect();
     let rows = tx
         .rows(
             "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], \
                $4::smallint[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], \
-               $10::text[]) WITH ORDINALITY AS u(id, kind, priority, status, payload, target, \
-               max_attempts, next_run_at, created_at, idempotency_key, ord)), \
+               $10::text[], $11::bigint[], $12::text[], $13::bigint[]) WITH ORDINALITY AS \
+               u(id, kind, priority, status, payload, target, max_attempts, next_run_at, \
+               created_at, idempotency_key, attempt, lease_owner, lease_until, ord)), \
              ins AS (INSERT INTO workflow_tasks (id, kind, priority, status, payload, target, \
-               attempt, tries, max_attempts, next_run_at, cancel_requested, created_at, \
-               updated_at, idempotency_key) \
-               SELECT id, kind, priority, status, payload, target, 0, 0, max_attempts, \
-                 next_run_at, FALSE, created_at, created_at, idempotency_key FROM u ORDER BY ord \
+               attempt, tries, max_attempts, next_run_at, lease_owner, lease_until, \
+               cancel_requested, created_at, updated_at, idempotency_key) \
+               SELECT id, kind, priority, status, payload, target, attempt, 0, max_attempts, \
+                 next_run_at, lease_owner, lease_until, FALSE, created_at, created_at, \
+                 idempotency_key FROM u ORDER BY ord \
                ON CONFLICT DO NOTHING RETURNING seq, id, status, created_at), \
              ev AS (INSERT INTO workflow_events (task_id, at, from_status, to_status, reason) \
-               SELECT id, created_at, NULL, status, 'created' FROM ins ORDER BY seq) \
+               SELECT id, at, from_status, to_status, reason FROM ( \
+                 SELECT seq, 0 AS k, id, created_at AS at, NULL::smallint AS from_status, \
+                   $14::smallint AS to_status, 'created'::text AS reason FROM ins \
+                 UNION ALL \
+                 SELECT seq, 1, id, created_at, $14::smallint, status, 'claimed'::text FROM ins \
+                   WHERE status <> $14::smallint) e \
+               ORDER BY seq, k) \
              SELECT id, seq FROM ins",
             &[
                 &ids,
@@ -362,6 +382,10 @@ async fn insert_tasks(tx: &impl Exec, tasks: &[&Task]) -> StoreResult<HashMap<St
                 &next_run_at,
                 &created,
                 &keys,
+                &attempts,
+                &owners,
+                &leases,
+                &status_code(TaskStatus::Pending),
             ],
         )
         .await?;
@@ -377,13 +401,23 @@ impl super::PostgresStore {
         limits: EnqueueLimits,
     ) -> StoreResult<Vec<Enqueued>> {
         let now = Utc::now();
-        let exact = limits
-            .max_active
-            .filter(|limit| self.limit_needs_check(*limit, tasks.len() as u64));
-        let tasks: Vec<Task> = tasks
+        let tasks = tasks
             .into_iter()
             .map(|new| logic::create(new, 0, now).0)
             .collect();
+        self.insert_many(tasks, limits).await
+    }
+
+    /// Inserts rows built by `logic::create` (and claimed by `logic::claim`, for a claim on
+    /// insert) in one transaction, all or none.
+    pub(super) async fn insert_many(
+        &self,
+        tasks: Vec<Task>,
+        limits: EnqueueLimits,
+    ) -> StoreResult<Vec<Enqueued>> {
+        let exact = limits
+            .max_active
+            .filter(|limit| self.limit_needs_check(*limit, tasks.len() as u64));
         let out = retry_conflicts(|| self.insert_all(&tasks, exact)).await?;
         self.after_enqueue(&out);
         Ok(out)
@@ -427,7 +461,11 @@ impl super::PostgresStore {
             .filter(|e| matches!(e, Enqueued::Created(_)))
             .count() as u64;
         self.bump_estimate(fresh);
-        if fresh > 0 {
+        // Tasks claimed on insert are this engine's already: nothing for a claim loop.
+        let unclaimed = out
+            .iter()
+            .any(|e| matches!(e, Enqueued::Created(t) if t.status != TaskStatus::Processing));
+        if unclaimed {
             self.wake();
         }
     }
