@@ -142,6 +142,11 @@ where
         &self.config
     }
 
+    /// How many breakers have a key for which `f` holds.
+    pub fn count_keys(&self, f: impl Fn(&K) -> bool) -> usize {
+        self.breakers.lock().keys().filter(|k| f(k)).count()
+    }
+
     /// Every breaker's state and counts, e.g. for a metrics scrape or a status endpoint.
     pub fn snapshot(&self) -> Vec<(K, Snapshot)> {
         let breakers: Vec<(K, Arc<CircuitBreaker>)> = self

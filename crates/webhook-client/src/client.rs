@@ -545,6 +545,20 @@ impl WebhookClient {
             .flatten()
     }
 
+    /// Whether `url`'s endpoint is the only one of its host ([`target_key`]) that has a
+    /// breaker here: then its open breaker speaks for every delivery to the host, and a caller
+    /// may hold the whole host back instead of deferring its deliveries one by one.
+    pub fn sole_endpoint_of_host(&self, url: &str) -> bool {
+        let Some(host) = target_key(url) else {
+            return false;
+        };
+        let on_host = |k: &String| {
+            k.strip_prefix(host.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        self.inner.breakers.count_keys(on_host) <= 1
+    }
+
     /// While the breaker under `key` (see [`ChatRequest::breaker_key`]) is open, how long
     /// until it lets a probe through.
     pub fn breaker_retry_in_key(&self, key: &str) -> Option<Duration> {

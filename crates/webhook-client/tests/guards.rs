@@ -333,3 +333,27 @@ async fn client_errors_other_than_408_and_429_keep_the_breaker_closed() {
     }
     assert_eq!(client.breaker_retry_in(&url), None);
 }
+
+#[tokio::test]
+async fn an_endpoint_is_the_sole_one_of_its_host_until_another_of_the_host_is_sent_to() {
+    // Ports 1 and 10 of loopback: nothing listens, every send is refused, and each endpoint
+    // sent to gets its breaker. "127.0.0.1:10" starts like "127.0.0.1:1" and is another host.
+    let client = local_client();
+    let first = "http://127.0.0.1:1/hook";
+    // Before any send there is no breaker at all: nothing else on the host either.
+    assert!(client.sole_endpoint_of_host(first));
+    let _ = send(&client, first, &[]).await;
+    assert!(client.sole_endpoint_of_host(first));
+    let _ = send(&client, "http://127.0.0.1:10/x", &[]).await;
+    let _ = send(&client, "http://127.0.0.2:1/x", &[]).await;
+    assert_eq!(
+        client.breakers().len(),
+        3,
+        "each endpoint sent to has its breaker"
+    );
+    assert!(client.sole_endpoint_of_host(first));
+    // A second endpoint on the same host: an open breaker no longer speaks for the host.
+    let _ = send(&client, "http://127.0.0.1:1/other?token=t", &[]).await;
+    assert!(!client.sole_endpoint_of_host(first));
+    assert!(!client.sole_endpoint_of_host("not a url"));
+}

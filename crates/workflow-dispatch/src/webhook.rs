@@ -70,8 +70,13 @@ impl Handler for WebhookDeliveryHandler {
             () = ctx.cancel.cancelled() => return HandlerOutcome::retryable("cancelled while sending"),
         };
         // The breaker is the endpoint's, the task's target its host's (concurrency is per
-        // host): an open breaker defers this task, not the host's other endpoints.
-        attempt_outcome(report, "circuit open for endpoint", false)
+        // host): an open breaker defers this task, not the host's other endpoints. When it is
+        // the host's only endpoint, it holds the host: deferring each due task one by one,
+        // once per open period, cost 8.0 ms of CPU per task with 10,000 waiting (`bench
+        // --scenario failing`: 1.3 million deferrals), 0.66 ms with the hold.
+        let whole_host =
+            report.breaker_retry_in.is_some() && self.client.sole_endpoint_of_host(url);
+        attempt_outcome(report, "circuit open for endpoint", whole_host)
     }
 }
 

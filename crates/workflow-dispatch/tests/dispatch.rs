@@ -340,3 +340,55 @@ async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_break
         s.abort();
     }
 }
+
+/// The deferral an attempt of `task` gets from `handler`: whether it holds the whole target.
+async fn holds_target(handler: &WebhookDeliveryHandler, task: &Task) -> Option<bool> {
+    let ctx = AttemptContext {
+        attempt: 1,
+        cancel: tokio_util::sync::CancellationToken::new(),
+    };
+    match handler.handle(task, ctx).await.result {
+        workflow_core::AttemptResult::Deferred { hold_target, .. } => Some(hold_target),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn an_open_breaker_holds_its_host_only_while_it_is_the_hosts_only_endpoint() {
+    let (busy_url, _, server) = receiver(503).await;
+    let client = webhook_client::WebhookClient::builder()
+        .ssrf_guard(false)
+        .timeout(Duration::from_secs(5))
+        .breaker(circuit_breaker::BreakerConfig {
+            consecutive_failures: 1,
+            open_wait: Duration::from_secs(3600),
+            max_open_wait: Duration::from_secs(3600),
+            ..circuit_breaker::BreakerConfig::default()
+        })
+        .build()
+        .unwrap();
+    let handler =
+        WebhookDeliveryHandler::new(client, vec![webhook_client::SigningSecret::generate()]);
+    let store = MemoryStore::new();
+    let other_url = busy_url.replace("/hook", "/other");
+    for (id, url) in [("busy", &busy_url), ("other", &other_url)] {
+        store
+            .enqueue(
+                webhook_task(id, url, serde_json::json!({})),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let busy = store.get("busy").await.unwrap().unwrap();
+    let other = store.get("other").await.unwrap().unwrap();
+    // The 503 opens the endpoint's breaker; the next attempt is deferred, and with no other
+    // endpoint of the host known, the deferral holds the host (no one-by-one deferrals).
+    assert_eq!(holds_target(&handler, &busy).await, None);
+    assert_eq!(holds_target(&handler, &busy).await, Some(true));
+    // Another endpoint of the same host is sent to: it has its own breaker, so the open one
+    // no longer speaks for the host.
+    assert_eq!(holds_target(&handler, &other).await, None);
+    assert_eq!(holds_target(&handler, &busy).await, Some(false));
+    server.abort();
+}
