@@ -253,11 +253,8 @@ fn webhook_task(id: &str, url: &str, package: serde_json::Value) -> NewTask {
     }
 }
 
-#[tokio::test]
-async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_breaker() {
-    let (ok_url, ok_got, ok_server) = receiver(200).await;
-    let (gone_url, _, gone_server) = receiver(410).await;
-    let (busy_url, busy_got, busy_server) = receiver(503).await;
+/// A webhook handler whose breakers open on one failure for an hour; 410 is permanent.
+fn handler_opening_on_one_failure() -> WebhookDeliveryHandler {
     let client = webhook_client::WebhookClient::builder()
         .ssrf_guard(false)
         .timeout(Duration::from_secs(5))
@@ -270,8 +267,15 @@ async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_break
         })
         .build()
         .unwrap();
-    let handler =
-        WebhookDeliveryHandler::new(client, vec![webhook_client::SigningSecret::generate()]);
+    WebhookDeliveryHandler::new(client, vec![webhook_client::SigningSecret::generate()])
+}
+
+#[tokio::test]
+async fn the_webhook_handler_delivers_fails_for_good_and_defers_on_an_open_breaker() {
+    let (ok_url, ok_got, ok_server) = receiver(200).await;
+    let (gone_url, _, gone_server) = receiver(410).await;
+    let (busy_url, busy_got, busy_server) = receiver(503).await;
+    let handler = handler_opening_on_one_failure();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let e = Engine::builder(store.clone())
         .handler(WEBHOOK_KIND, Arc::new(handler))
@@ -356,19 +360,7 @@ async fn holds_target(handler: &WebhookDeliveryHandler, task: &Task) -> Option<b
 #[tokio::test]
 async fn an_open_breaker_holds_its_host_only_while_it_is_the_hosts_only_endpoint() {
     let (busy_url, _, server) = receiver(503).await;
-    let client = webhook_client::WebhookClient::builder()
-        .ssrf_guard(false)
-        .timeout(Duration::from_secs(5))
-        .breaker(circuit_breaker::BreakerConfig {
-            consecutive_failures: 1,
-            open_wait: Duration::from_secs(3600),
-            max_open_wait: Duration::from_secs(3600),
-            ..circuit_breaker::BreakerConfig::default()
-        })
-        .build()
-        .unwrap();
-    let handler =
-        WebhookDeliveryHandler::new(client, vec![webhook_client::SigningSecret::generate()]);
+    let handler = handler_opening_on_one_failure();
     let store = MemoryStore::new();
     let other_url = busy_url.replace("/hook", "/other");
     for (id, url) in [("busy", &busy_url), ("other", &other_url)] {
