@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{
-    KEY, command, free_port, get_json, http, receiver, seed_body, spawn, terminate, wait_healthy,
+    KEY, command, free_port, get_json, http, receiver, seed_body, spawn, spawn_logged,
+    stopped_cleanly, terminate, wait_healthy,
 };
 
 /// Far longer than the limits set below: waiting this long means a bug, not a slow machine.
@@ -73,11 +74,15 @@ async fn idle_connections_past_the_cap_get_503_and_are_cut_off_so_healthz_answer
     assert!(child.wait().unwrap().success());
 }
 
-#[tokio::test]
+// Two workers: the test blocks its thread on the backup command and on the child's exit, and
+// the receiver must still answer the deliveries meanwhile, or the dispatcher's shutdown waits
+// out its grace for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_copies_a_running_dispatchers_tasks_and_the_copy_restores() {
     let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = spawn(dir.path(), port, &[]);
+    let child = spawn_logged(dir.path(), port, &logs.path().join("first.log"));
     let base = format!("http://127.0.0.1:{port}");
     let client = http();
     wait_healthy(&client, &base).await;
@@ -122,20 +127,18 @@ async fn backup_copies_a_running_dispatchers_tasks_and_the_copy_restores() {
         1,
         "the reason once: {refusal}"
     );
-    terminate(&child);
-    assert!(child.wait().unwrap().success());
+    stopped_cleanly(child, &logs.path().join("first.log"));
     // Restore: the copy in place of the database, on a fresh data dir.
     let restored = tempfile::tempdir().unwrap();
     std::fs::copy(&copy, restored.path().join("dispatcher.db")).unwrap();
     let port = free_port();
-    let mut child = spawn(restored.path(), port, &[]);
+    let child = spawn_logged(restored.path(), port, &logs.path().join("restored.log"));
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&client, &base).await;
     let listed = get_json(&client, &base, "/workflow/tasks").await;
     let tasks = listed["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 5, "{listed}");
-    terminate(&child);
-    assert!(child.wait().unwrap().success());
+    stopped_cleanly(child, &logs.path().join("restored.log"));
 }
 
 #[test]

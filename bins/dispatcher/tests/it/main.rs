@@ -76,6 +76,28 @@ fn spawn(data_dir: &Path, port: u16, extra: &[&str]) -> Child {
         .expect("start the dispatcher binary")
 }
 
+/// [`spawn`], its stderr kept in `log` for [`stopped_cleanly`] to show.
+fn spawn_logged(data_dir: &Path, port: u16, log: &Path) -> Child {
+    command(data_dir, port)
+        .args(["--api-keys", KEY, "--signing-secret", SECRET])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("create the log file"))
+        .spawn()
+        .expect("start the dispatcher binary")
+}
+
+/// Terminates `child` and checks that it exited with success; if not, the assertion shows how
+/// it ended and its log (from [`spawn_logged`]).
+fn stopped_cleanly(mut child: Child, log: &Path) {
+    terminate(&child);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the dispatcher ended with {status:?}; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// An HTTP client (with the workspace's TLS provider installed, as reqwest is built without one).
 fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
